@@ -1,0 +1,32 @@
+# The two commands a newcomer needs (see README):
+#   make demo   install, bring the platform up, train a model end to end
+#   make test   install, run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(PYTHON) -m uv
+
+.PHONY: install test demo up down clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
+	test -x $(PY) || $(UV) venv -q -p $(PYTHON) $(VENV)
+	$(UV) pip install -q -p $(PY) -e '.[dev,torch]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m ray_app up
+
+up: install
+	$(PY) -m ray_app up
+
+down:
+	$(PY) -m ray_app down
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,14 @@
+"""Vision Training Platform on Ray.
+
+Folders, one concept each:
+  jobs/     the job model: states (the transition table), schemas (the API and trainer contract)
+  store/    durable job state: the SQL database and the detached JobStore actor (single writer)
+  auth/     API tokens for users, JWT callback tokens for trainers
+  api/      the HTTP layer (FastAPI hosted by Ray Serve), kept thin
+  runtime/  running trainers on Ray: registry, runtime_env, TrainerRunner actor, controller
+  storage/  S3-compatible object storage and the embedded SeaweedFS server
+  datasets/ synthetic datasets for tests and the demo
+  cli/      the `vtp` command
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""The FastAPI application: routers, limits and error mapping. Built per Serve replica."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ray_app import __version__
+from ray_app.api.context import AppContext
+from ray_app.api.limits import BodySizeLimit
+from ray_app.api.routes import callbacks, jobs, predict, system
+from ray_app.config import Settings
+from ray_app.jobs.errors import StoreError
+from ray_app.store.actor import StoreClient
+
+log = logging.getLogger("ray_app.api")
+
+
+def create_app(settings: Settings, store: StoreClient | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Vision Training Platform",
+        version=__version__,
+        description="Training jobs for computer-vision models on Ray. Users call the job API "
+        "with an API token; trainers call the callback API with their attempt's JWT.",
+    )
+    app.state.ctx = AppContext(settings=settings, store=store or StoreClient(settings))
+    app.include_router(system.router)
+    app.include_router(jobs.router)
+    app.include_router(callbacks.router)
+    app.include_router(predict.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # the traceback goes to the replica's log, never to the client
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal server error"})
+
+    return app

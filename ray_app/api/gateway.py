@@ -1,0 +1,115 @@
+"""The callback gateway: trainer callbacks served by plain uvicorn, batched into the JobStore.
+
+Ray Serve's HTTP proxy adds a hop and a per-request cost that caps a trivial handler at a few
+hundred requests/s on a small machine (DESIGN §9); trainer callbacks are the platform's only
+high-rate traffic. With `VTP_CALLBACK_PORT` set, the Serve replica starts this detached actor,
+which serves ONLY the callback routes (the same router, dependencies, body limit and error mapping
+as the Serve app: `create_app`, with every other route left out) with uvicorn on
+`http_host:callback_port`, and sends heartbeats and events to the store in micro-batches
+(`BatchingStoreClient`). `Settings.callback_base_url` then points trainers at it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+
+from ray_app.config import NAMESPACE, Settings
+
+log = logging.getLogger("ray_app.api.gateway")
+
+GATEWAY_ACTOR = "vtp-callback-gateway"
+
+
+def create_callback_app(settings: Settings, store: Any = None) -> FastAPI:
+    """The platform app (`create_app`: body limit, error mapping) reduced to the callback routes."""
+    from ray_app.api.app import create_app
+    from ray_app.api.batching import BatchingStoreClient
+    from ray_app.api.routes import callbacks
+    from ray_app.store.actor import StoreClient
+
+    store = store or BatchingStoreClient(StoreClient(settings))
+    app = create_app(settings, store=store)
+    paths = {route.path for route in callbacks.router.routes}
+    app.router.routes = [  # FastAPI >= 0.16x keeps an included router as one entry
+        r for r in app.router.routes
+        if getattr(r, "original_router", None) is callbacks.router or getattr(r, "path", None) in paths
+    ]
+    app.openapi_schema = None
+    return app
+
+
+def _config_key(settings_env: dict[str, str], port: int) -> str:
+    return hashlib.sha256(json.dumps([sorted(settings_env.items()), port]).encode()).hexdigest()[:16]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class CallbackGateway:
+    """uvicorn on its own thread and event loop (uvloop and httptools where installed)."""
+
+    def __init__(self, settings_env: dict[str, str], port: int):
+        import uvicorn
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        os.environ.update(settings_env)
+        self.key = _config_key(settings_env, port)
+        settings = Settings()
+        self.app = create_callback_app(settings)
+        self.url = f"http://{settings.http_host}:{port}"
+        config = uvicorn.Config(
+            self.app, host=settings.http_host, port=port, loop="auto", http="auto",
+            access_log=False, log_level="warning", lifespan="off", timeout_keep_alive=75,
+            backlog=4096,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="callback-gateway")
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"callback gateway could not start on {settings.http_host}:{port}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("callback gateway did not start within 30 s")
+            time.sleep(0.02)
+        log.info("callback gateway serving on %s", self.url)
+
+    def info(self) -> dict[str, Any]:
+        store = self.app.state.ctx.store
+        return {"url": self.url, "key": self.key, "pid": os.getpid(),
+                "alive": self.thread.is_alive(), "batches": getattr(store, "batches", None),
+                "items": getattr(store, "items", None)}
+
+
+def ensure_gateway(settings: Settings) -> Any:
+    """Start the gateway (or find the running one) on this node; one started with other settings
+    (a redeploy) is replaced. Returns its handle once it is serving."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    env = settings.to_env()
+    key = _config_key(env, settings.callback_port)
+    node_id = ray.get_runtime_context().get_node_id()
+    for _ in range(50):
+        try:
+            actor = CallbackGateway.options(
+                name=GATEWAY_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                # http_host is this node's address: serve callbacks next to the Serve replica
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
+            ).remote(env, settings.callback_port)
+            info = ray.get(actor.info.remote(), timeout=60)
+        except ray.exceptions.RayActorError:
+            time.sleep(0.2)  # a replaced gateway on its way out, or its port still held
+            continue
+        if info["key"] == key:
+            return actor
+        log.info("replacing the callback gateway started with other settings")
+        ray.kill(actor, no_restart=True)
+        time.sleep(0.2)
+    raise RuntimeError("the callback gateway could not be started")

@@ -1,0 +1,45 @@
+"""The trainer callback API (DESIGN §3): heartbeat, event, done — JWT per attempt."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ray_app.api.deps import Callback, Ctx
+from ray_app.jobs.errors import Conflict, StaleAttempt
+from ray_app.jobs.schemas import DoneIn, DoneReply, EventIn, EventReply, HeartbeatIn, HeartbeatReply
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["trainer callbacks"])
+
+_REFUSED = {401: {"description": "missing, malformed, forged, expired, other-job or stale-attempt token"},
+            404: {"description": "unknown job"}, 409: {"description": "the job cannot take this callback"}}
+
+
+def _check_body_attempt(claims, body_attempt: int | None) -> None:
+    if body_attempt is not None and body_attempt != claims.attempt:
+        raise StaleAttempt(f"body says attempt {body_attempt}; the token is for attempt {claims.attempt}")
+
+
+@router.post("/heartbeat", response_model=HeartbeatReply, responses=_REFUSED,
+             summary="Progress and metrics; the reply says whether to continue")
+async def heartbeat(job_id: str, body: HeartbeatIn, claims: Callback, ctx: Ctx):
+    _check_body_attempt(claims, body.attempt)
+    try:
+        reply = await ctx.store.call("heartbeat", job_id, claims.attempt, body.model_dump(mode="json"))
+    except Conflict as exc:
+        # a finished job: tell the trainer to stop, and say why
+        return JSONResponse(status_code=409, content={"detail": exc.detail, "should_continue": False})
+    return HeartbeatReply(**reply)
+
+
+@router.post("/event", response_model=EventReply, responses=_REFUSED, summary="A trainer event")
+async def event(job_id: str, body: EventIn, claims: Callback, ctx: Ctx) -> EventReply:
+    _check_body_attempt(claims, body.attempt)
+    return EventReply(**await ctx.store.call("event", job_id, claims.attempt, body.model_dump(mode="json")))
+
+
+@router.post("/done", response_model=DoneReply, responses=_REFUSED,
+             summary="The attempt's final result, accepted once")
+async def done(job_id: str, body: DoneIn, claims: Callback, ctx: Ctx) -> DoneReply:
+    _check_body_attempt(claims, body.attempt)
+    return DoneReply(**await ctx.store.call("done", job_id, claims.attempt, body.model_dump(mode="json")))

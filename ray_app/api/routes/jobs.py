@@ -1,0 +1,97 @@
+"""The job API for users: create, list, get, cancel, and the job's histories."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from ray_app.api.deps import Ctx, User
+from ray_app.jobs.schemas import (
+    EventPage,
+    EventView,
+    JobCreate,
+    JobPage,
+    JobView,
+    LogLine,
+    LogPage,
+    MetricPage,
+    MetricView,
+)
+from ray_app.jobs.states import JobState
+from ray_app.runtime.registry import UnknownTrainer
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User])
+
+
+@router.post("", status_code=201, response_model=JobView, summary="Create a training job")
+async def create_job(body: JobCreate, ctx: Ctx) -> JobView:
+    try:
+        manifest = ctx.resolve_trainer(body.framework, body.task_type.value, body.model_name)
+    except UnknownTrainer as exc:
+        # the same shape as FastAPI's own 422s, so clients parse one format
+        raise HTTPException(422, detail=[{"loc": ["body", "framework"], "msg": str(exc),
+                                          "type": "value_error"}]) from None
+    spec = body.model_dump(mode="json")
+    if body.num_cpus is None:
+        spec["num_cpus"] = manifest.resources.num_cpus
+    if "num_gpus" not in body.model_fields_set:
+        spec["num_gpus"] = manifest.resources.num_gpus
+    if body.memory_mb is None:
+        spec["memory_mb"] = manifest.resources.memory_mb
+    job = await ctx.store.call("create_job", spec, uuid.uuid4().hex[:16])
+    return JobView.model_validate(job)
+
+
+@router.get("", response_model=JobPage, summary="List jobs, newest first")
+async def list_jobs(
+    ctx: Ctx,
+    state: JobState | None = None,
+    project_id: str | None = None,
+    framework: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    items, next_cursor = await ctx.store.call(
+        "list_jobs", state.value if state else None, project_id, framework,
+        int(cursor) if cursor else None, limit,
+    )
+    return JobPage(items=[JobView.model_validate(j) for j in items],
+                   next_cursor=str(next_cursor) if next_cursor is not None else None)
+
+
+@router.get("/{job_id}", response_model=JobView, summary="Get a job")
+async def get_job(job_id: str, ctx: Ctx) -> JobView:
+    return JobView.model_validate(await ctx.store.call("get_job", job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobView, summary="Request cancellation (idempotent)")
+async def cancel_job(job_id: str, ctx: Ctx) -> JobView:
+    return JobView.model_validate(await ctx.store.call("request_cancel", job_id))
+
+
+@router.get("/{job_id}/events", response_model=EventPage, summary="The job's events, in order")
+async def job_events(
+    job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> EventPage:
+    items = await ctx.store.call("events", job_id, after, limit)
+    return EventPage(items=[EventView.model_validate(e) for e in items],
+                     next_after=items[-1]["seq"] if items else None)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricPage, summary="Metric history per epoch")
+async def job_metrics(job_id: str, ctx: Ctx) -> MetricPage:
+    items = await ctx.store.call("metrics", job_id)
+    return MetricPage(items=[MetricView.model_validate(m) for m in items])
+
+
+@router.get("/{job_id}/logs", response_model=LogPage, summary="The trainer's output lines")
+async def job_logs(
+    job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> LogPage:
+    items = await ctx.store.call("logs", job_id, after, limit)
+    return LogPage(items=[LogLine.model_validate(line) for line in items],
+                   next_after=items[-1]["seq"] if items else None)

@@ -1,0 +1,55 @@
+"""POST /v1/jobs/{id}/predict: inference with a finished job's checkpoint, run on Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from pydantic import BaseModel
+from ray.exceptions import RayError
+
+from ray_app.api.deps import Ctx, User
+from ray_app.runtime import predictor
+from ray_app.runtime.registry import UnknownTrainer
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User])
+log = logging.getLogger("ray_app.api")
+
+
+class PredictResponse(BaseModel):
+    job_id: str
+    checkpoint: str
+    predictions: list[dict[str, Any]]
+    inference_seconds: float
+    model_cached: bool
+
+
+@router.post("/{job_id}/predict", response_model=PredictResponse,
+             responses={409: {"description": "the job cannot serve predictions yet"}},
+             summary="Run the job's best checkpoint on uploaded images")
+async def predict(
+    job_id: str,
+    ctx: Ctx,
+    files: Annotated[list[UploadFile], File(description="one or more images")],
+    conf: Annotated[float, Form(ge=0, le=1, description="detection confidence threshold")] = 0.25,
+    top_k: Annotated[int, Form(ge=1, le=100, description="classes per image (classification)")] = 5,
+) -> PredictResponse:
+    job = await ctx.store.call("get_job", job_id)
+    images = [(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
+    empty = [name for name, data in images if not data]
+    if empty:
+        raise HTTPException(422, detail=[{"loc": ["body", "files"], "msg": f"empty file(s): {empty}",
+                                          "type": "value_error"}])
+    try:
+        manifest = ctx.registry.get(job["framework"])
+        actor = await asyncio.to_thread(predictor.get_or_create, ctx.settings, manifest, job)
+    except (predictor.PredictUnavailable, UnknownTrainer) as exc:
+        raise HTTPException(409, detail=str(exc)) from None
+    try:
+        result = await actor.predict.remote(images, {"conf": conf, "top_k": top_k})
+    except RayError as exc:
+        log.error("[TRACE:%s] prediction for job %s failed: %s", job["trace_id"], job_id, exc)
+        raise HTTPException(502, detail=f"prediction failed: {type(exc).__name__}") from None
+    return PredictResponse(job_id=job_id, **result)

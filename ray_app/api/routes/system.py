@@ -1,0 +1,34 @@
+"""Liveness and the trainer registry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ray_app.api.deps import Ctx, User
+from ray_app.runtime.registry import TrainerManifest
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", summary="Liveness of the API and its dependencies")
+async def healthz(ctx: Ctx) -> JSONResponse:
+    checks: dict[str, str] = {"api": "ok"}
+    try:
+        await asyncio.wait_for(ctx.store.handle.ping.remote(), timeout=5)
+        checks["job_store"] = "ok"
+    except Exception as exc:  # report, never raise: this route exists to say what is wrong
+        checks["job_store"] = f"unavailable: {type(exc).__name__}"
+    if ctx.registry.problems:
+        checks["trainers"] = f"{len(ctx.registry.problems)} manifest(s) could not be loaded"
+    healthy = checks["job_store"] == "ok"
+    return JSONResponse(status_code=200 if healthy else 503,
+                        content={"status": "ok" if healthy else "degraded", "checks": checks})
+
+
+@router.get("/v1/trainers", dependencies=[User], response_model=list[TrainerManifest],
+            summary="Registered trainers with their tasks, models and default resources")
+async def trainers(ctx: Ctx) -> list[TrainerManifest]:
+    return list(ctx.registry.trainers.values())

@@ -1,0 +1,47 @@
+"""The Ray Serve deployment hosting the API, and the builder `serve_config.yaml` points at.
+
+    serve run serve_config.yaml          # or: serve deploy serve_config.yaml
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ray import serve
+
+from ray_app.config import Settings
+
+
+@serve.deployment(
+    name="vtp-api",
+    # callbacks are short and I/O-bound (an actor call each); the default of 5 queues them
+    max_ongoing_requests=256,
+    logging_config={"enable_access_log": False},
+)
+@serve.ingress()
+class PlatformAPI:
+    def __init__(self, settings_env: dict[str, str] | None = None):
+        os.environ.update(settings_env or {})
+        self.settings = Settings()
+        self.settings.check_production()
+        from ray_app.runtime.controller import ensure_controller
+
+        if self.settings.callback_port:
+            from ray_app.api.gateway import ensure_gateway
+
+            ensure_gateway(self.settings)  # trainers call back there (Settings.callback_base_url)
+        if self.settings.controller_enabled:
+            ensure_controller(self.settings)
+
+    def __serve_build_asgi_app__(self):
+        from ray_app.api.app import create_app
+
+        return create_app(self.settings)
+
+
+def build(args: dict[str, Any]) -> serve.Application:
+    """Application builder: `args` (from serve_config.yaml or `serve run ... key=value`) are
+    VTP_* settings; anything unset comes from the environment."""
+    env = {k if k.startswith("VTP_") else f"VTP_{k.upper()}": str(v) for k, v in (args or {}).items()}
+    return PlatformAPI.bind(env)

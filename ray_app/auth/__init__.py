@@ -1,0 +1,1 @@
+"""Who may call what: API tokens for users, JWT callback tokens for trainers."""

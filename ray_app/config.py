@@ -1,0 +1,192 @@
+"""Platform settings: one pydantic-settings model, read from `VTP_*` environment variables.
+
+The embedded single-machine mode needs nothing set: it keeps everything under `data_dir`
+(default ~/.vtp) and generates its secrets there. With `VTP_PRODUCTION=true` the secrets must be
+given explicitly; start-up stops with a clear message instead of inventing them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NAMESPACE = "vtp"  # the Ray namespace of every named actor of the platform
+STORE_ACTOR = "vtp-job-store"
+CONTROLLER_ACTOR = "vtp-job-controller"
+
+
+class MissingProductionSetting(RuntimeError):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VTP_", extra="ignore")
+
+    production: bool = False
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".vtp")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite")
+
+    # HTTP
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    public_base_url: str | None = Field(
+        default=None, description="base URL trainers call back; default http://host:port"
+    )
+    callback_port: int = Field(
+        default=0, description="port of the callback gateway (trainer callbacks on plain uvicorn, "
+        "batched into the JobStore) on http_host; 0: callbacks go through Serve only",
+    )
+    max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 32 << 20
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    jwt_secret: SecretStr | None = None
+    callback_token_ttl_s: int = 7 * 24 * 3600
+
+    # job runtime
+    trainer_paths: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [REPO_ROOT / "trainers"],
+        description="folders holding trainers/<name>/trainer.yaml (os.pathsep-separated in env)",
+    )
+    trainer_env_mode: str = Field(
+        default="auto", description="auto: a trainer's prebuilt venv if built, else its manifest's pip/uv"
+    )
+    controller_enabled: bool = True
+    trainer_venvs_dir: Path | None = Field(
+        default=None, description="where per-trainer virtualenvs are built; default data_dir/venvs"
+    )
+    default_max_attempts: int = 3
+    heartbeat_timeout_s: float = 300.0
+    stall_timeout_s: float = 1800.0
+    placement_timeout_s: float = 600.0
+    cancel_grace_s: float = 30.0
+    controller_interval_s: float = 0.5
+
+    # storage (S3-compatible): embedded SeaweedFS by default
+    storage_type: str = "minio"
+    s3_endpoint: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_bucket: str = "vision-platform"
+    s3_region: str = "us-east-1"
+    mlflow_tracking_uri: str | None = None
+
+    @field_validator("trainer_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p]
+        return value
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def venvs_dir(self) -> Path:
+        return self.trainer_venvs_dir or self.data_dir / "venvs"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.secrets_dir / "api_token"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.db'}"
+
+    @property
+    def callback_base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.http_host}:{self.callback_port or self.http_port}"
+
+    def resolved_jwt_secret(self) -> str:
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        if self.production:
+            raise MissingProductionSetting(
+                "VTP_JWT_SECRET must be set when VTP_PRODUCTION=true (callback token secret)"
+            )
+        return _read_or_create_secret(self.secrets_dir / "jwt_secret")
+
+    def resolved_api_tokens(self) -> list[str]:
+        if self.api_tokens:
+            return [t.get_secret_value() for t in self.api_tokens]
+        if self.production:
+            raise MissingProductionSetting(
+                "VTP_API_TOKENS must be set when VTP_PRODUCTION=true (comma-separated bearer tokens)"
+            )
+        return [_read_or_create_secret(self.api_token_file)]
+
+    def check_production(self) -> None:
+        """Fail start-up early, with every missing production setting named."""
+        if not self.production:
+            return
+        missing = [
+            name
+            for name, value in (
+                ("VTP_JWT_SECRET", self.jwt_secret),
+                ("VTP_API_TOKENS", self.api_tokens or None),
+                ("VTP_DATABASE_URL", self.database_url),
+                ("VTP_S3_ENDPOINT", self.s3_endpoint if self.storage_type != "s3" else "aws"),
+                ("VTP_S3_ACCESS_KEY", self.s3_access_key),
+                ("VTP_S3_SECRET_KEY", self.s3_secret_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise MissingProductionSetting(
+                "production start-up refused; set: " + ", ".join(missing)
+            )
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as VTP_* variables, to hand to Ray processes (actors, Serve replicas)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None or value == []:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                sep = os.pathsep if name == "trainer_paths" else ","
+                value = sep.join(
+                    v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value
+                )
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"VTP_{name.upper()}"] = str(value)
+        return env
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """A generated secret kept in a 0600 file, shared by every process on this machine."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    try:
+        os.link(tmp, path)  # first writer wins; a concurrent creator reads the winner's value
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()

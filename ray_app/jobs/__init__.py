@@ -1,0 +1,1 @@
+"""The job model: the state machine and the schemas shared by the API and the trainer contract."""

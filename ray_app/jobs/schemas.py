@@ -1,0 +1,280 @@
+"""Request and response bodies: the job API (users) and the callback contract (trainers).
+
+These models are the single definition of the contract: the FastAPI routes validate with them,
+OpenAPI at /docs is generated from them, and the trainer SDK sends exactly these fields.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ray_app.jobs.states import JobState
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+class TaskType(str, enum.Enum):
+    OBJECT_DETECTION = "object_detection"
+    INSTANCE_SEGMENTATION = "instance_segmentation"
+    IMAGE_CLASSIFICATION = "image_classification"
+    SEMANTIC_SEGMENTATION = "semantic_segmentation"
+    POSE_ESTIMATION = "pose_estimation"
+
+
+# seed 001's short names, accepted on input and stored as the DICE names
+TASK_ALIASES: dict[str, TaskType] = {
+    "detection": TaskType.OBJECT_DETECTION,
+    "segmentation": TaskType.INSTANCE_SEGMENTATION,
+    "classification": TaskType.IMAGE_CLASSIFICATION,
+    "pose": TaskType.POSE_ESTIMATION,
+}
+
+
+def normalize_task_type(value: Any) -> Any:
+    if isinstance(value, str):
+        return TASK_ALIASES.get(value.strip().lower(), value.strip().lower())
+    return value
+
+
+class ErrorType(str, enum.Enum):
+    DATASET_ERROR = "DATASET_ERROR"
+    CHECKPOINT_ERROR = "CHECKPOINT_ERROR"
+    CONFIG_ERROR = "CONFIG_ERROR"
+    RESOURCE_ERROR = "RESOURCE_ERROR"
+    NETWORK_ERROR = "NETWORK_ERROR"
+    FRAMEWORK_ERROR = "FRAMEWORK_ERROR"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNKNOWN_ERROR = "UNKNOWN_ERROR"
+    # set by the platform itself, never by a trainer
+    INFRASTRUCTURE_ERROR = "INFRASTRUCTURE_ERROR"
+    TIMEOUT_ERROR = "TIMEOUT_ERROR"
+
+
+# An attempt that failed for one of these reasons is retried (DESIGN §5); the others are final.
+RETRYABLE_ERRORS = frozenset(
+    {ErrorType.RESOURCE_ERROR, ErrorType.NETWORK_ERROR, ErrorType.INFRASTRUCTURE_ERROR}
+)
+
+IDEMPOTENCY_KEY = Field(
+    default=None,
+    max_length=128,
+    description="Idempotency key: a retried callback with the same key is applied once. "
+    "Sent by the SDK as a uuid per logical callback; `attempt`+`seq` is used when absent.",
+)
+
+Metrics = dict[str, float | int | None]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- job API
+
+
+class JobCreate(_Strict):
+    """POST /v1/jobs."""
+
+    framework: str = Field(min_length=1, max_length=64, examples=["ultralytics"])
+    task_type: TaskType = Field(examples=["object_detection"])
+    model_name: str = Field(min_length=1, max_length=128, examples=["yolo11n"])
+    dataset_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._\-/]+$")
+    epochs: int = Field(default=10, ge=1, le=100_000)
+    batch_size: int = Field(default=16, ge=1, le=65_536)
+    learning_rate: float = Field(default=0.01, gt=0, le=10)
+    image_size: int = Field(default=640, ge=8, le=8192)
+    project_id: str = Field(default="default", min_length=1, max_length=128)
+    num_gpus: float = Field(default=0, ge=0, le=64)
+    num_cpus: float | None = Field(default=None, ge=0, le=512)
+    memory_mb: int | None = Field(default=None, ge=1)
+    config: dict[str, Any] = Field(default_factory=dict, description="framework arguments")
+    advanced_config: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+    resume_from: str | None = Field(default=None, max_length=1024, description="checkpoint URI")
+
+    _normalize_task = field_validator("task_type", mode="before")(normalize_task_type)
+
+    @field_validator("framework", "model_name")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class JobView(BaseModel):
+    """A job as the API returns it."""
+
+    id: str
+    trace_id: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    framework: str
+    task_type: str
+    model_name: str
+    dataset_id: str
+    project_id: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    image_size: int
+    num_gpus: float
+    num_cpus: float | None
+    memory_mb: int | None
+    config: dict[str, Any]
+    advanced_config: dict[str, Any]
+    progress: float = 0.0
+    epoch: int | None = None
+    total_epochs: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    latest_metrics: dict[str, Any] = Field(default_factory=dict)
+    final_metrics: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    mlflow_run_id: str | None = None
+    resume_from: str | None = None
+    last_checkpoint: str | None = None
+    cancel_requested: bool = False
+    training_time_seconds: float | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+
+
+class JobPage(BaseModel):
+    items: list[JobView]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+
+
+class EventView(BaseModel):
+    seq: int
+    attempt: int
+    level: str
+    event_type: str
+    message: str
+    data: dict[str, Any]
+    source: Literal["trainer", "platform"]
+    created_at: datetime
+
+
+class EventPage(BaseModel):
+    items: list[EventView]
+    next_after: int | None
+
+
+class MetricView(BaseModel):
+    attempt: int
+    epoch: int
+    step: int | None
+    metrics: dict[str, Any]
+    updated_at: datetime
+
+
+class MetricPage(BaseModel):
+    items: list[MetricView]
+
+
+class LogLine(BaseModel):
+    seq: int
+    attempt: int
+    stream: str
+    line: str
+    created_at: datetime
+
+
+class LogPage(BaseModel):
+    items: list[LogLine]
+    next_after: int | None
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class HeartbeatIn(_Strict):
+    """POST /v1/jobs/{id}/heartbeat — progress, every epoch or every few seconds."""
+
+    event_id: str | None = IDEMPOTENCY_KEY
+    attempt: int | None = Field(default=None, ge=1, description="must match the token's attempt")
+    seq: int | None = Field(default=None, ge=0)
+    trace_id: str | None = Field(default=None, max_length=64)
+    epoch: int | None = Field(default=None, ge=0)
+    total_epochs: int | None = Field(default=None, ge=0)
+    step: int | None = Field(default=None, ge=0)
+    total_steps: int | None = Field(default=None, ge=0)
+    progress: float | None = Field(default=None, ge=0, le=100)
+    metrics: Metrics = Field(default_factory=dict)
+
+
+class HeartbeatReply(BaseModel):
+    status: Literal["ok"] = "ok"
+    should_continue: bool
+    duplicate: bool = False
+
+
+class EventLevel(str, enum.Enum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class EventIn(_Strict):
+    """POST /v1/jobs/{id}/event — started, dataset_loaded, checkpoint_saved, error, …"""
+
+    event_id: str | None = IDEMPOTENCY_KEY
+    attempt: int | None = Field(default=None, ge=1)
+    seq: int | None = Field(default=None, ge=0)
+    trace_id: str | None = Field(default=None, max_length=64)
+    level: EventLevel = EventLevel.INFO
+    event_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.\-]*$")
+    message: str = Field(default="", max_length=8192)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class EventReply(BaseModel):
+    status: Literal["ok"] = "ok"
+    duplicate: bool = False
+
+
+class DoneIn(_Strict):
+    """POST /v1/jobs/{id}/done — once, at the end of the attempt."""
+
+    event_id: str | None = IDEMPOTENCY_KEY
+    attempt: int | None = Field(default=None, ge=1)
+    trace_id: str | None = Field(default=None, max_length=64)
+    status: Literal["succeeded", "failed"]
+    error: str | None = Field(default=None, max_length=65_536)
+    error_type: ErrorType | None = None
+    traceback: str | None = Field(default=None, max_length=262_144)
+    final_metrics: Metrics = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    mlflow_run_id: str | None = Field(default=None, max_length=128)
+    training_time_seconds: float | None = Field(default=None, ge=0)
+
+    @field_validator("error_type", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.upper()
+            return "FRAMEWORK_ERROR" if value == "TRAINING_ERROR" else value  # seed 001 alias
+        return value
+
+
+class DoneReply(BaseModel):
+    status: Literal["ok"] = "ok"
+    state: JobState
+    duplicate: bool = False

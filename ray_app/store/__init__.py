@@ -1,0 +1,1 @@
+"""Durable job state: the SQL database and the JobStore actor that is its single writer."""

@@ -1,0 +1,459 @@
+"""JobStoreCore: every change to a job goes through here, written through to the database.
+
+The JobStore actor (store/actor.py) wraps one instance; being the only writer is what makes the
+compare-and-set transitions and the idempotency checks race-free. This class has no Ray in it,
+so it is tested directly as well as through the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt, StoreError
+from ray_app.jobs.schemas import RETRYABLE_ERRORS, DoneIn, ErrorType, EventIn, HeartbeatIn
+from ray_app.jobs.states import JobState, check_transition
+from ray_app.store import db
+
+log = logging.getLogger("ray_app.store")
+
+JOB_DEFAULTS: dict[str, Any] = {
+    "progress": 0.0,
+    "latest_metrics": {},
+    "final_metrics": {},
+    "artifacts": {},
+    "cancel_requested": False,
+}
+
+
+class JobStoreCore:
+    def __init__(self, database_url: str, default_max_attempts: int = 3):
+        self.engine = db.make_engine(database_url)
+        self.default_max_attempts = default_max_attempts
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._event_seq: dict[str, int] = {}
+        self._log_seq: dict[str, int] = {}
+        self._batch_conn: Any = None  # set while apply_callbacks runs: items share its transaction
+        self.reload()
+
+    # ------------------------------------------------------------------ loading
+
+    def reload(self) -> None:
+        """Rebuild the in-memory view from the database (start-up, after a restart)."""
+        with self.engine.connect() as conn:
+            self._jobs = {r["id"]: r for r in db.rows(conn.execute(select(db.jobs)))}
+            self._event_seq = db.max_seq(conn, db.events)
+            self._log_seq = db.max_seq(conn, db.logs)
+        log.info("job store loaded %d jobs", len(self._jobs))
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        return job
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(self, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
+        """Create a job. With `job_id` (chosen by the caller) a repeated call returns the job
+        created the first time, so a create retried after a store restart makes no twin."""
+        if job_id is not None and job_id in self._jobs:
+            return dict(self._jobs[job_id])
+        now = db.utcnow()
+        job = {
+            **JOB_DEFAULTS,
+            **spec,
+            "id": job_id or uuid.uuid4().hex[:16],
+            "trace_id": str(uuid.uuid4()),
+            "state": JobState.PENDING.value,
+            "attempt": 1,
+            "max_attempts": spec.get("max_attempts") or self.default_max_attempts,
+            "created_at": now,
+            "updated_at": now,
+        }
+        job["task_type"] = str(getattr(job["task_type"], "value", job["task_type"]))
+        with self.engine.begin() as conn:
+            conn.execute(db.jobs.insert().values(**job))
+            # read the row back: memory holds exactly what the database holds, every column
+            job = dict(conn.execute(select(db.jobs).where(db.jobs.c.id == job["id"])).one()._mapping)
+            self._add_event(conn, job, "platform", "info", "created", "job created", {})
+        self._jobs[job["id"]] = job
+        log.info("[TRACE:%s] job %s created (%s/%s)", job["trace_id"], job["id"],
+                 job["framework"], job["model_name"])
+        return dict(job)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._job(job_id))
+
+    def list_jobs(
+        self,
+        state: str | None = None,
+        project_id: str | None = None,
+        framework: str | None = None,
+        cursor: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first; `cursor` is the `num` of the last job of the previous page."""
+        selected = [
+            j
+            for j in self._jobs.values()
+            if (state is None or j["state"] == state)
+            and (project_id is None or j["project_id"] == project_id)
+            and (framework is None or j["framework"] == framework)
+            and (cursor is None or j["num"] < cursor)
+        ]
+        selected.sort(key=lambda j: j["num"], reverse=True)
+        page = selected[:limit]
+        next_cursor = page[-1]["num"] if len(selected) > limit else None
+        return [dict(j) for j in page], next_cursor
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        return [dict(j) for j in self._jobs.values() if not JobState(j["state"]).is_terminal]
+
+    def request_cancel(self, job_id: str) -> dict[str, Any]:
+        """Idempotent. A job that has not started is cancelled at once; a running one is asked
+        to stop (the next heartbeat answers should_continue=false) and the controller marks it
+        CANCELLED once its process tree is gone."""
+        job = self._job(job_id)
+        state = JobState(job["state"])
+        if state.is_terminal or job["cancel_requested"]:
+            return dict(job)
+        with self._tx(job) as conn:
+            self._set(conn, job, cancel_requested=True, cancel_requested_at=db.utcnow())
+            self._add_event(conn, job, "platform", "info", "cancel_requested", "cancel requested", {})
+            if state == JobState.PENDING:
+                self._transition(conn, job, JobState.CANCELLED, "cancelled before it was queued")
+        return dict(job)
+
+    # ------------------------------------------------------------------ controller side
+
+    def transition(
+        self,
+        job_id: str,
+        target: str,
+        reason: str,
+        attempt: int | None = None,
+        error_type: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Compare-and-set: refused (Conflict) when the table forbids it or, with `attempt`,
+        when the job has moved on to another attempt meanwhile."""
+        job = self._job(job_id)
+        if attempt is not None and job["attempt"] != attempt:
+            raise Conflict(f"job {job_id} is on attempt {job['attempt']}, not {attempt}")
+        target_state = JobState(target)
+        with self._tx(job) as conn:
+            if target_state == JobState.FAILED:
+                fields.setdefault("error", reason)
+                fields.setdefault("error_type", error_type or ErrorType.UNKNOWN_ERROR.value)
+            self._transition(conn, job, target_state, reason, **fields)
+        return dict(job)
+
+    def requeue(self, job_id: str, attempt: int, reason: str, error_type: str) -> dict[str, Any]:
+        """An infrastructure failure of `attempt`: start the next attempt, resuming from the
+        last checkpoint, or fail the job when no attempts are left."""
+        job = self._job(job_id)
+        if job["attempt"] != attempt:
+            raise Conflict(f"job {job_id} is on attempt {job['attempt']}, not {attempt}")
+        if job["attempt"] >= job["max_attempts"]:
+            return self.transition(
+                job_id, JobState.FAILED.value,
+                f"{reason} (attempt {attempt} of {job['max_attempts']}; no attempts left)",
+                error_type=error_type,
+            )
+        with self._tx(job) as conn:
+            self._transition(
+                conn, job, JobState.QUEUED, f"retrying after attempt {attempt} failed: {reason}",
+                attempt=attempt + 1, resume_from=job["last_checkpoint"] or job["resume_from"],
+                done=None, error=reason, error_type=error_type, last_heartbeat_at=None,
+                last_progress_at=None, started_at=None,
+            )
+            self._add_event(
+                conn, job, "platform", "warning", "retry",
+                f"attempt {attempt + 1} of {job['max_attempts']} starts"
+                + (f", resuming from {job['resume_from']}" if job["resume_from"] else ""),
+                {"previous_attempt": attempt, "reason": reason, "resume_from": job["resume_from"]},
+            )
+        return dict(job)
+
+    def add_platform_event(
+        self, job_id: str, event_type: str, message: str, level: str = "info", data: dict | None = None
+    ) -> None:
+        job = self._job(job_id)
+        with self._tx(job) as conn:
+            self._add_event(conn, job, "platform", level, event_type, message, data or {})
+
+    def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]]) -> int:
+        if not lines:
+            return self._log_seq.get(job_id, 0)
+        self._job(job_id)
+        now = db.utcnow()
+        seq = self._log_seq.get(job_id, 0)
+        values = []
+        for stream, line in lines:
+            seq += 1
+            values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream,
+                           "line": line[:16384], "created_at": now})
+        with self.engine.begin() as conn:
+            conn.execute(db.logs.insert(), values)
+        self._log_seq[job_id] = seq
+        return seq
+
+    # ------------------------------------------------------------------ trainer callbacks
+
+    def check_attempt(self, job_id: str, token_attempt: int) -> dict[str, Any]:
+        job = self._job(job_id)
+        if token_attempt != job["attempt"]:
+            raise StaleAttempt(
+                f"callback token is for attempt {token_attempt}; the job is on attempt {job['attempt']}"
+            )
+        return job
+
+    def heartbeat(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        hb = HeartbeatIn.model_validate(body)
+        job = self.check_attempt(job_id, token_attempt)
+        if JobState(job["state"]).is_terminal:
+            raise Conflict(f"job {job_id} is {job['state']}; heartbeats are no longer accepted")
+        key = _key("hb", token_attempt, hb.event_id, hb.seq)
+        with self._tx(job) as conn:
+            if key and not db.insert_key_once(conn, job_id, key):
+                return {"should_continue": not job["cancel_requested"], "duplicate": True}
+            if job["state"] == JobState.QUEUED.value:
+                self._transition(conn, job, JobState.RUNNING, "first heartbeat", started_at=db.utcnow())
+            elif job["state"] != JobState.RUNNING.value:
+                raise Conflict(f"job {job_id} is {job['state']}; it has not been queued yet")
+            now = db.utcnow()
+            changes: dict[str, Any] = {"last_heartbeat_at": now}
+            advanced = (hb.epoch, hb.step) != (job["epoch"], job["step"])
+            if advanced or job["last_progress_at"] is None:
+                changes["last_progress_at"] = now
+            for name in ("epoch", "total_epochs", "step", "total_steps", "progress"):
+                value = getattr(hb, name)
+                if value is not None:
+                    changes[name] = value
+            if hb.progress is None and hb.epoch is not None and hb.total_epochs:
+                changes["progress"] = round(100.0 * hb.epoch / hb.total_epochs, 2)
+            if hb.metrics:
+                changes["latest_metrics"] = {**job["latest_metrics"], **hb.metrics}
+                if hb.epoch is not None:
+                    db.upsert_metrics(conn, job_id, token_attempt, hb.epoch, hb.step, hb.metrics)
+            self._set(conn, job, **changes)
+        return {"should_continue": not job["cancel_requested"], "duplicate": False}
+
+    def event(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        ev = EventIn.model_validate(body)
+        job = self.check_attempt(job_id, token_attempt)
+        if JobState(job["state"]).is_terminal:
+            raise Conflict(f"job {job_id} is {job['state']}; events are no longer accepted")
+        key = _key("ev", token_attempt, ev.event_id, ev.seq)
+        with self._tx(job) as conn:
+            if key and not db.insert_key_once(conn, job_id, key):
+                return {"duplicate": True}
+            self._add_event(conn, job, "trainer", ev.level.value, ev.event_type, ev.message, ev.data)
+            if ev.event_type == "started" and job["state"] == JobState.QUEUED.value:
+                self._transition(conn, job, JobState.RUNNING, "trainer started", started_at=db.utcnow())
+            if ev.event_type == "checkpoint_saved":
+                uri = _checkpoint_uri(ev.data)
+                name = str(ev.data.get("name") or ev.data.get("kind") or "")
+                if uri and (name != "best" or not job["last_checkpoint"]):
+                    self._set(conn, job, last_checkpoint=uri)
+        return {"duplicate": False}
+
+    def done(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        d = DoneIn.model_validate(body)
+        job = self.check_attempt(job_id, token_attempt)
+        payload = d.model_dump(mode="json")
+        previous = job["done"]
+        if previous is not None:
+            same_key = d.event_id is not None and d.event_id == previous.get("event_id")
+            if same_key or _without_key(previous) == _without_key(payload):
+                return {"state": job["state"], "duplicate": True}
+            raise Conflict(f"job {job_id} already reported done for attempt {token_attempt}")
+        state = JobState(job["state"])
+        if state.is_terminal:
+            raise Conflict(f"job {job_id} is {state.value}; done is no longer accepted")
+        if state == JobState.PENDING:
+            raise Conflict(f"job {job_id} is PENDING; it has not been queued yet")
+        with self._tx(job) as conn:
+            fields = {
+                "done": payload,
+                "final_metrics": payload["final_metrics"],
+                "artifacts": {**job["artifacts"], **payload["artifacts"]},
+                "mlflow_run_id": d.mlflow_run_id or job["mlflow_run_id"],
+                "training_time_seconds": d.training_time_seconds,
+            }
+            if state == JobState.QUEUED:
+                self._transition(conn, job, JobState.RUNNING, "done before started", started_at=db.utcnow())
+            level = "info" if d.status == "succeeded" else "error"
+            self._add_event(conn, job, "trainer", level, "done", d.error or d.status,
+                            {"status": d.status, "error_type": payload["error_type"]})
+            error_type = payload["error_type"] or ErrorType.UNKNOWN_ERROR.value
+            if job["cancel_requested"]:
+                # The controller marks it CANCELLED once the trainer's processes are gone.
+                self._set(conn, job, **fields)
+            elif d.status == "succeeded":
+                self._transition(conn, job, JobState.SUCCEEDED, "trainer reported success",
+                                 progress=100.0, **fields)
+            elif ErrorType(error_type) in RETRYABLE_ERRORS and job["attempt"] < job["max_attempts"]:
+                # retried by the controller once this attempt's process has exited
+                self._set(conn, job, **fields, error=d.error, error_type=error_type,
+                          traceback=d.traceback)
+            else:
+                error = d.error or "trainer reported failure"
+                if ErrorType(error_type) in RETRYABLE_ERRORS:
+                    error += f" (attempt {job['attempt']} of {job['max_attempts']}; no attempts left)"
+                self._transition(conn, job, JobState.FAILED, error, error=error,
+                                 error_type=error_type, traceback=d.traceback, **fields)
+        return {"state": job["state"], "duplicate": False}
+
+    def apply_callbacks(self, items: list[tuple[str, str, int, dict[str, Any]]]) -> list[Any]:
+        """Apply a batch of trainer callbacks `(kind, job_id, token_attempt, body)` in order, in
+        ONE database transaction (one commit), each item in its own savepoint: an item that
+        fails writes nothing and changes nothing in memory, and its error (a StoreError: 404,
+        409, 401) is returned in its place; the others are applied. The results are returned only
+        after the commit, so a result in the list means applied once and durable. If the commit
+        itself fails, every in-memory change of the batch is undone and the call raises."""
+        results: list[Any] = []
+        snapshots: dict[str, tuple[dict[str, Any], int]] = {}
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    # pysqlite opens its transaction lazily, at the first INSERT/UPDATE; a SAVEPOINT
+                    # issued before that would start (and its RELEASE commit) a transaction of its own
+                    conn.exec_driver_sql("BEGIN")
+                self._batch_conn = conn
+                for kind, job_id, token_attempt, body in items:
+                    job = self._jobs.get(job_id)
+                    if job is not None and job_id not in snapshots:
+                        snapshots[job_id] = (dict(job), self._event_seq.get(job_id, 0))
+                    try:
+                        if kind not in _BATCHABLE:
+                            raise Conflict(f"{kind!r} cannot be applied in a callback batch")
+                        results.append(getattr(self, kind)(job_id, token_attempt, body))
+                    except StoreError as exc:
+                        results.append(exc)
+                    except Exception as exc:  # isolated like a StoreError; reported as a 500
+                        log.exception("callback %s for job %s failed", kind, job_id)
+                        results.append(RuntimeError(f"{type(exc).__name__}: {exc}"))
+                self._batch_conn = None
+        except BaseException:
+            self._batch_conn = None
+            for job_id, (snapshot, seq) in snapshots.items():
+                job = self._jobs[job_id]
+                job.clear()
+                job.update(snapshot)
+                self._event_seq[job_id] = seq
+            raise
+        return results
+
+    # ------------------------------------------------------------------ histories
+
+    def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        self._job(job_id)
+        with self.engine.connect() as conn:
+            return db.rows(conn.execute(
+                select(db.events).where(db.events.c.job_id == job_id, db.events.c.seq > after)
+                .order_by(db.events.c.seq).limit(limit)
+            ))
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        self._job(job_id)
+        with self.engine.connect() as conn:
+            return db.rows(conn.execute(
+                select(db.metrics).where(db.metrics.c.job_id == job_id)
+                .order_by(db.metrics.c.attempt, db.metrics.c.epoch)
+            ))
+
+    def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        self._job(job_id)
+        with self.engine.connect() as conn:
+            return db.rows(conn.execute(
+                select(db.logs).where(db.logs.c.job_id == job_id, db.logs.c.seq > after)
+                .order_by(db.logs.c.seq).limit(limit)
+            ))
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _tx(self, job: dict[str, Any]) -> Iterator[Any]:
+        """A database transaction whose failure also undoes the in-memory changes to `job`."""
+        snapshot = dict(job)
+        seq = self._event_seq.get(job["id"], 0)
+        try:
+            if self._batch_conn is not None:  # inside apply_callbacks: a savepoint of its transaction
+                with self._batch_conn.begin_nested():
+                    yield self._batch_conn
+            else:
+                with self.engine.begin() as conn:
+                    yield conn
+        except BaseException:
+            job.clear()
+            job.update(snapshot)
+            self._event_seq[job["id"]] = seq
+            raise
+
+    def _set(self, conn, job: dict[str, Any], **fields: Any) -> None:
+        fields["updated_at"] = db.utcnow()
+        conn.execute(update(db.jobs).where(db.jobs.c.id == job["id"]).values(**fields))
+        job.update(fields)
+
+    def _transition(self, conn, job: dict[str, Any], target: JobState, reason: str, **fields: Any) -> None:
+        current = JobState(job["state"])
+        check_transition(job["id"], current, target)
+        now = db.utcnow()
+        if target == JobState.QUEUED:
+            fields.setdefault("queued_at", now)
+        if target.is_terminal:
+            fields.setdefault("finished_at", now)
+        # compare-and-set on the row as well: the database refuses a lost race, not only memory
+        result = conn.execute(
+            update(db.jobs)
+            .where(db.jobs.c.id == job["id"], db.jobs.c.state == current.value,
+                   db.jobs.c.attempt == job["attempt"])
+            .values(state=target.value, updated_at=now, **fields)
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"job {job['id']} changed underneath; transition to {target.value} refused")
+        job.update(fields, state=target.value, updated_at=now)
+        level = "error" if target == JobState.FAILED else "info"
+        self._add_event(conn, job, "platform", level, "state_changed",
+                        f"{current.value} -> {target.value}: {reason}",
+                        {"from": current.value, "to": target.value, "reason": reason})
+        log.info("[TRACE:%s] job %s %s -> %s: %s", job["trace_id"], job["id"], current.value,
+                 target.value, reason)
+
+    def _add_event(self, conn, job, source, level, event_type, message, data) -> None:
+        seq = self._event_seq.get(job["id"], 0) + 1
+        conn.execute(db.events.insert().values(
+            job_id=job["id"], seq=seq, attempt=job["attempt"], level=level, event_type=event_type,
+            message=message, data=data, source=source, created_at=db.utcnow(),
+        ))
+        self._event_seq[job["id"]] = seq
+
+
+_BATCHABLE = frozenset({"heartbeat", "event"})
+
+
+def _key(kind: str, attempt: int, event_id: str | None, seq: int | None) -> str | None:
+    if event_id:
+        return f"{kind}:{event_id}"
+    if seq is not None:
+        return f"{kind}:{attempt}:{seq}"
+    return None
+
+
+def _without_key(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != "event_id"}
+
+
+def _checkpoint_uri(data: dict[str, Any]) -> str | None:
+    for name in ("uri", "checkpoint_uri", "checkpoint_path", "path"):
+        value = data.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None

@@ -1,0 +1,224 @@
+"""The job database: SQLAlchemy tables and the few statements the store needs.
+
+SQLite by default, PostgreSQL by URL. Everything the platform knows about a job is here, so a
+restarted JobStore (or a restarted Ray cluster) reloads it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+metadata = MetaData()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(DateTime):
+    """Timestamps stored in UTC and read back timezone-aware on every backend."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def result_processor(self, dialect, coltype):  # type: ignore[override]
+        parent = super().result_processor(dialect, coltype)
+
+        def process(value):
+            if parent is not None:
+                value = parent(value)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return value
+
+        return process
+
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("num", Integer, primary_key=True, autoincrement=True),  # creation order, cursors
+    Column("id", String(64), unique=True, nullable=False),
+    Column("trace_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("framework", String(64), nullable=False, index=True),
+    Column("task_type", String(64), nullable=False),
+    Column("model_name", String(128), nullable=False),
+    Column("dataset_id", String(256), nullable=False),
+    Column("project_id", String(128), nullable=False, index=True),
+    Column("epochs", Integer, nullable=False),
+    Column("batch_size", Integer, nullable=False),
+    Column("learning_rate", Float, nullable=False),
+    Column("image_size", Integer, nullable=False),
+    Column("num_gpus", Float, nullable=False),
+    Column("num_cpus", Float),
+    Column("memory_mb", Integer),
+    Column("config", JSON, nullable=False),
+    Column("advanced_config", JSON, nullable=False),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("epoch", Integer),
+    Column("total_epochs", Integer),
+    Column("step", Integer),
+    Column("total_steps", Integer),
+    Column("latest_metrics", JSON, nullable=False),
+    Column("final_metrics", JSON, nullable=False),
+    Column("artifacts", JSON, nullable=False),
+    Column("error", Text),
+    Column("error_type", String(32)),
+    Column("traceback", Text),
+    Column("mlflow_run_id", String(128)),
+    Column("resume_from", Text),
+    Column("last_checkpoint", Text),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("cancel_requested_at", UTCDateTime()),
+    Column("done", JSON),  # the accepted done body of the current attempt
+    Column("training_time_seconds", Float),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("queued_at", UTCDateTime()),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("last_heartbeat_at", UTCDateTime()),
+    Column("last_progress_at", UTCDateTime()),
+)
+
+events = Table(
+    "job_events",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+metrics = Table(
+    "job_metrics",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("step", Integer),
+    Column("metrics", JSON, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+logs = Table(
+    "job_logs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("stream", String(8), nullable=False),
+    Column("line", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Idempotency keys of applied callbacks: inserting an existing key is the "already applied" test.
+callback_keys = Table(
+    "job_callback_keys",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("key", String(160), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # WAL: readers do not block the single writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+def _insert(conn: Connection, table: Table):
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise RuntimeError(f"unsupported database dialect {dialect!r} (use SQLite or PostgreSQL)")
+
+
+def insert_key_once(conn: Connection, job_id: str, key: str) -> bool:
+    """Record an idempotency key; False when it was already there (a retried callback)."""
+    stmt = (
+        _insert(conn, callback_keys)
+        .values(job_id=job_id, key=key, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["job_id", "key"])
+        .returning(callback_keys.c.key)  # a row back means inserted; rowcount is driver-dependent
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def upsert_metrics(
+    conn: Connection, job_id: str, attempt: int, epoch: int, step: int | None, values: dict
+) -> None:
+    """Metrics are kept per (attempt, epoch): a later heartbeat for the epoch merges into it."""
+    existing = conn.execute(
+        select(metrics.c.metrics).where(
+            metrics.c.job_id == job_id, metrics.c.attempt == attempt, metrics.c.epoch == epoch
+        )
+    ).scalar_one_or_none()
+    merged = {**(existing or {}), **values}
+    stmt = _insert(conn, metrics).values(
+        job_id=job_id, attempt=attempt, epoch=epoch, step=step, metrics=merged, updated_at=utcnow()
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "attempt", "epoch"],
+        set_={"step": step, "metrics": merged, "updated_at": utcnow()},
+    )
+    conn.execute(stmt)
+
+
+def rows(result: Iterable[Any]) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in result]
+
+
+def max_seq(conn: Connection, table: Table, job_ids: Sequence[str] | None = None) -> dict[str, int]:
+    """Highest sequence number per job, so a reloaded store continues each history in order."""
+    from sqlalchemy import func
+
+    stmt = select(table.c.job_id, func.max(table.c.seq)).group_by(table.c.job_id)
+    if job_ids is not None:
+        stmt = stmt.where(table.c.job_id.in_(job_ids))
+    return {job_id: seq for job_id, seq in conn.execute(stmt)}

@@ -1,0 +1,134 @@
+"""JobStoreCore on each database: callbacks, idempotency, compare-and-set, reload."""
+
+from __future__ import annotations
+
+import pytest
+
+from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt
+from ray_app.store.core import JobStoreCore
+
+SPEC = {"framework": "fake", "task_type": "image_classification", "model_name": "fake-a",
+        "dataset_id": "ds", "project_id": "p", "epochs": 3, "batch_size": 4, "learning_rate": 0.1,
+        "image_size": 32, "num_gpus": 0, "num_cpus": 1, "memory_mb": None, "config": {},
+        "advanced_config": {}, "max_attempts": 2, "resume_from": None}
+
+
+@pytest.fixture
+def store(database_url):
+    return JobStoreCore(database_url)
+
+
+def running_job(store):
+    job = store.create_job(dict(SPEC))
+    store.transition(job["id"], "QUEUED", "test", attempt=1)
+    store.event(job["id"], 1, {"event_type": "started"})
+    assert store.get_job(job["id"])["state"] == "RUNNING"
+    return job["id"]
+
+
+def test_heartbeat_with_same_key_applied_once(store):
+    job_id = running_job(store)
+    body = {"event_id": "hb-1", "epoch": 1, "total_epochs": 3, "metrics": {"loss": 0.5}}
+    assert store.heartbeat(job_id, 1, body) == {"should_continue": True, "duplicate": False}
+    assert store.heartbeat(job_id, 1, {**body, "metrics": {"loss": 9.9}})["duplicate"] is True
+    assert [m["metrics"] for m in store.metrics(job_id)] == [{"loss": 0.5}]
+    # attempt+seq is the key when no event_id is sent
+    store.heartbeat(job_id, 1, {"seq": 7, "epoch": 2, "metrics": {"loss": 0.4}})
+    assert store.heartbeat(job_id, 1, {"seq": 7, "epoch": 2, "metrics": {"loss": 0.1}})["duplicate"]
+    assert store.metrics(job_id)[-1]["metrics"] == {"loss": 0.4}
+
+
+def test_metrics_upserted_per_attempt_and_epoch(store):
+    job_id = running_job(store)
+    store.heartbeat(job_id, 1, {"epoch": 1, "metrics": {"loss": 0.5}})
+    store.heartbeat(job_id, 1, {"epoch": 1, "metrics": {"mAP50": 0.2}})
+    store.heartbeat(job_id, 1, {"epoch": 2, "metrics": {"loss": 0.3}})
+    rows = store.metrics(job_id)
+    assert [(r["epoch"], r["metrics"]) for r in rows] == [(1, {"loss": 0.5, "mAP50": 0.2}), (2, {"loss": 0.3})]
+
+
+def test_event_with_same_key_applied_once(store):
+    job_id = running_job(store)
+    before = len(store.events(job_id))
+    store.event(job_id, 1, {"event_id": "e1", "event_type": "dataset_loaded"})
+    assert store.event(job_id, 1, {"event_id": "e1", "event_type": "dataset_loaded"}) == {"duplicate": True}
+    assert len(store.events(job_id)) == before + 1
+
+
+def test_done_once_then_duplicate_or_conflict(store):
+    job_id = running_job(store)
+    done = {"event_id": "d1", "status": "succeeded", "final_metrics": {"acc": 0.9}}
+    assert store.done(job_id, 1, done) == {"state": "SUCCEEDED", "duplicate": False}
+    assert store.done(job_id, 1, done)["duplicate"] is True
+    with pytest.raises(Conflict, match="already reported done"):
+        store.done(job_id, 1, {"event_id": "d2", "status": "failed", "error": "x"})
+    with pytest.raises(Conflict, match="no longer accepted"):
+        store.heartbeat(job_id, 1, {"epoch": 3})
+    assert store.get_job(job_id)["final_metrics"] == {"acc": 0.9}
+
+
+def test_stale_attempt_and_unknown_job(store):
+    job_id = running_job(store)
+    with pytest.raises(StaleAttempt, match="attempt 2; the job is on attempt 1"):
+        store.heartbeat(job_id, 2, {"epoch": 1})
+    with pytest.raises(JobNotFound):
+        store.heartbeat("missing", 1, {})
+
+
+def test_terminal_state_refuses_transitions(store):
+    job_id = running_job(store)
+    store.transition(job_id, "FAILED", "boom", attempt=1, error_type="FRAMEWORK_ERROR")
+    for target in ("RUNNING", "SUCCEEDED", "QUEUED", "CANCELLED"):
+        with pytest.raises(Conflict):
+            store.transition(job_id, target, "late")
+    assert store.get_job(job_id)["state"] == "FAILED"
+
+
+def test_retryable_failure_waits_for_controller_then_requeue_resumes(store):
+    job_id = running_job(store)
+    store.event(job_id, 1, {"event_type": "checkpoint_saved", "data": {"checkpoint_path": "s3://b/last.pt", "name": "last"}})
+    store.event(job_id, 1, {"event_type": "checkpoint_saved", "data": {"checkpoint_path": "s3://b/best.pt", "name": "best"}})
+    store.done(job_id, 1, {"status": "failed", "error": "lost GPU", "error_type": "RESOURCE_ERROR"})
+    assert store.get_job(job_id)["state"] == "RUNNING"  # the controller decides once the process exits
+    job = store.requeue(job_id, 1, "lost GPU", "RESOURCE_ERROR")
+    assert (job["state"], job["attempt"], job["resume_from"], job["done"]) == ("QUEUED", 2, "s3://b/last.pt", None)
+    with pytest.raises(StaleAttempt):
+        store.event(job_id, 1, {"event_type": "late"})
+    store.event(job_id, 2, {"event_type": "started"})
+    job = store.requeue(job_id, 2, "lost GPU again", "RESOURCE_ERROR")  # max_attempts=2
+    assert job["state"] == "FAILED" and "no attempts left" in job["error"]
+
+
+def test_non_retryable_failure_is_final(store):
+    job_id = running_job(store)
+    store.done(job_id, 1, {"status": "failed", "error": "bad arg", "error_type": "CONFIG_ERROR"})
+    job = store.get_job(job_id)
+    assert job["state"] == "FAILED" and job["error_type"] == "CONFIG_ERROR"
+
+
+def test_everything_reloads_from_the_database(database_url):
+    first = JobStoreCore(database_url)
+    job_id = running_job(first)
+    first.heartbeat(job_id, 1, {"epoch": 1, "metrics": {"loss": 0.5}})
+    first.append_logs(job_id, 1, [("stdout", "line one"), ("stdout", "line two")])
+    first.done(job_id, 1, {"status": "succeeded", "event_id": "d"})
+    first.engine.dispose()
+    second = JobStoreCore(database_url)
+    job = second.get_job(job_id)
+    assert job["state"] == "SUCCEEDED" and job["latest_metrics"] == {"loss": 0.5}
+    assert [line["line"] for line in second.logs(job_id)] == ["line one", "line two"]
+    assert second.done(job_id, 1, {"status": "succeeded", "event_id": "d"})["duplicate"] is True
+    # histories continue in order after a reload
+    n = len(second.events(job_id))
+    second.add_platform_event(job_id, "note", "after reload")
+    assert [e["seq"] for e in second.events(job_id)] == list(range(1, n + 2))
+    second.append_logs(job_id, 1, [("stdout", "line three")])
+    assert [line["seq"] for line in second.logs(job_id)] == [1, 2, 3]
+
+
+def test_failed_write_leaves_memory_as_the_database(store):
+    job_id = running_job(store)
+    before = store.get_job(job_id)
+    with pytest.raises(Conflict):
+        store.transition(job_id, "PENDING", "not allowed")
+    assert store.get_job(job_id) == before
