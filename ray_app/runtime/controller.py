@@ -1,0 +1,355 @@
+"""JobController: launches, watches, cancels and retries attempts (DESIGN §5, §6).
+
+A detached actor running one reconcile loop: for every active job in the store it makes what Ray
+runs match what the store says. It keeps nothing that the store and Ray cannot give back, so a
+restarted controller (or a restarted platform) re-attaches to runner actors that are still
+alive, by name, and retries or fails the attempts whose runner is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
+from ray_app.jobs.errors import StoreError
+from ray_app.jobs.schemas import ErrorType
+from ray_app.runtime import contract_env, runtime_env
+from ray_app.runtime.outcomes import Action, decide
+from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
+from ray_app.runtime.runner import TrainerRunner, kill_process_group
+from ray_app.store.actor import StoreClient
+
+log = logging.getLogger("ray_app.controller")
+
+TERM_GRACE_S = 5.0  # SIGTERM -> SIGKILL, once the cancel grace period is over
+
+
+@dataclass
+class AttemptHandle:
+    job_id: str
+    attempt: int
+    trace_id: str
+    actor: Any
+    created: float = field(default_factory=time.monotonic)
+    placement: Any = None  # the attempt's placement group: its resources, reserved
+    placed: asyncio.Task | None = None
+    ready: asyncio.Task | None = None
+    run: asyncio.Task | None = None
+    terminate: asyncio.Task | None = None
+    node_id: str | None = None
+    stall_warned: bool = False
+
+
+def _since(ts: datetime | None) -> float | None:
+    return None if ts is None else (datetime.now(UTC) - ts).total_seconds()
+
+
+class Reconciler:
+    """The controller's logic, separate from the actor so that it reads in one sitting."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = StoreClient(settings)
+        self.registry = TrainerRegistry(settings.trainer_paths)
+        self.attempts: dict[str, AttemptHandle] = {}
+        self.settings_env = settings.to_env()
+        self._background: set[asyncio.Task] = set()  # held so the loop does not drop them mid-way
+
+    # ------------------------------------------------------------------ loop
+
+    async def tick(self) -> None:
+        jobs = await self.store.call("active_jobs")
+        active = {j["id"] for j in jobs}
+        for job_id in list(self.attempts):
+            if job_id not in active:
+                await self._finish(self.attempts.pop(job_id), reason="job is final")
+        for job in jobs:
+            try:
+                await self._reconcile(job)
+            except StoreError as exc:  # lost a race with a callback: the next tick sees the truth
+                log.info("[TRACE:%s] job %s: %s", job["trace_id"], job["id"], exc.detail)
+            except Exception:
+                log.exception("[TRACE:%s] reconcile of job %s failed", job["trace_id"], job["id"])
+
+    async def _reconcile(self, job: dict[str, Any]) -> None:
+        att = self.attempts.get(job["id"])
+        if att is not None and att.attempt != job["attempt"]:  # requeued meanwhile
+            await self._finish(self.attempts.pop(job["id"]), reason="superseded by a new attempt")
+            att = None
+        if att is None:
+            att = await self._attach_or_launch(job)
+            if att is None:
+                return
+            self.attempts[job["id"]] = att
+        if att.run is not None and att.run.done():
+            await self._attempt_ended(job, att)
+            return
+        if att.ready is not None and att.ready.done():
+            if att.ready.exception() is not None:
+                await self._fail(job, att, f"runner could not start: {_describe(att.ready.exception())}",
+                                 ErrorType.INFRASTRUCTURE_ERROR)
+                return
+            att.node_id = att.ready.result().get("node_id")
+            if att.run is None:
+                att.run = asyncio.create_task(_await(att.actor.run.remote()))
+        if job["state"] == "QUEUED":
+            await self._watch_queued(job, att)
+        elif job["state"] == "RUNNING":
+            await self._watch_running(job, att)
+
+    # ------------------------------------------------------------------ launching
+
+    async def _attach_or_launch(self, job: dict[str, Any]) -> AttemptHandle | None:
+        name = runtime_env.runner_name(job["id"], job["attempt"])
+        try:
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            actor = None
+        if actor is not None:  # a runner from before a controller restart: follow it again
+            att = AttemptHandle(job["id"], job["attempt"], job["trace_id"], actor)
+            try:
+                att.placement = ray.util.get_placement_group(name)
+            except ValueError:
+                pass
+            att.ready = asyncio.create_task(_await(actor.ready.remote()))
+            log.info("[TRACE:%s] re-attached to %s", job["trace_id"], name)
+            return att
+        if job["state"] == "RUNNING":
+            await self.store.call("requeue", job["id"], job["attempt"],
+                                  "the runner of the running attempt is gone (platform restarted or node lost)",
+                                  ErrorType.INFRASTRUCTURE_ERROR.value)
+            return None
+        try:
+            actor, placement = await asyncio.to_thread(self._launch, job, name)
+        except Exception as exc:
+            await self.store.call("transition", job["id"], "FAILED",
+                                  f"could not prepare the trainer: {_describe(exc)}",
+                                  attempt=job["attempt"], error_type=ErrorType.INFRASTRUCTURE_ERROR.value)
+            return None
+        if job["state"] == "PENDING":
+            await self.store.call("transition", job["id"], "QUEUED",
+                                  f"runner {name} requested", attempt=job["attempt"])
+        att = AttemptHandle(job["id"], job["attempt"], job["trace_id"], actor, placement=placement)
+        if placement is not None:
+            att.placed = asyncio.create_task(_await(placement.ready()))
+        att.ready = asyncio.create_task(_await(actor.ready.remote()))
+        return att
+
+    def _launch(self, job: dict[str, Any], name: str) -> tuple[Any, Any]:
+        try:
+            manifest = self.registry.get(job["framework"])
+        except UnknownTrainer:  # a plugin added after start-up
+            self.registry = TrainerRegistry(self.settings.trainer_paths)
+            manifest = self.registry.get(job["framework"])
+        env = contract_env.build(self.settings, job)
+        renv = runtime_env.prepare(self.settings, manifest, env.public,
+                                   log=lambda m: log.info("[TRACE:%s] %s", job["trace_id"], m))
+        resources = {"CPU": job["num_cpus"] if job["num_cpus"] is not None else 1,
+                     "GPU": job["num_gpus"] or 0}
+        if job.get("memory_mb"):
+            resources["memory"] = int(job["memory_mb"]) * 1024 * 1024
+        options: dict[str, Any] = {
+            "name": name, "namespace": NAMESPACE, "lifetime": "detached", "max_restarts": 0,
+            "num_cpus": resources["CPU"], "num_gpus": resources["GPU"], "runtime_env": renv,
+        }
+        if "memory" in resources:
+            options["memory"] = resources["memory"]
+        # Reserve the resources first: "not placed" then means exactly "no node has them free",
+        # apart from the time a worker and its runtime_env take to start.
+        placement = None
+        bundle = {k: v for k, v in resources.items() if v}
+        if bundle:
+            placement = placement_group([bundle], strategy="STRICT_PACK", name=name, lifetime="detached")
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement, placement_group_bundle_index=0)
+        log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s)", job["trace_id"], name,
+                 resources["CPU"], resources["GPU"])
+        actor = TrainerRunner.options(**options).remote(
+            self.settings_env, job["id"], job["attempt"], job["trace_id"],
+            manifest.entrypoints.train, env.secret,
+        )
+        return actor, placement
+
+    # ------------------------------------------------------------------ watching
+
+    async def _watch_queued(self, job: dict[str, Any], att: AttemptHandle) -> None:
+        if job["cancel_requested"]:  # nothing has started training: cancel at once
+            await self._kill(att)
+            await self.store.call("transition", job["id"], "CANCELLED", "cancelled while queued",
+                                  attempt=att.attempt)
+            self.attempts.pop(job["id"], None)
+            return
+        waited = time.monotonic() - att.created
+        unplaced = att.placed is not None and not att.placed.done()
+        if unplaced and waited > self.settings.placement_timeout_s:
+            await self._fail(job, att, f"the trainer could not be placed within "
+                             f"{self.settings.placement_timeout_s:g}s: no node has num_gpus={job['num_gpus']:g}, "
+                             f"num_cpus={job['num_cpus']} free", ErrorType.RESOURCE_ERROR)
+
+    async def _watch_running(self, job: dict[str, Any], att: AttemptHandle) -> None:
+        if job["cancel_requested"]:
+            waited = _since(job["cancel_requested_at"]) or 0.0
+            if att.terminate is None and waited >= self.settings.cancel_grace_s:
+                att.terminate = asyncio.create_task(_await(att.actor.terminate.remote(TERM_GRACE_S)))
+            return  # the attempt's end (processes gone) turns into CANCELLED
+        silent = _since(job["last_heartbeat_at"] or job["started_at"])
+        if silent is not None and silent > self.settings.heartbeat_timeout_s:
+            if await self._actor_alive(att):
+                await self._fail(job, att, f"no heartbeat for {silent:.0f}s (timeout "
+                                 f"{self.settings.heartbeat_timeout_s:g}s); the runner is alive, "
+                                 "the trainer is not reporting", ErrorType.TIMEOUT_ERROR)
+            return  # a dead runner ends the run task: the attempt's end decides
+        stalled = _since(job["last_progress_at"])
+        if stalled is None:
+            return
+        if stalled > self.settings.stall_timeout_s:
+            await self._fail(job, att, f"heartbeats arrive but epoch/step has not advanced for "
+                             f"{stalled:.0f}s (stall timeout {self.settings.stall_timeout_s:g}s)",
+                             ErrorType.TIMEOUT_ERROR)
+        elif stalled > self.settings.stall_timeout_s / 2 and not att.stall_warned:
+            att.stall_warned = True
+            await self.store.call("add_platform_event", job["id"], "stalled",
+                                  f"no progress for {stalled:.0f}s (epoch={job['epoch']}, step={job['step']}); "
+                                  f"failing at {self.settings.stall_timeout_s:g}s", "warning")
+
+    async def _actor_alive(self, att: AttemptHandle) -> bool:
+        try:
+            await asyncio.wait_for(_await(att.actor.status.remote()), timeout=10)
+            return True
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ endings
+
+    async def _attempt_ended(self, job: dict[str, Any], att: AttemptHandle) -> None:
+        try:
+            outcome, error = att.run.result(), None
+        except Exception as exc:
+            outcome, error = None, _describe(exc)
+            await self._kill_orphans(att)
+        job = await self.store.call("get_job", job["id"])
+        decision = decide(job, outcome, error)
+        log.info("[TRACE:%s] attempt %d ended (%s): %s %s", att.trace_id, att.attempt,
+                 outcome or error, decision.action.value, decision.reason)
+        if decision.action == Action.CANCEL:
+            await self.store.call("transition", job["id"], "CANCELLED",
+                                  "cancelled; no process of the trainer remains", attempt=att.attempt)
+        elif decision.action == Action.RETRY:
+            await self.store.call("requeue", job["id"], att.attempt, decision.reason, decision.error_type)
+        elif decision.action == Action.FAIL:
+            await self.store.call("transition", job["id"], "FAILED", decision.reason,
+                                  attempt=att.attempt, error_type=decision.error_type)
+        self.attempts.pop(job["id"], None)
+        await self._kill(att)
+
+    async def _fail(self, job: dict[str, Any], att: AttemptHandle, reason: str, error_type: ErrorType) -> None:
+        await self.store.call("transition", job["id"], "FAILED", reason, attempt=att.attempt,
+                              error_type=error_type.value)
+        self.attempts.pop(job["id"], None)
+        await self._finish(att, reason=reason, grace_s=0)
+
+    async def _finish(self, att: AttemptHandle, reason: str, grace_s: float | None = None) -> None:
+        """The job is final: let the trainer exit by itself for a moment, then end it."""
+        grace = self.settings.cancel_grace_s if grace_s is None else grace_s
+
+        async def finish() -> None:
+            if att.run is not None and grace > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(att.run), timeout=grace)
+                except Exception:
+                    pass
+            await self._kill(att)
+
+        task = asyncio.create_task(finish())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _kill(self, att: AttemptHandle) -> None:
+        placed = att.ready is not None and att.ready.done() and att.ready.exception() is None
+        if placed:  # an actor never placed has no process to end: it is only removed
+            try:
+                await asyncio.wait_for(_await(att.actor.terminate.remote(TERM_GRACE_S)), TERM_GRACE_S + 10)
+            except Exception:
+                await self._kill_orphans(att)
+        try:
+            ray.kill(att.actor, no_restart=True)
+        except Exception:
+            pass
+        if att.placement is not None:
+            try:
+                remove_placement_group(att.placement)
+            except Exception:
+                pass
+
+    async def _kill_orphans(self, att: AttemptHandle) -> None:
+        """The runner is gone: end its trainer's process group on its node, if any is left.
+        The runner recorded where the process runs in a `trainer_process` event."""
+        try:
+            events = await self.store.call("events", att.job_id, 0, 10_000)
+        except Exception:
+            return
+        started = [e for e in events if e["event_type"] == "trainer_process" and e["attempt"] == att.attempt]
+        if not started:
+            return
+        data = started[-1]["data"]
+        try:
+            await _await(kill_process_group.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(data["node_id"], soft=False),
+            ).remote(int(data["pgid"])))
+        except Exception as exc:
+            log.warning("[TRACE:%s] could not clean up process group %s: %s", att.trace_id, data, exc)
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:2000]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class JobController:
+    """The actor: the reconcile loop runs on its own thread with its own event loop."""
+
+    def __init__(self, settings_env: dict[str, str]):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        os.environ.update(settings_env)
+        self.reconciler = Reconciler(Settings())
+        self.ticks = 0
+        threading.Thread(target=asyncio.run, args=(self._loop(),), daemon=True, name="reconcile").start()
+
+    async def _loop(self) -> None:
+        interval = self.reconciler.settings.controller_interval_s
+        while True:
+            try:
+                await self.reconciler.tick()
+            except Exception:
+                log.exception("controller tick failed")
+            self.ticks += 1
+            await asyncio.sleep(interval)
+
+    def status(self) -> dict[str, Any]:
+        return {"ticks": self.ticks, "attempts": sorted(
+            runtime_env.runner_name(a.job_id, a.attempt) for a in self.reconciler.attempts.values())}
+
+
+def ensure_controller(settings: Settings) -> Any:
+    return JobController.options(
+        name=CONTROLLER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    ).remote(settings.to_env())

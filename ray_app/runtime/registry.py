@@ -1,0 +1,116 @@
+"""The trainer registry: every folder `<path>/<name>/trainer.yaml` is a trainer.
+
+A plugin is a new folder with a manifest; the platform needs no code change to run it.
+
+    name: ultralytics
+    task_types: [object_detection, instance_segmentation, image_classification]
+    models: ["yolo11*", "yolov8*"]          # fnmatch patterns; "*" accepts any model
+    entrypoints: {train: train.py, predict: predict.py}
+    resources: {num_cpus: 2, num_gpus: 0}  # defaults when the job does not say
+    requirements: requirements.txt         # the trainer's own dependencies
+    env: venv                              # venv | pip | uv | none
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ray_app.jobs.schemas import TaskType, normalize_task_type
+
+MANIFEST = "trainer.yaml"
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_cpus: float = 1
+    num_gpus: float = 0
+    memory_mb: int | None = None
+
+
+class Entrypoints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: str = "train.py"
+    predict: str | None = None
+
+
+class TrainerManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    description: str = ""
+    task_types: list[TaskType]
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    entrypoints: Entrypoints = Field(default_factory=Entrypoints)
+    resources: Resources = Field(default_factory=Resources)
+    requirements: str | None = None
+    env: Literal["venv", "pip", "uv", "none"] = "none"
+    folder: Path = Field(default=Path("."), exclude=True)
+
+    def supports(self, task_type: str, model_name: str) -> bool:
+        task = normalize_task_type(task_type)
+        task = getattr(task, "value", task)
+        return task in {t.value for t in self.task_types} and any(
+            fnmatch.fnmatchcase(model_name, pattern) for pattern in self.models
+        )
+
+    @property
+    def requirements_file(self) -> Path | None:
+        return self.folder / self.requirements if self.requirements else None
+
+    def requirement_lines(self) -> list[str]:
+        path = self.requirements_file
+        if path is None or not path.exists():
+            return []
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        return [line for line in lines if line]
+
+
+class UnknownTrainer(ValueError):
+    """The job names a framework/task/model that no registered trainer supports (HTTP 422)."""
+
+
+class TrainerRegistry:
+    def __init__(self, paths: Iterable[Path]):
+        self.trainers: dict[str, TrainerManifest] = {}
+        self.problems: list[str] = []
+        for root in paths:
+            for manifest_path in sorted(Path(root).glob(f"*/{MANIFEST}")):
+                self._load(manifest_path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            manifest = TrainerManifest.model_validate({**data, "folder": path.parent})
+        except (yaml.YAMLError, ValidationError) as exc:
+            # one broken plugin must not take the others down; /healthz reports it
+            self.problems.append(f"{path}: {exc}")
+            return
+        # the first path listed wins, so an operator can shadow a bundled trainer
+        self.trainers.setdefault(manifest.name, manifest)
+
+    def get(self, framework: str) -> TrainerManifest:
+        try:
+            return self.trainers[framework]
+        except KeyError:
+            known = ", ".join(sorted(self.trainers)) or "none"
+            raise UnknownTrainer(f"unknown framework {framework!r}; registered: {known}") from None
+
+    def resolve(self, framework: str, task_type: str, model_name: str) -> TrainerManifest:
+        manifest = self.get(framework)
+        task = getattr(normalize_task_type(task_type), "value", task_type)
+        if task not in {t.value for t in manifest.task_types}:
+            supported = ", ".join(t.value for t in manifest.task_types)
+            raise UnknownTrainer(
+                f"framework {framework!r} does not support task_type {task!r}; supported: {supported}"
+            )
+        if not manifest.supports(task, model_name):
+            raise UnknownTrainer(
+                f"framework {framework!r} has no model {model_name!r}; models: {', '.join(manifest.models)}"
+            )
+        return manifest

@@ -1,0 +1,196 @@
+"""TrainerRunner: the actor that owns one attempt's trainer process (like Ray's JobSupervisor).
+
+It holds the job's resources (num_cpus/num_gpus/memory), starts the trainer as a child in its own
+process group with unbuffered output, streams every line to its own log (the Ray dashboard shows
+it under the actor's name) and to the job's log in the store, and on request ends the whole
+process group: SIGTERM, a grace period, SIGKILL, until no process of the group is left. The child
+gets SIGKILL from the kernel if this actor's process dies (PR_SET_PDEATHSIG); the controller also
+kills the group by pgid on the node when it sees the actor gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import ray
+
+from ray_app.config import Settings
+from ray_app.store.actor import StoreClient
+
+LOG_FLUSH_S = 0.5
+LOG_BATCH = 200
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@ray.remote(max_restarts=0, max_concurrency=8)
+class TrainerRunner:
+    def __init__(self, settings_env: dict[str, str], job_id: str, attempt: int, trace_id: str,
+                 entrypoint: str, secret_env: dict[str, str]):
+        os.environ.update(settings_env)
+        self.store = StoreClient(Settings())
+        self.job_id, self.attempt, self.trace_id = job_id, attempt, trace_id
+        self.entrypoint = entrypoint
+        self.secret_env = secret_env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pgid: int | None = None
+        self.started_at: float | None = None
+        self._run_task: asyncio.Task | None = None
+        self._pending_logs: list[tuple[str, str]] = []
+        self._terminating = False  # once asked to end, never start the trainer
+
+    def _say(self, message: str) -> None:
+        print(f"[TRACE:{self.trace_id}] [RUNNER] {message}", flush=True)
+
+    async def ready(self) -> dict[str, Any]:
+        """Answers once the actor is placed and its runtime_env is built."""
+        ctx = ray.get_runtime_context()
+        return {"pid": os.getpid(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids(),
+                "python": sys.executable}
+
+    async def run(self) -> dict[str, Any]:
+        """Start the trainer (once) and wait for it; calling again re-attaches to the same run."""
+        if self._run_task is None:
+            self._run_task = asyncio.create_task(self._run())
+        return await asyncio.shield(self._run_task)
+
+    async def _run(self) -> dict[str, Any]:
+        if self._terminating:
+            return {"returncode": -signal.SIGTERM, "signal": "SIGTERM", "pid": None, "pgid": None,
+                    "duration_s": 0.0, "not_started": True}
+        env = {**os.environ, **self.secret_env}
+        gpu_ids = ray.get_gpu_ids()
+        env["DEVICE"] = ",".join(str(i) for i in range(len(gpu_ids))) if gpu_ids else "cpu"
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            import sdk  # shipped by runtime_env.py_modules
+
+            root = os.path.dirname(os.path.dirname(sdk.__file__))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        except ImportError:
+            pass
+        os.makedirs(env.get("WORK_DIR", "."), exist_ok=True)
+        self.started_at = time.monotonic()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-u", self.entrypoint,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            env=env, start_new_session=True, preexec_fn=_die_with_parent,
+            limit=1 << 20,
+        )
+        self.pgid = self.proc.pid  # start_new_session: the child leads its own process group
+        self._say(f"started {self.entrypoint} pid={self.proc.pid} gpus={gpu_ids or 'none'}")
+        # where the process runs, so the controller can end it even if this actor dies
+        await self.store.call(
+            "add_platform_event", self.job_id, "trainer_process",
+            f"trainer process {self.proc.pid} started", "info",
+            {"pid": self.proc.pid, "pgid": self.pgid, "attempt": self.attempt, "gpu_ids": gpu_ids,
+             "node_id": ray.get_runtime_context().get_node_id()},
+        )
+        flusher = asyncio.create_task(self._flush_logs_forever())
+        try:
+            assert self.proc.stdout is not None
+            async for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                print(line, flush=True)  # the actor's log: the Ray dashboard shows it
+                self._pending_logs.append(("stdout", line))
+                if len(self._pending_logs) >= LOG_BATCH:
+                    await self._flush_logs()
+            returncode = await self.proc.wait()
+        finally:
+            flusher.cancel()
+            # the trainer may have left children behind in its group: they go with it
+            if self.pgid is not None and group_alive(self.pgid):
+                kill_group(self.pgid)
+        outcome = {"returncode": returncode, "pid": self.proc.pid, "pgid": self.pgid,
+                   "duration_s": round(time.monotonic() - self.started_at, 3)}
+        if returncode < 0:
+            outcome["signal"] = signal.Signals(-returncode).name
+        self._say(f"trainer exited: {outcome}")
+        self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] trainer exited with code {returncode}"))
+        await self._flush_logs()
+        return outcome
+
+    async def _flush_logs_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_S)
+            await self._flush_logs()
+
+    async def _flush_logs(self) -> None:
+        if not self._pending_logs:
+            return
+        batch, self._pending_logs = self._pending_logs, []
+        try:
+            await self.store.call("append_logs", self.job_id, self.attempt, batch)
+        except Exception as exc:  # a log line is not worth killing the training for
+            self._say(f"could not store {len(batch)} log lines: {type(exc).__name__}: {exc}")
+
+    async def status(self) -> dict[str, Any]:
+        return {"pid": self.proc.pid if self.proc else None, "pgid": self.pgid,
+                "running": self.proc is not None and self.proc.returncode is None}
+
+    async def terminate(self, grace_s: float) -> dict[str, Any]:
+        """SIGTERM the process group, wait `grace_s`, then SIGKILL; returns once none is left."""
+        self._terminating = True
+        if self.pgid is None:
+            if self._run_task is not None:  # spawning right now: wait for the process to exist
+                for _ in range(100):
+                    if self.pgid is not None or self._run_task.done():
+                        break
+                    await asyncio.sleep(0.05)
+            if self.pgid is None:
+                return {"alive": False, "signalled": None}
+        signalled = None
+        if group_alive(self.pgid):
+            self._say(f"terminating process group {self.pgid} (SIGTERM, then SIGKILL after {grace_s}s)")
+            kill_group(self.pgid, signal.SIGTERM)
+            signalled = "SIGTERM"
+            deadline = time.monotonic() + grace_s
+            while group_alive(self.pgid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        while group_alive(self.pgid):
+            kill_group(self.pgid, signal.SIGKILL)
+            signalled = "SIGKILL"
+            await asyncio.sleep(0.05)
+        if self.proc is not None and self.proc.returncode is None:
+            await self.proc.wait()
+        return {"alive": False, "signalled": signalled}
+
+
+@ray.remote(num_cpus=0)
+def kill_process_group(pgid: int) -> bool:
+    """Run on the runner's node after the runner actor died: end what it left behind."""
+    if not group_alive(pgid):
+        return False
+    kill_group(pgid)
+    deadline = time.monotonic() + 10
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True

@@ -1,0 +1,1 @@
+raise SystemExit("never runs: this trainer's environment cannot be built")
