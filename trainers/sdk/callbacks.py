@@ -1,0 +1,241 @@
+"""HTTP callbacks to the backend: a blocking client and a bounded background sender.
+
+Training must never wait on the backend (DESIGN §3): heartbeats and events are queued and a
+single daemon thread delivers them in order, retrying with exponential backoff and jitter. Each
+item keeps its ``event_id`` across retries, so a callback whose reply was lost is applied once
+by the server. Only ``done`` is sent synchronously (see ``CallbackClient.send_until``).
+"""
+from __future__ import annotations
+
+import collections
+import enum
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import httpx
+
+from .log import TraceLogger
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    RETRY = "retry"        # 5xx, 408/425/429, connection error, timeout
+    AUTH = "auth"          # 401/403: the token is wrong; retrying cannot help
+    CONFLICT = "conflict"  # 409: the job is terminal / a different done was accepted
+    REJECTED = "rejected"  # any other 4xx: the body is wrong; retrying cannot help
+
+
+@dataclass
+class Reply:
+    outcome: Outcome
+    status: int | None
+    data: dict[str, Any]
+    reason: str
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter (half fixed, half random) so retries spread out."""
+    d = min(cap, base * (2 ** min(attempt, 16)))
+    return d * (0.5 + random.random() * 0.5)
+
+
+class CallbackClient:
+    """POSTs one callback and classifies the reply; never raises for HTTP/transport errors."""
+
+    def __init__(self, base_url: str | None, job_id: str, token: str | None,
+                 timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.job_id = job_id
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        # httpx clients are not shared across threads: each user of this class owns one.
+        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=3.0),
+                                  trust_env=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.base_url is not None
+
+    def url(self, kind: str) -> str:
+        return f"{self.base_url}/jobs/{self.job_id}/{kind}"
+
+    def post(self, kind: str, body: dict[str, Any]) -> Reply:
+        try:
+            resp = self._http.post(self.url(kind), json=body)
+        except httpx.HTTPError as exc:
+            return Reply(Outcome.RETRY, None, {}, f"{type(exc).__name__}: {exc}")
+        try:
+            data = resp.json()
+            if not isinstance(data, dict):
+                data = {"body": data}
+        except ValueError:
+            data = {}
+        code = resp.status_code
+        detail = data.get("detail") or data.get("error") or resp.reason_phrase
+        if 200 <= code < 300:
+            return Reply(Outcome.OK, code, data, "ok")
+        if code in (401, 403):
+            return Reply(Outcome.AUTH, code, data, f"HTTP {code}: {detail}")
+        if code == 409:
+            return Reply(Outcome.CONFLICT, code, data, f"HTTP 409: {detail}")
+        if code in (408, 425, 429) or code >= 500:
+            return Reply(Outcome.RETRY, code, data, f"HTTP {code}: {detail}")
+        return Reply(Outcome.REJECTED, code, data, f"HTTP {code}: {detail}")
+
+    def send_until(self, kind: str, body: dict[str, Any], deadline: float,
+                   backoff_base: float = 0.2, backoff_cap: float = 5.0) -> Reply:
+        """Retry a callback until it gets a final answer or ``deadline`` (time.monotonic) passes."""
+        attempt = 0
+        while True:
+            reply = self.post(kind, body)
+            if reply.outcome is not Outcome.RETRY:
+                return reply
+            delay = backoff_delay(attempt, backoff_base, backoff_cap)
+            if time.monotonic() + delay > deadline:
+                return reply
+            time.sleep(delay)
+            attempt += 1
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@dataclass
+class _Item:
+    kind: str  # "heartbeat" | "event"
+    body: dict[str, Any]
+    epoch: Any = None
+
+
+class BackgroundSender:
+    """Bounded queue of heartbeats/events delivered in order by one daemon thread.
+
+    * A newer heartbeat replaces a queued (not yet in flight) older one only for the same epoch,
+      so every epoch's last metrics reach the backend.
+    * Events are never dropped unless the bound is hit; then the oldest heartbeat goes first.
+    """
+
+    def __init__(self, client: CallbackClient, logger: TraceLogger,
+                 on_stop: Callable[[str], None], max_items: int = 10_000,
+                 backoff_base: float = 0.2, backoff_cap: float = 5.0) -> None:
+        self._client = client
+        self._log = logger
+        self._on_stop = on_stop
+        self._max = max(2, max_items)
+        self._base, self._cap = backoff_base, backoff_cap
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._inflight: _Item | None = None
+        self._cond = threading.Condition()
+        self._closing = False
+        self._wake = threading.Event()  # interrupts a backoff sleep on close()
+        self._auth_logged = False
+        self.delivered = 0
+        self.dropped = 0
+        self.coalesced = 0
+        self._thread = threading.Thread(target=self._run, name="vtp-callback-sender", daemon=True)
+        self._thread.start()
+
+    # -- producer side (training thread): O(queue) at worst, never blocks on the network --
+    def submit(self, kind: str, body: dict[str, Any], epoch: Any = None) -> None:
+        item = _Item(kind, body, epoch)
+        with self._cond:
+            if kind == "heartbeat":
+                for i in range(len(self._queue) - 1, -1, -1):
+                    old = self._queue[i]
+                    if old.kind == "heartbeat":
+                        if old.epoch == epoch:
+                            del self._queue[i]
+                            self.coalesced += 1
+                        break  # only the most recent queued heartbeat can be the same epoch
+            if len(self._queue) >= self._max:
+                self._drop_one()
+            self._queue.append(item)
+            self._cond.notify_all()
+
+    def _drop_one(self) -> None:
+        for i, old in enumerate(self._queue):
+            if old.kind == "heartbeat":
+                del self._queue[i]
+                break
+        else:
+            old = self._queue.popleft()
+            self._log.warning(f"callback queue full: dropped event {old.body.get('event_type')!r}")
+        self.dropped += 1
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + (1 if self._inflight else 0)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is delivered (or given up); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        ok = self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._wake.set()
+            left = len(self._queue) + (1 if self._inflight else 0)
+            self._cond.notify_all()
+        if not ok and left:
+            self._log.warning(f"backend unreachable: {left} heartbeat/event callback(s) not delivered")
+        self._thread.join(timeout=2.0)
+
+    # -- consumer side (daemon thread) --
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                self._inflight = self._queue.popleft()
+            try:
+                self._deliver(self._inflight)
+            except Exception as exc:  # a bug here must not kill delivery of the rest
+                self._log.error(f"callback sender error: {type(exc).__name__}: {exc}")
+            with self._cond:
+                self._inflight = None
+                self._cond.notify_all()
+
+    def _deliver(self, item: _Item) -> None:
+        attempt = 0
+        while True:
+            reply = self._client.post(item.kind, item.body)
+            if reply.outcome is Outcome.OK:
+                self.delivered += 1
+                if item.kind == "heartbeat" and reply.data.get("should_continue") is False:
+                    self._on_stop("backend replied should_continue=false")
+                return
+            if reply.outcome is Outcome.RETRY:
+                if self._closing:
+                    self.dropped += 1
+                    return
+                if attempt == 0 or attempt % 10 == 0:
+                    self._log.warning(f"{item.kind} callback failed ({reply.reason}); retrying")
+                self._wake.wait(backoff_delay(attempt, self._base, self._cap))
+                attempt += 1
+                continue
+            self.dropped += 1
+            if reply.outcome is Outcome.AUTH:
+                if not self._auth_logged:  # log the reason once, never retry
+                    self._auth_logged = True
+                    self._log.error(f"callback token refused ({reply.reason}); callbacks are not retried")
+            elif reply.outcome is Outcome.CONFLICT:
+                if item.kind == "heartbeat":
+                    self._on_stop("job is already terminal (HTTP 409)")
+            else:
+                self._log.warning(f"{item.kind} callback rejected: {reply.reason}")
+            return

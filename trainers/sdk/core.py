@@ -1,0 +1,311 @@
+"""TrainerSDK: the seed 001 API on top of the contract (DESIGN §3)."""
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+import traceback as tb_module
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from .callbacks import BackgroundSender, CallbackClient, Outcome
+from .datasets import DatasetCache
+from .env import TrainerEnv
+from .errors import CallbackError, CheckpointError, ErrorType, error_type_of
+from .log import TraceLogger
+from .mlflow_helpers import MlflowTracker
+from .sdk_storage import StorageMixin
+from .signals import StopSignals
+from .storage import CheckpointUploader, S3Storage
+
+
+def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Numbers only (JSON has no NaN/inf); bools and strings are not metrics."""
+    out: dict[str, float] = {}
+    for k, v in (metrics or {}).items():
+        if hasattr(v, "item"):  # numpy / torch scalars
+            try:
+                v = v.item()
+            except Exception:
+                continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[str(k)] = float(v)
+    return out
+
+
+class TrainerSDK(StorageMixin):
+    """Talks to the platform for one trainer process (see README.md in this folder)."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, *,
+                 install_signal_handlers: bool = True) -> None:
+        self.env = TrainerEnv.from_environ(environ)
+        e = self.env
+        self.logger = TraceLogger(e.trace_id, e.secrets)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self._stop_logged = False
+        self._done: dict[str, Any] | None = None
+        self._closed = False
+        self._start = time.monotonic()
+        self._last_epoch: int | None = None
+        self._done_timeout = e.setting("VTP_DONE_TIMEOUT_S", 60.0)
+        self._flush_timeout = e.setting("VTP_CALLBACK_FLUSH_TIMEOUT_S", 10.0)
+        self._backoff = (e.setting("VTP_CALLBACK_BACKOFF_BASE_S", 0.2), e.setting("VTP_CALLBACK_BACKOFF_MAX_S", 5.0))
+        timeout = e.setting("VTP_CALLBACK_TIMEOUT_S", 10.0)
+        self._sender_client = CallbackClient(e.callback_base, e.job_id, e.callback_token, timeout)
+        self._done_client = CallbackClient(e.callback_base, e.job_id, e.callback_token, timeout)
+        self._sender: BackgroundSender | None = None
+        if self._sender_client.enabled:
+            self._sender = BackgroundSender(
+                self._sender_client, self.logger, self._request_stop,
+                max_items=int(e.setting("VTP_CALLBACK_QUEUE_MAX", 10_000)),
+                backoff_base=self._backoff[0], backoff_cap=self._backoff[1])
+        else:
+            self.logger.warning("BACKEND_BASE_URL/CALLBACK_URL not set: callbacks are only logged (dry run)")
+        self._storages: dict[str, S3Storage] = {}
+        self._uploader: CheckpointUploader | None = None
+        self._cache: DatasetCache | None = None
+        self.mlflow = MlflowTracker(e.mlflow_tracking_uri, e.project_id, e.job_id, self.logger, e.secrets)
+        self._signals = StopSignals(self._request_stop)
+        if install_signal_handlers:
+            self._signals.install()
+
+    # ----- identity and configuration -----
+    job_id = property(lambda self: self.env.job_id)
+    trace_id = property(lambda self: self.env.trace_id)
+    attempt = property(lambda self: self.env.attempt)
+    task_type = property(lambda self: self.env.task_type)
+    work_dir = property(lambda self: self.env.work_dir)
+
+    def get_basic_config(self) -> dict[str, Any]:
+        return self.env.basic_config()
+
+    def get_advanced_config(self) -> dict[str, Any]:
+        return self.env.advanced_config()
+
+    def get_full_config(self) -> dict[str, Any]:
+        return {"basic": self.get_basic_config(), "advanced": self.get_advanced_config()}
+
+    def log(self, level: str, message: str) -> None:
+        self.logger.log(level, message)
+
+    # ----- stop requests -----
+    def _request_stop(self, reason: str) -> None:
+        if self._stop_reason is None:  # keep the first reason; called from signal handler too
+            self._stop_reason = reason
+
+    @property
+    def should_stop(self) -> bool:
+        if self._stop_reason and not self._stop_logged:
+            self._stop_logged = True
+            self.logger.warning(f"stop requested: {self._stop_reason}")
+        return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop_reason
+
+    # ----- low-level callbacks -----
+    def _envelope(self) -> dict[str, Any]:
+        return {"event_id": str(uuid.uuid4()), "attempt": self.env.attempt, "seq": next(self._seq),
+                "trace_id": self.env.trace_id}
+
+    def heartbeat(self, epoch: int | None = None, total_epochs: int | None = None, step: int | None = None,
+                  total_steps: int | None = None, progress: float | None = None,
+                  metrics: Mapping[str, Any] | None = None) -> None:
+        """Queue a heartbeat; returns at once. A reply should_continue=false sets should_stop."""
+        if progress is None:
+            progress = self._progress(epoch, total_epochs, step, total_steps)
+        body = self._envelope() | {
+            "epoch": epoch, "total_epochs": total_epochs, "step": step, "total_steps": total_steps,
+            "progress": round(min(max(float(progress or 0.0), 0.0), 100.0), 3),
+            "metrics": _clean_metrics(metrics)}
+        if epoch is not None:
+            self._last_epoch = epoch
+        if self._sender:
+            self._sender.submit("heartbeat", body, epoch=epoch)
+        else:
+            self.logger.debug(f"heartbeat (dry run): epoch={epoch} progress={body['progress']}")
+
+    def event(self, event_type: str, message: str = "", level: str = "info",
+              data: Mapping[str, Any] | None = None) -> None:
+        """Queue an event; returns at once. Events are delivered in order, at least once."""
+        level = {"warn": "warning", "critical": "error"}.get(level, level)
+        if level not in ("info", "warning", "error"):
+            level = "info"
+        body = self._envelope() | {"level": level, "event_type": str(event_type),
+                                   "message": self.logger.mask(str(message)), "data": dict(data or {})}
+        if self._sender:
+            self._sender.submit("event", body)
+        self.logger.log(level, f"event {event_type}: {message}" if message else f"event {event_type}")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until queued heartbeats/events are delivered (bounded)."""
+        return self._sender.flush(self._flush_timeout if timeout is None else timeout) if self._sender else True
+
+    def done(self, status: str, *, error: str | None = None, error_type: ErrorType | str | None = None,
+             traceback: str | None = None, final_metrics: Mapping[str, Any] | None = None,
+             artifacts: Mapping[str, str] | None = None,
+             training_time_seconds: float | None = None) -> dict[str, Any]:
+        """Send the one ``done`` callback (blocking, bounded). Raises CallbackError (exit 2)
+        when the backend cannot be told; a second call returns the first reply."""
+        with self._lock:
+            if self._done is not None:
+                self.logger.info(f"done already reported ({self._done.get('status')}); ignoring {status}")
+                return self._done
+            self._done = {"status": status, "pending": True}
+        if status not in ("succeeded", "failed"):
+            raise ValueError("status must be 'succeeded' or 'failed'")
+        self.mlflow.end("FINISHED" if status == "succeeded" else "FAILED")
+        body = self._envelope() | {
+            "status": status, "error": self.logger.mask(error) if error else None,
+            "error_type": str(ErrorType.coerce(error_type)) if status == "failed" else None,
+            "traceback": self.logger.mask(traceback) if traceback else None,
+            "final_metrics": _clean_metrics(final_metrics),
+            "artifacts": {str(k): str(v) for k, v in (artifacts or {}).items() if v},
+            "mlflow_run_id": self.mlflow.run_id,
+            "training_time_seconds": round(training_time_seconds if training_time_seconds is not None
+                                           else time.monotonic() - self._start, 3)}
+        body.pop("seq")
+        self.logger.info(f"reporting done: {status}" + (f" ({body['error_type']}: {error})" if error else ""))
+        if self._sender and not self._sender.flush(min(self._flush_timeout, self._done_timeout)):
+            self.logger.warning("some heartbeats/events were not delivered before done")
+        if not self._done_client.enabled:
+            self._done = {"status": status, "dry_run": True}
+            return self._done
+        reply = self._done_client.send_until("done", body, time.monotonic() + self._done_timeout, *self._backoff)
+        if reply.outcome is Outcome.OK:
+            self._done = {**reply.data, "status": status}
+            return self._done
+        if reply.outcome is Outcome.CONFLICT:  # another outcome was recorded first (e.g. cancelled)
+            self.logger.warning(f"backend already holds a different outcome for this job ({reply.reason}); "
+                                "not retrying")
+            self._done = {**reply.data, "status": status, "conflict": True}
+            return self._done
+        if reply.outcome is Outcome.RETRY:
+            reason = f"backend unreachable for {self._done_timeout:.0f}s while reporting done: {reply.reason}"
+        else:
+            reason = f"backend refused the done callback: {reply.reason}"
+        self._done = {"status": status, "delivered": False, "reason": reason}
+        self.logger.error(f"callback failure, exit code 2: {reason}")
+        raise CallbackError(reason)
+
+    @staticmethod
+    def _progress(epoch: int | None, total_epochs: int | None, step: int | None,
+                  total_steps: int | None) -> float:
+        if not epoch or not total_epochs:
+            return 100.0 * step / total_steps if step and total_steps else 0.0
+        if step is not None and total_steps:
+            return 100.0 * ((epoch - 1) + step / total_steps) / total_epochs
+        return 100.0 * epoch / total_epochs
+
+    # ----- seed 001 reporting API -----
+    def report_started(self, stage: str = "training", total_epochs: int | None = None,
+                       operation_type: str | None = None, **data: Any) -> None:
+        stage = operation_type or stage
+        self.event("started", f"{stage} started (attempt {self.env.attempt})", data={
+            "stage": stage, "total_epochs": total_epochs or self.env.epochs, "attempt": self.env.attempt,
+            "framework": self.env.framework, "model_name": self.env.model_name, **data})
+
+    def report_progress(self, epoch: int, total_epochs: int | None = None, step: int | None = None,
+                        total_steps: int | None = None, metrics: Mapping[str, Any] | None = None,
+                        extra_data: Mapping[str, Any] | None = None) -> None:
+        self.heartbeat(epoch, total_epochs or self.env.epochs, step, total_steps, metrics=metrics)
+
+    def report_validation(self, epoch: int, metrics: Mapping[str, Any] | None = None,
+                          per_class: Mapping[str, Any] | None = None, *, task_type: str | None = None,
+                          primary_metric: tuple[str, float] | None = None,
+                          all_metrics: Mapping[str, Any] | None = None, class_names: list[str] | None = None,
+                          visualization_urls: Mapping[str, str] | None = None) -> None:
+        merged = _clean_metrics({**(all_metrics or {}), **(metrics or {})})
+        data: dict[str, Any] = {"epoch": epoch, "metrics": merged, "task_type": task_type or self.env.task_type}
+        if per_class:
+            data["per_class"] = dict(per_class)
+        if primary_metric:
+            data["primary_metric"] = {"name": primary_metric[0], "value": float(primary_metric[1])}
+        if class_names:
+            data["class_names"] = list(class_names)
+        if visualization_urls:
+            data["visualization_urls"] = dict(visualization_urls)
+        self.event("validation_complete", f"validation at epoch {epoch}", data=data)
+
+    def report_completed(self, final_metrics: Mapping[str, Any] | None = None,
+                         checkpoints: Mapping[str, str] | None = None, total_epochs: int | None = None,
+                         artifacts: Mapping[str, str] | None = None, **_: Any) -> dict[str, Any]:
+        """Wait for pending checkpoint uploads, then send done=succeeded (blocking)."""
+        arts = {**(artifacts or {}), **(checkpoints or {})}
+        errors = self.wait_for_uploads()
+        if errors:
+            reason = "; ".join(f"{k}: {v}" for k, v in errors.items())
+            self.report_failed(ErrorType.CHECKPOINT_ERROR, f"checkpoint upload failed: {reason}")
+            raise CheckpointError(f"checkpoint upload failed: {reason}")
+        metrics = dict(final_metrics or {})
+        if total_epochs is not None:
+            metrics.setdefault("epochs_completed", total_epochs)
+        return self.done("succeeded", final_metrics=metrics, artifacts=arts)
+
+    def report_failed(self, error_type: ErrorType | str, message: str, traceback: str | None = None,
+                      epochs_completed: int | None = None, final_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        metrics = dict(final_metrics or {})
+        if epochs_completed is not None:
+            metrics["epochs_completed"] = epochs_completed
+        self.wait_for_uploads(timeout=self._flush_timeout)  # a resumable 'last' should land
+        return self.done("failed", error=message, error_type=error_type, traceback=traceback,
+                         final_metrics=metrics)
+
+    # ----- MLflow (optional; silent no-ops without MLFLOW_TRACKING_URI) -----
+    def start_mlflow_run(self) -> str | None:
+        return self.mlflow.start()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.mlflow.log_params(dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self.mlflow.log_metrics(dict(metrics), step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path)
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        return self.mlflow.run_id
+
+    # ----- lifecycle -----
+    def close(self) -> None:
+        """Finish uploads, deliver queued callbacks (bounded), release resources. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._uploader is not None:
+                errors = self._uploader.close(self.env.setting("VTP_UPLOAD_TIMEOUT_S", 1800.0))
+                if errors:
+                    self.logger.error(f"checkpoint uploads failed: {errors}")
+            if self._sender is not None:
+                self._sender.close(self._flush_timeout)
+        finally:
+            self._sender_client.close()
+            self._done_client.close()
+            self.mlflow.end()
+            if self._cache is not None:
+                self._cache.release_all()
+            self._signals.restore()
+
+    def __enter__(self) -> "TrainerSDK":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            if exc is not None and self._done is None and not isinstance(exc, CallbackError):
+                if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                    message = str(exc) or type(exc).__name__
+                    if isinstance(exc, KeyboardInterrupt):
+                        message = "interrupted"
+                    self.report_failed(error_type_of(exc), message,
+                                       "".join(tb_module.format_exception(exc_type, exc, tb)))
+        finally:
+            self.close()
+        return False

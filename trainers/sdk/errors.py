@@ -1,0 +1,109 @@
+"""Error types of the trainer contract and the SDK's exceptions.
+
+Every SDK exception carries an ``error_type`` so that ``report_failed`` (and the context
+manager) can tell the platform *why* a job failed; the platform decides from it whether to
+retry (infrastructure errors) or not (dataset/config/validation errors).
+"""
+from __future__ import annotations
+
+import enum
+
+# Exit codes of the contract (seed 001, DESIGN §3).
+EXIT_SUCCESS = 0
+EXIT_TRAINING_FAILURE = 1
+EXIT_CALLBACK_FAILURE = 2
+
+
+class ErrorType(str, enum.Enum):
+    """Why a job failed. A ``str`` enum so it serialises as its name in JSON."""
+
+    DATASET_ERROR = "DATASET_ERROR"
+    CHECKPOINT_ERROR = "CHECKPOINT_ERROR"
+    CONFIG_ERROR = "CONFIG_ERROR"
+    RESOURCE_ERROR = "RESOURCE_ERROR"
+    NETWORK_ERROR = "NETWORK_ERROR"
+    FRAMEWORK_ERROR = "FRAMEWORK_ERROR"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNKNOWN_ERROR = "UNKNOWN_ERROR"
+    # Seed 001's example uses TRAINING_ERROR; an enum alias keeps such trainers working while
+    # the wire value stays one of the contract's names.
+    TRAINING_ERROR = "FRAMEWORK_ERROR"
+
+    def __str__(self) -> str:  # "DATASET_ERROR", not "ErrorType.DATASET_ERROR"
+        return self.value
+
+    @classmethod
+    def coerce(cls, value: "ErrorType | str | None") -> "ErrorType":
+        """Accept an ErrorType, its name (any case) or None; unknown names become UNKNOWN_ERROR."""
+        if isinstance(value, ErrorType):
+            return value
+        if not value:
+            return cls.UNKNOWN_ERROR
+        name = str(value).strip().upper()
+        if name in cls.__members__:
+            return cls.__members__[name]
+        try:
+            return cls(name)
+        except ValueError:
+            return cls.UNKNOWN_ERROR
+
+
+class SDKError(Exception):
+    """Base of the SDK's own errors; ``error_type`` says how to report it."""
+
+    error_type: ErrorType = ErrorType.UNKNOWN_ERROR
+
+
+class DatasetError(SDKError):
+    """The dataset is missing, malformed, hostile, or fails validation."""
+
+    error_type = ErrorType.DATASET_ERROR
+
+
+class CheckpointError(SDKError):
+    """A checkpoint could not be uploaded or downloaded."""
+
+    error_type = ErrorType.CHECKPOINT_ERROR
+
+
+class ConfigError(SDKError):
+    """An environment variable or CONFIG value is missing or invalid."""
+
+    error_type = ErrorType.CONFIG_ERROR
+
+
+class StorageError(SDKError):
+    """S3 could not be reached or refused an operation."""
+
+    error_type = ErrorType.NETWORK_ERROR
+
+
+class CallbackError(SystemExit):
+    """The backend could not be told the outcome (unreachable, or refused the token).
+
+    A subclass of ``SystemExit`` on purpose: trainers written like seed 001 wrap everything in
+    ``except Exception`` and would turn this into exit code 1; the contract says a callback
+    failure exits 2. SystemExit passes through ``except Exception`` and, uncaught, ends the
+    process with ``code`` (2) while ``finally`` blocks still run.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(EXIT_CALLBACK_FAILURE)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def error_type_of(exc: BaseException) -> ErrorType:
+    """Best guess of the ErrorType for an arbitrary exception."""
+    if isinstance(exc, SDKError):
+        return exc.error_type
+    text = f"{type(exc).__name__} {exc}".lower()
+    if isinstance(exc, MemoryError) or "out of memory" in text or "no space left" in text:
+        return ErrorType.RESOURCE_ERROR
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return ErrorType.NETWORK_ERROR
+    if isinstance(exc, (ValueError, KeyError, TypeError)) and "config" in text:
+        return ErrorType.CONFIG_ERROR
+    return ErrorType.UNKNOWN_ERROR

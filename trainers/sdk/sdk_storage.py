@@ -1,0 +1,151 @@
+"""Storage side of TrainerSDK: datasets (through the node cache), checkpoints, artifacts.
+
+A mixin so that ``core.py`` stays about callbacks and lifecycle; it relies on ``self.env``,
+``self.logger``, ``self.event`` and ``self._last_epoch`` from TrainerSDK.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from .datasets import DatasetCache, convert_dataset, fetch_into_cache, find_root, materialize, resolve_source
+from .env import S3Location, TrainerEnv
+from .errors import CheckpointError, ConfigError, StorageError
+from .log import TraceLogger
+from .storage import CheckpointUploader, S3Storage, parse_s3_uri
+
+_CKPT_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+
+
+class StorageMixin:
+    env: TrainerEnv
+    logger: TraceLogger
+    _last_epoch: int | None
+    _storages: dict[str, S3Storage]
+    _uploader: CheckpointUploader | None
+    _cache: DatasetCache | None
+
+    def event(self, event_type: str, message: str = "", level: str = "info",
+              data: Mapping[str, Any] | None = None) -> None:  # provided by TrainerSDK
+        raise NotImplementedError
+
+    def _storage(self, kind: str) -> S3Storage:
+        if kind not in self._storages:
+            loc: S3Location | None = (self.env.datasets_location if kind == "datasets"
+                                      else self.env.checkpoints_location)
+            if loc is None:
+                raise ConfigError(f"no bucket for {kind}: set STORAGE_BUCKET"
+                                  f" (or {'EXTERNAL_BUCKET_DATASETS' if kind == 'datasets' else 'INTERNAL_BUCKET_CHECKPOINTS'})")
+            self._storages[kind] = S3Storage(loc)
+        return self._storages[kind]
+
+    @property
+    def dataset_cache(self) -> DatasetCache:
+        if self._cache is None:
+            self._cache = DatasetCache(self.env.dataset_cache_dir)
+        return self._cache
+
+    @property
+    def bytes_downloaded(self) -> int:
+        """Object bytes read from S3 by this SDK (datasets and checkpoints)."""
+        return sum(s.bytes_downloaded for s in self._storages.values())
+
+    def download_dataset(self, dataset_id: str | None = None, dest: str | Path | None = None) -> Path:
+        """The dataset's root folder, through the node cache. With ``dest`` the job gets its own
+        hard-linked copy there; without, the shared cache entry (treat it as read-only)."""
+        ds_id = dataset_id or self.env.dataset_id
+        uri = self.env.dataset_s3_uri if (not dataset_id or dataset_id == self.env.dataset_id) else None
+        storage = self._storage("datasets")
+        before = storage.bytes_downloaded
+        t0 = time.monotonic()
+        source = resolve_source(storage, ds_id, uri)
+        entry, hit = fetch_into_cache(storage, self.dataset_cache, source)
+        root = find_root(entry)
+        if dest is not None:
+            root = find_root(materialize(root, Path(dest)))
+            self.dataset_cache.release(source.cache_key)
+        fetched = storage.bytes_downloaded - before
+        self.event("dataset_loaded", f"dataset {ds_id or source.uri} ready at {root}"
+                   f" ({'cache hit' if hit else f'{fetched} bytes downloaded'}, {time.monotonic() - t0:.1f}s)",
+                   data={"dataset_id": ds_id, "source": source.uri, "cache_hit": hit, "bytes_downloaded": fetched})
+        return root
+
+    def convert_dataset(self, src_dir: str | Path, target: str = "yolo", *args: str,
+                        out_dir: str | Path | None = None, task_type: str | None = None,
+                        val_fraction: float | None = None, seed: int | None = None,
+                        split_config: Mapping[str, Any] | None = None, source_format: str | None = None,
+                        target_format: str | None = None) -> Path:
+        """Validate and convert (DICE -> 'yolo' | 'imagefolder'). Also accepts seed 001's
+        ``convert_dataset(dir, 'dice', 'yolo', split_config={...})`` form."""
+        if target_format:
+            target = target_format
+        elif args and target.lower() in ("dice", "coco", "auto"):
+            target = args[0]  # positional (source_format, target_format)
+        split = dict(split_config or {})
+        if val_fraction is None:
+            val_fraction = float(split.get("val_ratio", 0.2))
+        if seed is None:
+            seed = int(split.get("seed", 0))
+        out = Path(out_dir) if out_dir else self.env.work_dir / f"dataset-{target.lower()}"
+        return convert_dataset(src_dir, target, out, task_type=task_type or self.env.task_type or None,
+                               val_fraction=val_fraction, seed=seed)
+
+    def prepare_dataset(self, target: str = "yolo") -> Path:
+        """download_dataset + convert_dataset: the folder the framework reads."""
+        return self.convert_dataset(self.download_dataset(), target)
+
+    def _on_checkpoint_uploaded(self, name: str, uri: str, size: int) -> None:
+        data: dict[str, Any] = {"name": name, "checkpoint_path": uri, "size_bytes": size}
+        if self._last_epoch is not None:
+            data["epoch"] = self._last_epoch
+        self.event("checkpoint_saved", f"checkpoint {name} uploaded to {uri}", data=data)
+
+    def _checkpoint_uploader(self) -> CheckpointUploader:
+        if self._uploader is None:
+            self._uploader = CheckpointUploader(
+                self._storage("checkpoints"), self.logger, self.env.tmp_dir / f"vtp-upload-{self.env.job_id}",
+                on_uploaded=self._on_checkpoint_uploaded)
+        return self._uploader
+
+    def upload_checkpoint(self, local_path: str | Path, name: str, wait: bool = False) -> str:
+        """Snapshot the file and upload it in the background to
+        ``s3://{bucket}/checkpoints/job-{id}/{name}.pt``; returns that URI at once."""
+        name = re.sub(r"^epoch_(\d+)$", r"epoch-\1", str(name))
+        if not _CKPT_NAME.match(name):
+            raise CheckpointError(f"invalid checkpoint name {name!r} (use best, last or epoch-N)")
+        fname = name if Path(name).suffix else f"{name}.pt"
+        uri = self._checkpoint_uploader().submit(local_path, f"checkpoints/job-{self.env.job_id}/{fname}", name)
+        if wait:
+            errors = self.wait_for_uploads()
+            if errors:
+                raise CheckpointError(f"checkpoint upload failed: {errors}")
+        return uri
+
+    def wait_for_uploads(self, timeout: float | None = None) -> dict[str, str]:
+        if self._uploader is None:
+            return {}
+        return self._uploader.wait(self.env.setting("VTP_UPLOAD_TIMEOUT_S", 1800.0) if timeout is None else timeout)
+
+    def upload_file(self, local_path: str | Path, key_suffix: str, content_type: str | None = None,
+                    **_: Any) -> str:
+        """Upload an artifact (blocking) to ``s3://{bucket}/artifacts/job-{id}/{key_suffix}``."""
+        suffix = str(key_suffix).lstrip("/")
+        if ".." in Path(suffix).parts:
+            raise ValueError(f"invalid artifact key {key_suffix!r}")
+        return self._storage("checkpoints").upload_file(
+            local_path, f"artifacts/job-{self.env.job_id}/{suffix}", content_type=content_type)
+
+    def download_checkpoint(self, uri: str, dest: str | Path) -> Path:
+        """Download ``s3://bucket/key`` (or a key in the checkpoint bucket) to ``dest``."""
+        storage = self._storage("checkpoints")
+        bucket, key = parse_s3_uri(uri) if uri.startswith("s3://") else (storage.bucket, uri)
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / Path(key).name
+        try:
+            return storage.download_file(key, dest, bucket)
+        except StorageError as exc:
+            raise CheckpointError(f"cannot download checkpoint {uri}: {exc}") from None
+
