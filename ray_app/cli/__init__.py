@@ -1,0 +1,1 @@
+"""The `vtp` command (also `python -m ray_app`)."""

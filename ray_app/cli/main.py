@@ -1,0 +1,356 @@
+"""`vtp`: run the single-machine platform and drive jobs over the HTTP API.
+
+Exit codes scripts can rely on: 0 success; 1 the watched job ended FAILED or CANCELLED;
+2 bad usage; 3 the API refused the request or could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ray_app.cli.client import APIError, Client, default_base_url, default_token
+from ray_app.config import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+jobs_app = typer.Typer(no_args_is_help=True, help="Submit and follow training jobs.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Datasets in the platform's S3 storage.")
+trainers_app = typer.Typer(no_args_is_help=True, help="The registered trainers and their environments.")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(trainers_app, name="trainers")
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+err = Console(stderr=True)
+
+EXIT_JOB_FAILED = 1
+EXIT_API_ERROR = 3
+LOG_TAIL_GRACE_S = 5.0  # how long `jobs logs -f` waits for the last lines of a final job
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="VTP_DATA_DIR", help="platform data directory")]
+Url = Annotated[Optional[str], typer.Option("--url", envvar="VTP_API_URL", help="API base URL")]
+AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _client(url: str | None) -> Client:
+    settings = Settings()
+    return Client(url or default_base_url(settings), default_token(settings))
+
+
+def _emit(data: Any, as_json: bool, render) -> None:
+    if as_json:
+        console.print_json(json.dumps(data, default=str))
+    else:
+        render(data)
+
+
+def _api(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except APIError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_API_ERROR) from None
+
+
+# ---------------------------------------------------------------------------- platform
+
+
+@app.command()
+def up(data_dir: DataDir = None, port: Annotated[int, typer.Option(help="API port")] = 8000) -> None:
+    """Start the single-machine platform (Ray head, S3, Serve API on 127.0.0.1)."""
+    from ray_app.local.platform import LocalPlatform
+
+    local = LocalPlatform(data_dir, http_port=port, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    local.up()
+    console.print(f"[green]platform up[/green]\n  API        {local.api_url}   (docs: {local.api_url}/docs)\n"
+                  f"  dashboard  {local.dashboard_url}\n  data       {local.data_dir}\n"
+                  f"  API token  {local.settings.api_token_file}\n  stop with  vtp down")
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 25,
+) -> None:
+    """The whole flow on this machine: platform up, sample dataset, a YOLO job watched live."""
+    from ray_app.local.demo import run_demo
+
+    job = run_demo(data_dir, port, epochs, console)
+    if job["state"] != "SUCCEEDED":
+        raise typer.Exit(EXIT_JOB_FAILED)
+
+
+@app.command()
+def down(data_dir: DataDir = None) -> None:
+    """Stop every process of the single-machine platform; the data stays for the next `up`."""
+    from ray_app.local.platform import LocalPlatform
+
+    stopped = LocalPlatform(data_dir).down()
+    console.print(f"stopped {stopped} processes")
+
+
+@app.command()
+def deploy(port: Annotated[int, typer.Option(help="API port (Serve HTTP proxy)", envvar="VTP_HTTP_PORT")] = 8000,
+           address: Annotated[Optional[str], typer.Option(help="Ray address; default: this job's cluster")] = None) -> None:
+    """Deploy the API onto a running Ray cluster (e.g. inside `ray job submit`), with the VTP_*
+    settings of the environment."""
+    import os
+
+    from ray_app.deploy import deploy_platform
+
+    settings = Settings()
+    settings.check_production()
+    env = {k: v for k, v in os.environ.items() if k.startswith("VTP_")}
+    env["VTP_HTTP_PORT"] = str(port)
+    url = deploy_platform(env, port, address=address)
+    console.print(f"platform deployed: {url} (docs: {url}/docs)")
+
+
+@app.command()
+def status(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Where the platform listens and whether it is healthy."""
+    from ray_app.local.platform import LocalPlatform
+
+    info = LocalPlatform(data_dir).status()
+    _emit(info, as_json, lambda d: [console.print(f"{k:14} {v}") for k, v in d.items()])
+    if not info["health"]:
+        raise typer.Exit(EXIT_API_ERROR)
+
+
+# ---------------------------------------------------------------------------- datasets
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    path: Annotated[Path, typer.Argument(exists=True, help="folder or .zip (DICE, YOLO or ImageFolder)")],
+    dataset_id: Annotated[str, typer.Option("--id", help="dataset id")],
+    data_dir: DataDir = None,
+) -> None:
+    """Upload a dataset to datasets/{id}/ (folder) or datasets/{id}.zip, with a progress bar."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from ray_app.local.platform import LocalPlatform
+    from ray_app.storage import s3 as s3lib
+
+    settings = LocalPlatform(data_dir).platform_settings()
+    client = s3lib.make_client(s3lib.settings_from(settings))
+    files = [path] if path.is_file() else [f for f in sorted(path.rglob("*")) if f.is_file()]
+    total = sum(f.stat().st_size for f in files)
+    with Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as progress:
+        task = progress.add_task("upload", total=total)
+        for f in files:
+            key = (f"datasets/{dataset_id}.zip" if path.is_file()
+                   else f"datasets/{dataset_id}/{f.relative_to(path).as_posix()}")
+            client.upload_file(str(f), settings.s3_bucket, key,
+                               Callback=lambda n: progress.advance(task, n))
+    console.print(f"uploaded {len(files)} files to s3://{settings.s3_bucket}/datasets/{dataset_id}"
+                  f"{'.zip' if path.is_file() else '/'}")
+
+
+# ---------------------------------------------------------------------------- trainers
+
+
+@trainers_app.command("list")
+def trainers_list(as_json: AsJson = False) -> None:
+    """Trainers found in the trainer paths (VTP_TRAINER_PATHS), with tasks, models, resources."""
+    from ray_app.runtime.registry import TrainerRegistry
+
+    registry = TrainerRegistry(Settings().trainer_paths)
+    data = [m.model_dump(mode="json") | {"folder": str(m.folder)} for m in registry.trainers.values()]
+
+    def render(items: list[dict[str, Any]]) -> None:
+        table = Table("name", "tasks", "models", "env", "folder")
+        for t in items:
+            table.add_row(t["name"], ", ".join(t["task_types"]), ", ".join(t["models"]), t["env"], t["folder"])
+        console.print(table)
+        for problem in registry.problems:
+            err.print(f"[yellow]skipped:[/yellow] {problem}")
+
+    _emit(data, as_json, render)
+
+
+@trainers_app.command("build-env")
+def trainers_build_env(name: str, data_dir: DataDir = None) -> None:
+    """Build (or reuse) the trainer's own virtualenv, used through Ray's py_executable."""
+    from ray_app.runtime import venvs
+    from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
+
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    try:
+        manifest = TrainerRegistry(settings.trainer_paths).get(name)
+    except UnknownTrainer as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    path = venvs.build(settings.venvs_dir, manifest, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    console.print(f"{name}: {venvs.python_of(path)}")
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    framework: Annotated[str, typer.Option(help="trainer, e.g. ultralytics, timm")],
+    model: Annotated[str, typer.Option("--model", help="model name, e.g. yolo11n")],
+    dataset: Annotated[str, typer.Option("--dataset", help="dataset id")],
+    task_type: Annotated[str, typer.Option("--task-type")] = "object_detection",
+    epochs: int = 10,
+    batch_size: int = 16,
+    learning_rate: float = 0.01,
+    image_size: int = 640,
+    project: Annotated[str, typer.Option("--project")] = "default",
+    num_gpus: float = 0,
+    num_cpus: Optional[float] = None,
+    memory_mb: Optional[int] = None,
+    max_attempts: Optional[int] = None,
+    config: Annotated[str, typer.Option(help="JSON object of framework arguments")] = "{}",
+    advanced_config: Annotated[str, typer.Option(help="JSON object")] = "{}",
+    watch_job: Annotated[bool, typer.Option("--watch", help="follow until the job ends")] = False,
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """Submit a training job."""
+    try:
+        cfg, adv = json.loads(config), json.loads(advanced_config)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/red] --config/--advanced-config must be JSON: {exc}")
+        raise typer.Exit(2) from None
+    body = {"framework": framework, "model_name": model, "dataset_id": dataset, "task_type": task_type,
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "image_size": image_size, "project_id": project, "num_gpus": num_gpus, "config": cfg,
+            "advanced_config": adv}
+    for name, value in (("num_cpus", num_cpus), ("memory_mb", memory_mb), ("max_attempts", max_attempts)):
+        if value is not None:
+            body[name] = value
+    client = _client(url)
+    job = _api(client.submit, body)
+    _emit(job, as_json, lambda j: console.print(f"job [bold]{j['id']}[/bold] {j['state']} (trace {j['trace_id']})"))
+    if watch_job:
+        _finish_watch(client, job["id"], as_json)
+
+
+@jobs_app.command("list")
+def jobs_list(state: Optional[str] = None, project: Optional[str] = None, limit: int = 50,
+              url: Url = None, as_json: AsJson = False) -> None:
+    """List jobs, newest first."""
+    page = _api(_client(url).list, state=state, project_id=project, limit=limit)
+
+    def render(p: dict[str, Any]) -> None:
+        table = Table("id", "state", "framework", "model", "dataset", "epoch", "progress", "created")
+        for j in p["items"]:
+            table.add_row(j["id"], j["state"], j["framework"], j["model_name"], j["dataset_id"],
+                          f"{j['epoch'] or 0}/{j['epochs']}", f"{j['progress']:.0f}%", j["created_at"][:19])
+        console.print(table)
+
+    _emit(page, as_json, render)
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: str, url: Url = None, as_json: AsJson = False) -> None:
+    """One job: state, progress, metrics, error, artifacts."""
+    job = _api(_client(url).get, job_id)
+    _emit(job, as_json, lambda j: [console.print(f"{k:22} {v}") for k, v in j.items()
+                                   if k not in ("config", "advanced_config")])
+
+
+@jobs_app.command("watch")
+def jobs_watch(job_id: str, url: Url = None, as_json: AsJson = False) -> None:
+    """Live progress bar and metrics until the job ends (exit 1 if it did not succeed)."""
+    _finish_watch(_client(url), job_id, as_json)
+
+
+def _finish_watch(client: Client, job_id: str, as_json: bool) -> None:
+    from ray_app.cli.watch import watch
+
+    job = _api(watch, client, job_id, err if as_json else console)
+    metrics = _api(client.metrics, job_id)["items"]
+
+    def render(j: dict[str, Any]) -> None:
+        columns = sorted({k for m in metrics for k in m["metrics"]})[:8]
+        table = Table("attempt", "epoch", *columns)
+        for m in metrics:
+            values = [m["metrics"].get(c) for c in columns]
+            table.add_row(str(m["attempt"]), str(m["epoch"]),
+                          *[f"{v:.4g}" if isinstance(v, (int, float)) else "" for v in values])
+        console.print(table)
+        console.print(f"[bold]{j['state']}[/bold] final metrics: {j['final_metrics']}")
+        if j["error"]:
+            console.print(f"[red]{j['error_type']}: {j['error']}[/red]")
+        for name, uri in j["artifacts"].items():
+            console.print(f"  {name:18} {uri}")
+        if j["mlflow_run_id"]:
+            console.print(f"  mlflow run         {j['mlflow_run_id']}")
+
+    _emit(job, as_json, render)
+    if job["state"] != "SUCCEEDED":
+        raise typer.Exit(EXIT_JOB_FAILED)
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+              url: Url = None) -> None:
+    """The trainer's output; --follow keeps printing until the job ends."""
+    client = _client(url)
+    after, exited, final_since = 0, set(), None
+    while True:
+        page = _api(client.logs, job_id, after)
+        for line in page["items"]:
+            sys.stdout.write(line["line"] + "\n")
+            if line["stream"] == "runner" and "trainer exited" in line["line"]:
+                exited.add(line["attempt"])
+        sys.stdout.flush()
+        after = page["next_after"] or after
+        if not follow:
+            return
+        if not page["items"]:
+            job = _api(client.get, job_id)
+            if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                # a job turns final on the trainer's `done`, a moment before the runner has stored
+                # the trainer's last lines: wait for the runner's closing line (or a short grace,
+                # for an attempt whose trainer never started)
+                final_since = final_since or time.monotonic()
+                if job["attempt"] in exited or time.monotonic() - final_since > LOG_TAIL_GRACE_S:
+                    return
+        time.sleep(1)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, url: Url = None, as_json: AsJson = False) -> None:
+    """Ask a job to stop (idempotent)."""
+    job = _api(_client(url).cancel, job_id)
+    _emit(job, as_json, lambda j: console.print(f"job {j['id']}: cancel requested ({j['state']})"))
+
+
+@jobs_app.command("predict")
+def jobs_predict(
+    job_id: str,
+    images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="image files")],
+    conf: float = 0.25,
+    top_k: int = 5,
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run the finished job's best checkpoint on images."""
+    result = _api(_client(url).predict, job_id, list(images), conf, top_k)
+
+    def render(r: dict[str, Any]) -> None:
+        for pred in r["predictions"]:
+            console.print(f"[bold]{pred.get('image')}[/bold]")
+            for box in pred.get("boxes", []):
+                console.print(f"  {box['class_name']:12} {box['confidence']:.2f}  xyxy={[round(v, 1) for v in box['xyxy']]}")
+            for cls in pred.get("top_k", []):
+                console.print(f"  {cls['class_name']:12} {cls['probability']:.3f}")
+        console.print(f"[dim]{r['checkpoint']} in {r['inference_seconds']}s[/dim]")
+
+    _emit(result, as_json, render)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,80 @@
+"""`vtp demo` (`make demo`): from nothing to a trained detector on this machine.
+
+Brings the platform up, generates a small DICE detection dataset (coloured shapes) and uploads
+it, submits an Ultralytics YOLO job, shows its progress live, and prints where everything is.
+Idempotent: a second run reuses the running platform, the dataset in S3 and the trainer's
+environment, and follows a demo job that is still running instead of starting another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ray_app.cli.client import Client
+from ray_app.cli.watch import watch
+from ray_app.datasets import make_detection
+from ray_app.local.platform import LocalPlatform
+from ray_app.storage import make_client, object_exists, settings_from, upload_dataset
+
+DATASET_ID = "demo-shapes"
+PROJECT = "demo"
+
+
+def ensure_dataset(platform: LocalPlatform, console: Console) -> str:
+    settings = platform.platform_settings()
+    client = make_client(settings_from(settings))
+    marker = f"s3://{settings.s3_bucket}/datasets/{DATASET_ID}/annotations.json"
+    if object_exists(client, marker):
+        console.print(f"[dim]dataset {DATASET_ID} already in S3[/dim]")
+        return DATASET_ID
+    folder = platform.data_dir / "demo" / DATASET_ID
+    if not (folder / "annotations.json").exists():
+        make_detection(folder, n_images=64, size=128, seed=0)
+    upload_dataset(client, settings.s3_bucket, DATASET_ID, folder)
+    console.print(f"dataset {DATASET_ID}: 64 images of coloured shapes uploaded to {marker.rsplit('/', 1)[0]}/")
+    return DATASET_ID
+
+
+def ensure_job(client: Client, epochs: int, console: Console) -> dict[str, Any]:
+    for state in ("RUNNING", "QUEUED", "PENDING"):
+        running = client.list(project_id=PROJECT, state=state, limit=1)["items"]
+        if running:
+            console.print(f"[dim]following demo job {running[0]['id']} ({state})[/dim]")
+            return running[0]
+    job = client.submit({
+        "framework": "ultralytics", "task_type": "object_detection", "model_name": "yolo11n",
+        "dataset_id": DATASET_ID, "project_id": PROJECT, "epochs": epochs, "batch_size": 16,
+        "image_size": 128, "learning_rate": 0.01, "num_cpus": 2,
+        # 64 images: one optimizer step per batch (nbs = batch) so it learns in a few epochs
+        "config": {"nbs": 16, "seed": 0},
+    })
+    console.print(f"submitted job [bold]{job['id']}[/bold] (yolo11n, {epochs} epochs, trace {job['trace_id']})")
+    return job
+
+
+def run_demo(data_dir: Path | None, port: int, epochs: int, console: Console) -> dict[str, Any]:
+    platform = LocalPlatform(data_dir, http_port=port, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    platform.up()
+    settings = platform.platform_settings()
+    client = Client(platform.api_url, settings.resolved_api_tokens()[0])
+    ensure_dataset(platform, console)
+    job = watch(client, ensure_job(client, epochs, console)["id"], console)
+    console.print()
+    console.print(f"[bold]{job['state']}[/bold]  job {job['id']}")
+    if job["state"] == "SUCCEEDED":
+        for name, value in job["final_metrics"].items():
+            console.print(f"  {name:24} {value:.4g}" if isinstance(value, float) else f"  {name:24} {value}")
+        console.print(f"  checkpoint (best)        {job['artifacts'].get('best')}")
+        console.print(f"  mlflow run               {job['mlflow_run_id']}  "
+                      f"(mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
+    else:
+        console.print(f"  [red]{job['error_type']}: {job['error']}[/red]")
+    console.print(f"  API docs                 {platform.api_url}/docs")
+    console.print(f"  Ray dashboard            {platform.dashboard_url}")
+    console.print(f"  predict                  vtp jobs predict {job['id']} IMAGE")
+    console.print("  stop everything          vtp down   (or: make down; data stays in "
+                  f"{platform.data_dir})")
+    return job

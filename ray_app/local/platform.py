@@ -1,0 +1,185 @@
+"""Bring the whole platform up on one machine, and down again, keeping the data.
+
+Everything lives under one data directory (default ~/.vtp): the job database, the S3 server's
+files, the MLflow store, the generated secrets, and `local.json` with the ports and pids of what
+runs. `down` stops exactly the processes this platform started (found by pid and by their Ray
+temp dir), never another Ray cluster on the machine: `ray stop` would stop them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from ray_app.config import Settings
+from ray_app.local import processes
+from ray_app.storage.s3_server import SeaweedS3Server, free_port
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@dataclass
+class LocalState:
+    ray_port: int = 0
+    dashboard_port: int = 0
+    http_port: int = 8000
+    s3_port: int = 0
+    s3_pid: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "LocalState":
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return cls()
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.chmod(tmp, 0o600)  # env holds the S3 keys
+        tmp.replace(path)
+
+
+class LocalPlatform:
+    def __init__(self, data_dir: Path | None = None, http_port: int | None = None, log=print):
+        self.settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+        self.data_dir = self.settings.data_dir.expanduser().resolve()
+        self.state_path = self.data_dir / "local.json"
+        self.state = LocalState.load(self.state_path)
+        if http_port:
+            self.state.http_port = http_port
+        self.log = log
+        # Ray's unix socket paths must stay short: the temp dir is under /tmp, named by data dir
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
+        self.ray_temp_dir = Path(f"/tmp/vtp-{digest}")
+
+    def platform_settings(self) -> Settings:
+        """The settings the running platform was started with (S3 endpoint and keys included)."""
+        env = self.state.env
+        if not env:
+            return self.settings
+        return Settings(**{k[4:].lower(): v for k, v in env.items() if k.startswith("VTP_")})
+
+    # ------------------------------------------------------------------ urls
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.state.http_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.state.dashboard_port}"
+
+    @property
+    def ray_address(self) -> str:
+        return f"127.0.0.1:{self.state.ray_port}"
+
+    # ------------------------------------------------------------------ up
+
+    def up(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # the secrets exist before anything asks: the CLI reads the API token from its file
+        self.settings.resolved_api_tokens()
+        self.settings.resolved_jwt_secret()
+        s3 = self._start_s3()
+        self._start_ray()
+        self.state.env = {
+            "VTP_DATA_DIR": str(self.data_dir),
+            "VTP_HTTP_HOST": "127.0.0.1",
+            "VTP_HTTP_PORT": str(self.state.http_port),
+            "VTP_S3_ENDPOINT": s3.endpoint_url,
+            "VTP_S3_ACCESS_KEY": s3.access_key,
+            "VTP_S3_SECRET_KEY": s3.secret_key,
+            "VTP_S3_BUCKET": self.settings.s3_bucket,
+            "VTP_STORAGE_TYPE": "minio",
+            "VTP_MLFLOW_TRACKING_URI": f"sqlite:///{self.data_dir / 'mlflow.db'}",
+            **{k: v for k, v in os.environ.items() if k.startswith("VTP_") and k != "VTP_DATA_DIR"},
+        }
+        self.state.save(self.state_path)
+        self._deploy()
+
+    def _start_s3(self) -> SeaweedS3Server:
+        server = SeaweedS3Server(self.data_dir / "s3", buckets=[self.settings.s3_bucket],
+                                 s3_port=self.state.s3_port or None)
+        if self.state.s3_pid and psutil.pid_exists(self.state.s3_pid) and self._s3_answers(server):
+            self.log(f"S3 (SeaweedFS) already running on {server.endpoint_url}")
+            return server
+        server.start()
+        self.state.s3_port, self.state.s3_pid = server.s3_port, server.pid
+        self.state.save(self.state_path)
+        self.log(f"S3 (SeaweedFS) started on {server.endpoint_url} (pid {server.pid})")
+        return server
+
+    @staticmethod
+    def _s3_answers(server: SeaweedS3Server) -> bool:
+        try:
+            httpx.get(server.endpoint_url, timeout=2)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    def _start_ray(self) -> None:
+        if self.state.ray_port and self._ray_processes():
+            self.log(f"Ray already running at {self.ray_address}")
+            return
+        if not self.state.ray_port:
+            self.state.ray_port = _free_port_not(6379)
+            self.state.dashboard_port = free_port()
+        cmd = [RAY, "start", "--head", f"--port={self.state.ray_port}", "--node-ip-address=127.0.0.1",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.state.dashboard_port}",
+               f"--ray-client-server-port={free_port()}", f"--temp-dir={self.ray_temp_dir}",
+               "--disable-usage-stats"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start failed: {proc.stderr.strip()[-2000:]}")
+        self.state.save(self.state_path)
+        self.log(f"Ray head started at {self.ray_address}")
+
+    def _deploy(self) -> None:
+        from ray_app.deploy import deploy_platform
+
+        deploy_platform(self.state.env, self.state.http_port, address=self.ray_address)
+
+    # ------------------------------------------------------------------ down / status
+
+    def _ray_processes(self) -> list[psutil.Process]:
+        return processes.cluster_processes(str(self.ray_temp_dir))
+
+    def processes(self) -> list[psutil.Process]:
+        procs = self._ray_processes()
+        if self.state.s3_pid and psutil.pid_exists(self.state.s3_pid):
+            procs.append(psutil.Process(self.state.s3_pid))
+        return procs
+
+    def down(self, timeout: float = 20.0) -> int:
+        stopped = processes.stop(self.processes(), timeout)
+        self.state.s3_pid = None
+        self.state.save(self.state_path)
+        return stopped
+
+    def status(self) -> dict[str, object]:
+        try:
+            health = httpx.get(f"{self.api_url}/healthz", timeout=3).json()
+        except (httpx.HTTPError, ValueError):
+            health = None
+        return {"data_dir": str(self.data_dir), "api": self.api_url, "dashboard": self.dashboard_url,
+                "ray_address": self.ray_address, "ray_processes": len(self._ray_processes()),
+                "s3_running": bool(self.state.s3_pid and psutil.pid_exists(self.state.s3_pid)),
+                "health": health}
+
+
+def _free_port_not(*taken: int) -> int:
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
