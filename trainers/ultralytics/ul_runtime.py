@@ -1,0 +1,104 @@
+"""Ultralytics offline and fast on the machine it is given (DESIGN §9).
+
+``prepare_environment`` must run BEFORE ``ultralytics`` is imported: Ultralytics reads
+``YOLO_CONFIG_DIR``, ``YOLO_OFFLINE`` and its settings file at import time. It gives the job its
+own config dir holding a font at ``Ultralytics/Arial.ttf`` (matplotlib's DejaVuSans), so the
+dataset check and the plots never try to download one. ``configure_settings`` then turns every
+integration off (its own MLflow callback would write ``mlruns/`` into the working directory; the
+trainer logs to MLflow through the SDK instead).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import shutil
+from pathlib import Path
+
+OFFLINE_VARS = {
+    "YOLO_OFFLINE": "1",          # is_online() is False: no hub, no pip checks, no analytics
+    "YOLO_AUTOINSTALL": "False",  # never pip-install a missing package at run time
+    "HF_HUB_OFFLINE": "1",
+    "MPLBACKEND": "Agg",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+INTEGRATIONS_OFF = {"sync": False, "mlflow": False, "clearml": False, "comet": False, "dvc": False,
+                    "raytune": False, "tensorboard": False, "wandb": False, "vscode_msg": False,
+                    "openvino_msg": False}
+
+
+def _matplotlib_font() -> Path | None:
+    """DejaVuSans.ttf from matplotlib's data, found without importing matplotlib (slow)."""
+    spec = importlib.util.find_spec("matplotlib")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        font = Path(loc) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if font.is_file():
+            return font
+    return None
+
+
+def prepare_environment(base_dir: str | os.PathLike) -> Path:
+    """Per-job YOLO_CONFIG_DIR with the fonts; offline variables. Returns the config dir."""
+    for key, value in OFFLINE_VARS.items():
+        os.environ.setdefault(key, value)
+    os.environ["YOLO_OFFLINE"] = "1"
+    config_dir = Path(base_dir) / "yolo-config"
+    (config_dir / "Ultralytics").mkdir(parents=True, exist_ok=True)
+    font = _matplotlib_font()
+    if font is not None:
+        for name in FONTS:
+            target = config_dir / "Ultralytics" / name
+            if not target.exists():
+                shutil.copyfile(font, target)
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    os.environ.setdefault("MPLCONFIGDIR", str(config_dir / "matplotlib"))
+    return config_dir
+
+
+def configure_settings(base_dir: str | os.PathLike) -> Path:
+    """Integrations off; runs/datasets/weights dirs under ``base_dir``. Returns the weights dir."""
+    from ultralytics.utils import SETTINGS
+
+    base = Path(base_dir)
+    weights = base / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    SETTINGS.update({**INTEGRATIONS_OFF, "runs_dir": str(base / "runs"),
+                     "datasets_dir": str(base / "datasets"), "weights_dir": str(weights)})
+    return weights
+
+
+def num_threads(default: int = 1) -> int:
+    """Torch threads for the CPUs the job was given (NUM_CPUS, e.g. "2" or "1.5")."""
+    raw = os.environ.get("NUM_CPUS") or ""
+    try:
+        value = float(raw)
+    except ValueError:
+        return max(1, min(default, os.cpu_count() or 1))
+    return max(1, min(int(math.floor(value)) or 1, os.cpu_count() or 1))
+
+
+def set_threads() -> int:
+    """Ultralytics' select_device() sets torch to 1 thread on a 2-core CPU; set it back."""
+    import torch
+
+    n = num_threads(default=os.cpu_count() or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def ultralytics_device(device: str | None) -> str:
+    """The platform's DEVICE ("cpu", or "0,1" for the GPUs Ray made visible) as Ultralytics wants it:
+    "cpu", or the first visible GPU ("0"): one trainer process per attempt, no DDP subprocesses."""
+    device = (device or "cpu").strip().lower()
+    if device in ("", "cpu", "none"):
+        return "cpu"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu"
+    except Exception:
+        return "cpu"
+    return "0"
