@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from ray_app.config import Settings
+import logging
+from typing import Any
+
+from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
 from ray_app.store.actor import StoreClient
+
+log = logging.getLogger("ray_app.api")
 
 
 @dataclass
@@ -33,3 +38,22 @@ class AppContext:
         if framework not in self.registry.trainers:
             self.__dict__["registry"] = TrainerRegistry(self.settings.trainer_paths)
         return self.registry.resolve(framework, task_type, model_name)
+
+    def nudge_controller(self) -> None:
+        """Ask the controller to reconcile now rather than at its next tick: a new job launches
+        (a cancel lands) up to one tick sooner. Best effort and fire-and-forget: the tick still
+        covers a lost nudge, and a platform without a controller has nothing to nudge."""
+        if not self.settings.controller_enabled:
+            return
+        try:
+            import ray
+
+            if not ray.is_initialized():
+                return
+            handle: Any = self.__dict__.get("_controller")
+            if handle is None:
+                handle = self.__dict__["_controller"] = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
+            handle.wake.remote()
+        except Exception as exc:  # no controller (yet), or a restarted one: look it up next time
+            self.__dict__.pop("_controller", None)
+            log.debug("could not nudge the controller: %s", exc)

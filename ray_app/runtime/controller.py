@@ -68,6 +68,9 @@ class Reconciler:
         self.attempts: dict[str, AttemptHandle] = {}
         self.settings_env = settings.to_env()
         self._background: set[asyncio.Task] = set()  # held so the loop does not drop them mid-way
+        # called when something an attempt waited on has happened (its runner is ready, its run
+        # ended): the loop then reacts at once instead of at its next tick
+        self.wake: Any = lambda: None
 
     # ------------------------------------------------------------------ loop
 
@@ -106,6 +109,7 @@ class Reconciler:
             att.node_id = att.ready.result().get("node_id")
             if att.run is None:
                 att.run = asyncio.create_task(_await(att.actor.run.remote()))
+                att.run.add_done_callback(lambda _: self.wake())
         if job["state"] == "QUEUED":
             await self._watch_queued(job, att)
         elif job["state"] == "RUNNING":
@@ -147,6 +151,7 @@ class Reconciler:
         if placement is not None:
             att.placed = asyncio.create_task(_await(placement.ready()))
         att.ready = asyncio.create_task(_await(actor.ready.remote()))
+        att.ready.add_done_callback(lambda _: self.wake())
         return att
 
     def _launch(self, job: dict[str, Any], name: str) -> tuple[Any, Any]:
@@ -332,17 +337,32 @@ class JobController:
         os.environ.update(settings_env)
         self.reconciler = Reconciler(Settings())
         self.ticks = 0
-        threading.Thread(target=asyncio.run, args=(self._loop(),), daemon=True, name="reconcile").start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        threading.Thread(target=asyncio.run, args=(self._run(),), daemon=True, name="reconcile").start()
 
-    async def _loop(self) -> None:
+    async def _run(self) -> None:
         interval = self.reconciler.settings.controller_interval_s
+        self._wakeup = asyncio.Event()
+        self.reconciler.wake = self._wakeup.set
+        self._loop = asyncio.get_running_loop()
         while True:
+            self._wakeup.clear()
             try:
                 await self.reconciler.tick()
             except Exception:
                 log.exception("controller tick failed")
             self.ticks += 1
-            await asyncio.sleep(interval)
+            try:  # a tick every `interval`, or at once when woken
+                await asyncio.wait_for(self._wakeup.wait(), interval)
+            except TimeoutError:
+                pass
+
+    def wake(self) -> None:
+        """Reconcile now (the API calls this after creating or cancelling a job): a new job is
+        launched without waiting for the next tick. Fire-and-forget; the tick covers a lost one."""
+        if self._loop is not None and self._wakeup is not None:
+            self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def status(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "attempts": sorted(

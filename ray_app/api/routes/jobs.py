@@ -41,6 +41,7 @@ async def create_job(body: JobCreate, ctx: Ctx) -> JobView:
     if body.memory_mb is None:
         spec["memory_mb"] = manifest.resources.memory_mb
     job = await ctx.store.call("create_job", spec, uuid.uuid4().hex[:16])
+    ctx.nudge_controller()
     return JobView.model_validate(job)
 
 
@@ -68,7 +69,9 @@ async def get_job(job_id: str, ctx: Ctx) -> JobView:
 
 @router.post("/{job_id}/cancel", response_model=JobView, summary="Request cancellation (idempotent)")
 async def cancel_job(job_id: str, ctx: Ctx) -> JobView:
-    return JobView.model_validate(await ctx.store.call("request_cancel", job_id))
+    job = await ctx.store.call("request_cancel", job_id)
+    ctx.nudge_controller()
+    return JobView.model_validate(job)
 
 
 @router.get("/{job_id}/events", response_model=EventPage, summary="The job's events, in order")
