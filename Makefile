@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m ray_app up
+	$(PY) -m ray_app demo
 
 up: install
 	$(PY) -m ray_app up
