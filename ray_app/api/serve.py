@@ -18,6 +18,9 @@ from ray_app.config import Settings
     # callbacks are short and I/O-bound (an actor call each); the default of 5 queues them
     max_ongoing_requests=256,
     logging_config={"enable_access_log": False},
+    # the API waits on actors and sockets; a reserved CPU (Serve's default is 1) would be a CPU
+    # no training job can have: a 2-CPU job could never be placed on a 2-CPU machine
+    ray_actor_options={"num_cpus": 0},
 )
 @serve.ingress()
 class PlatformAPI:
