@@ -18,8 +18,11 @@ from ray_app.store.actor import StoreClient
 log = logging.getLogger("ray_app.api")
 
 
-def create_app(settings: Settings, store: StoreClient | None = None) -> FastAPI:
+def create_app(settings: Settings, store: StoreClient | None = None,
+               telemetry: dict[str, bool] | None = None) -> FastAPI:
+    """`telemetry`: FastAPI's native OpenTelemetry settings (default: on when a provider is set)."""
     app = FastAPI(
+        **({"telemetry": telemetry} if telemetry is not None else {}),
         title="Vision Training Platform",
         version=__version__,
         description="Training jobs for computer-vision models on Ray. Users call the job API "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import logging
@@ -19,6 +19,8 @@ log = logging.getLogger("ray_app.api")
 class AppContext:
     settings: Settings
     store: StoreClient
+    # callback tokens this app has verified: token -> (job id, attempt, expiry); see deps.py
+    verified_tokens: dict[str, tuple[str, int, float]] = field(default_factory=dict, repr=False)
 
     @cached_property
     def api_tokens(self) -> list[str]:

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt, StoreError
+from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt
 from ray_app.jobs.schemas import RETRYABLE_ERRORS, DoneIn, ErrorType, EventIn, HeartbeatIn
 from ray_app.jobs.states import JobState, check_transition
-from ray_app.store import db
+from ray_app.store import bulk, db
 
 log = logging.getLogger("ray_app.store")
 
@@ -39,6 +39,8 @@ class JobStoreCore:
         self._event_seq: dict[str, int] = {}
         self._log_seq: dict[str, int] = {}
         self._batch_conn: Any = None  # set while apply_callbacks runs: items share its transaction
+        # job id -> [attempt, highest metrics epoch, last epoch written, its metrics] (store/bulk.py)
+        self._metrics_hint: dict[str, list[Any]] = {}
         self.reload()
 
     # ------------------------------------------------------------------ loading
@@ -242,6 +244,7 @@ class JobStoreCore:
                 changes["latest_metrics"] = {**job["latest_metrics"], **hb.metrics}
                 if hb.epoch is not None:
                     db.upsert_metrics(conn, job_id, token_attempt, hb.epoch, hb.step, hb.metrics)
+                    self._metrics_hint.pop(job_id, None)  # written here, not by the batch path
             self._set(conn, job, **changes)
         return {"should_continue": not job["cancel_requested"], "duplicate": False}
 
@@ -313,43 +316,13 @@ class JobStoreCore:
 
     def apply_callbacks(self, items: list[tuple[str, str, int, dict[str, Any]]]) -> list[Any]:
         """Apply a batch of trainer callbacks `(kind, job_id, token_attempt, body)` in order, in
-        ONE database transaction (one commit), each item in its own savepoint: an item that
-        fails writes nothing and changes nothing in memory, and its error (a StoreError: 404,
-        409, 401) is returned in its place; the others are applied. The results are returned only
-        after the commit, so a result in the list means applied once and durable. If the commit
-        itself fails, every in-memory change of the batch is undone and the call raises."""
-        results: list[Any] = []
-        snapshots: dict[str, tuple[dict[str, Any], int]] = {}
-        try:
-            with self.engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    # pysqlite opens its transaction lazily, at the first INSERT/UPDATE; a SAVEPOINT
-                    # issued before that would start (and its RELEASE commit) a transaction of its own
-                    conn.exec_driver_sql("BEGIN")
-                self._batch_conn = conn
-                for kind, job_id, token_attempt, body in items:
-                    job = self._jobs.get(job_id)
-                    if job is not None and job_id not in snapshots:
-                        snapshots[job_id] = (dict(job), self._event_seq.get(job_id, 0))
-                    try:
-                        if kind not in _BATCHABLE:
-                            raise Conflict(f"{kind!r} cannot be applied in a callback batch")
-                        results.append(getattr(self, kind)(job_id, token_attempt, body))
-                    except StoreError as exc:
-                        results.append(exc)
-                    except Exception as exc:  # isolated like a StoreError; reported as a 500
-                        log.exception("callback %s for job %s failed", kind, job_id)
-                        results.append(RuntimeError(f"{type(exc).__name__}: {exc}"))
-                self._batch_conn = None
-        except BaseException:
-            self._batch_conn = None
-            for job_id, (snapshot, seq) in snapshots.items():
-                job = self._jobs[job_id]
-                job.clear()
-                job.update(snapshot)
-                self._event_seq[job_id] = seq
-            raise
-        return results
+        ONE database transaction (one commit): heartbeats with bulk statements, other items each
+        in its own savepoint (store/bulk.py). An item that fails writes nothing and changes
+        nothing in memory, and its error (a StoreError: 404, 409, 401) is returned in its place;
+        the others are applied. The results are returned only after the commit, so a result in
+        the list means applied once and durable. If the commit itself fails, every in-memory
+        change of the batch is undone and the call raises."""
+        return bulk.apply_callbacks(self, items)
 
     # ------------------------------------------------------------------ histories
 
@@ -436,15 +409,7 @@ class JobStoreCore:
         self._event_seq[job["id"]] = seq
 
 
-_BATCHABLE = frozenset({"heartbeat", "event"})
-
-
-def _key(kind: str, attempt: int, event_id: str | None, seq: int | None) -> str | None:
-    if event_id:
-        return f"{kind}:{event_id}"
-    if seq is not None:
-        return f"{kind}:{attempt}:{seq}"
-    return None
+_key = bulk.callback_key
 
 
 def _without_key(payload: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ restarted JobStore (or a restarted Ray cluster) reloads it all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +22,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
+    func,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -216,9 +220,51 @@ def rows(result: Iterable[Any]) -> list[dict[str, Any]]:
 
 def max_seq(conn: Connection, table: Table, job_ids: Sequence[str] | None = None) -> dict[str, int]:
     """Highest sequence number per job, so a reloaded store continues each history in order."""
-    from sqlalchemy import func
-
     stmt = select(table.c.job_id, func.max(table.c.seq)).group_by(table.c.job_id)
     if job_ids is not None:
         stmt = stmt.where(table.c.job_id.in_(job_ids))
     return {job_id: seq for job_id, seq in conn.execute(stmt)}
+
+
+# ---------------------------------------------------------------- batched heartbeats (store/bulk.py)
+# Built once per dialect: a batch then costs a handful of executions of cached statements instead
+# of building (and cache-keying) three or four SQLAlchemy statements per heartbeat.
+
+
+@functools.cache
+def insert_keys_stmt(dialect: str):
+    """executemany: the rows that come back are the keys that were new (inserted)."""
+    mod = sqlite if dialect == "sqlite" else postgresql
+    return (mod.insert(callback_keys)
+            .on_conflict_do_nothing(index_elements=["job_id", "key"])
+            .returning(callback_keys.c.job_id, callback_keys.c.key))
+
+
+@functools.cache
+def upsert_metrics_stmt(dialect: str):
+    """executemany of already-merged rows (one per (job, attempt, epoch) in a batch)."""
+    mod = sqlite if dialect == "sqlite" else postgresql
+    stmt = mod.insert(metrics)
+    return stmt.on_conflict_do_update(
+        index_elements=["job_id", "attempt", "epoch"],
+        set_={"step": stmt.excluded.step, "metrics": stmt.excluded.metrics,
+              "updated_at": stmt.excluded.updated_at},
+    )
+
+
+# the job-row columns a heartbeat changes; the batch writes each job's final values once
+HEARTBEAT_COLUMNS = ("epoch", "total_epochs", "step", "total_steps", "progress", "latest_metrics",
+                     "last_heartbeat_at", "last_progress_at", "updated_at")
+
+update_heartbeat_stmt = (
+    update(jobs).where(jobs.c.id == bindparam("_id"))
+    # bind names may not be column names in an UPDATE's SET clause
+    .values({name: bindparam(f"v_{name}", type_=jobs.c[name].type) for name in HEARTBEAT_COLUMNS})
+)
+
+max_metrics_epoch_stmt = select(func.max(metrics.c.epoch)).where(
+    metrics.c.job_id == bindparam("job_id"), metrics.c.attempt == bindparam("attempt"))
+
+metrics_row_stmt = select(metrics.c.metrics).where(
+    metrics.c.job_id == bindparam("job_id"), metrics.c.attempt == bindparam("attempt"),
+    metrics.c.epoch == bindparam("epoch"))

@@ -118,3 +118,123 @@ def test_failed_commit_undoes_the_whole_batch_in_memory(store, monkeypatch):
     assert [r["duplicate"] for r in results] == [False, False]
     assert store.get_job(queued)["state"] == "RUNNING"
     assert [e["seq"] for e in store.events(queued)] == list(range(1, len(store.events(queued)) + 1))
+
+
+# ------------------------------------------------------------------ bulk heartbeats (store/bulk.py)
+
+_JOB_FIELDS = ("state", "attempt", "epoch", "total_epochs", "step", "total_steps", "progress",
+               "latest_metrics", "cancel_requested")
+
+
+def _queued_job(store) -> str:
+    job_id = store.create_job(dict(SPEC))["id"]
+    store.transition(job_id, "QUEUED", "test", attempt=1)
+    return job_id
+
+
+def _state(store, job_ids) -> list:
+    """What a client can see of the jobs: rows, metrics, events and keys (timestamps aside)."""
+    out = []
+    for job_id in job_ids:
+        job = store.get_job(job_id)
+        out.append(({k: job[k] for k in _JOB_FIELDS}, job["last_heartbeat_at"] is not None,
+                    [(m["attempt"], m["epoch"], m["step"], m["metrics"]) for m in store.metrics(job_id)],
+                    [(e["seq"], e["event_type"], e["message"]) for e in store.events(job_id)],
+                    _keys(store, job_id)))
+    return out
+
+
+def _plan(running, queued, pending):
+    return [
+        ("heartbeat", running, 1, {"event_id": "a", "epoch": 1, "total_epochs": 4, "metrics": {"loss": 1.0}}),
+        ("heartbeat", running, 1, {"event_id": "b", "epoch": 1, "step": 5, "metrics": {"acc": 0.2}}),
+        ("heartbeat", running, 1, {"event_id": "a", "epoch": 1, "metrics": {"loss": 7.0}}),  # dup in batch
+        ("heartbeat", running, 1, {"seq": 3, "epoch": 2, "metrics": {"loss": 0.9, "acc": None}}),
+        ("heartbeat", running, 1, {"seq": 3, "epoch": 2, "metrics": {"loss": 5.0}}),  # dup by seq
+        ("heartbeat", running, 1, {"epoch": 1, "metrics": {"late": 1}}),  # no key; an older epoch
+        ("heartbeat", queued, 1, {"event_id": "q0", "epoch": 0, "metrics": {"x": 1}}),  # QUEUED -> RUNNING
+        ("heartbeat", queued, 1, {"event_id": "q1", "epoch": 0, "metrics": {"y": 2}}),  # then fast
+        ("heartbeat", queued, 1, {"event_id": "q0", "epoch": 0}),  # dup of the slow one
+        ("event", running, 1, {"event_id": "e", "event_type": "checkpoint_saved", "data": {"uri": "s3://c"}}),
+        ("heartbeat", running, 1, {"event_id": "c", "epoch": 3, "progress": 50.0}),
+        ("heartbeat", pending, 1, {"event_id": "p", "epoch": 1}),  # PENDING: refused, key not kept
+        ("heartbeat", running, 2, {"event_id": "s", "epoch": 9}),  # stale attempt
+        ("heartbeat", running, 1, {"epoch": -1}),  # invalid body
+        ("heartbeat", running, 1, {"event_id": "d", "epoch": 3, "metrics": {"map": 0.1}}),
+    ]
+
+
+def _outcome(result):
+    return type(result).__name__ if isinstance(result, BaseException) else result
+
+
+def test_bulk_batch_matches_one_call_at_a_time(database_url, tmp_path):
+    """The batch path gives the same replies and the same database as the methods called one by
+    one: same merges per epoch, same duplicates, same refusals."""
+    outcomes, states = [], []
+    for mode in ("one by one", "batch"):
+        url = database_url if mode == "batch" else f"sqlite:///{tmp_path / 'ref.db'}"
+        store = JobStoreCore(url)
+        running, queued, pending = running_job(store), _queued_job(store), store.create_job(dict(SPEC))["id"]
+        store.heartbeat(running, 1, {"event_id": "old", "epoch": 1, "metrics": {"seed": 1}})
+        plan = _plan(running, queued, pending)
+        if mode == "batch":
+            results = store.apply_callbacks(plan)
+        else:
+            results = []
+            for kind, job_id, attempt, body in plan:
+                try:
+                    results.append(getattr(store, kind)(job_id, attempt, body))
+                except Exception as exc:  # noqa: BLE001 - compared by type below
+                    results.append(exc)
+        outcomes.append([_outcome(r) for r in results])
+        states.append(_state(store, [running, queued, pending]))
+        # and after a reload from the database
+        states.append(_state(JobStoreCore(url), [running, queued, pending]))
+    assert outcomes[0][:13] == outcomes[1][:13]
+    assert outcomes[0][13] == "ValidationError" and outcomes[1][13] == "RuntimeError"  # 422 vs 500 path
+    assert outcomes[1][12] == "StaleAttempt" and outcomes[1][11] == "Conflict"
+    assert states[0] == states[1] == states[2] == states[3]
+    running_metrics = states[1][0][2]
+    assert running_metrics == [(1, 1, None, {"seed": 1, "loss": 1.0, "acc": 0.2, "late": 1}),
+                               (1, 2, None, {"loss": 0.9, "acc": None}), (1, 3, None, {"map": 0.1})]
+
+
+def test_metrics_merge_across_batches_reloads_and_attempts(store, database_url):
+    """Rows written by earlier batches (kept in memory), by another store instance (read from the
+    database) and by the per-item path are merged into, never overwritten."""
+    job_id = running_job(store)
+    hb = lambda i, epoch, metrics: ("heartbeat", job_id, 1, {"event_id": f"h{i}", "epoch": epoch, "metrics": metrics})  # noqa: E731
+    store.apply_callbacks([hb(1, 1, {"a": 1}), hb(2, 2, {"b": 2})])
+    store.apply_callbacks([hb(3, 2, {"c": 3}), hb(4, 1, {"d": 4})])  # the last epoch, then an older one
+    second = JobStoreCore(database_url)  # no hints: reads what it needs
+    second.apply_callbacks([hb(5, 2, {"e": 5}), hb(6, 5, {"f": 6})])
+    second.heartbeat(job_id, 1, {"event_id": "h7", "epoch": 5, "metrics": {"g": 7}})  # per-item path
+    second.apply_callbacks([hb(8, 5, {"h": 8})])
+    assert [(m["epoch"], m["metrics"]) for m in second.metrics(job_id)] == [
+        (1, {"a": 1, "d": 4}), (2, {"b": 2, "c": 3, "e": 5}), (5, {"f": 6, "g": 7, "h": 8})]
+
+    # a retried attempt starts its own rows, even for epochs the first attempt wrote
+    second.requeue(job_id, 1, "node lost", "INFRA_ERROR")
+    second.event(job_id, 2, {"event_type": "started"})
+    second.apply_callbacks([("heartbeat", job_id, 2, {"event_id": "r1", "epoch": 2, "metrics": {"z": 1}})])
+    assert [(m["attempt"], m["epoch"], m["metrics"]) for m in second.metrics(job_id)][-1] == (2, 2, {"z": 1})
+
+
+def test_heartbeat_batch_statement_count(store):
+    """A batch of heartbeats for many jobs costs a few statements, not several per heartbeat."""
+    jobs = [running_job(store) for _ in range(5)]
+    statements = []
+    sa_event.listen(store.engine, "before_cursor_execute",
+                    lambda *args: statements.append(args[2].split()[0].upper()))
+    items = [("heartbeat", job_id, 1, {"event_id": f"{job_id}-{i}", "epoch": i, "metrics": {"loss": 1 / (i + 1)}})
+             for i in range(20) for job_id in jobs]
+    results = store.apply_callbacks(items)
+    assert all(r == {"should_continue": True, "duplicate": False} for r in results)
+    # BEGIN (sqlite), one key INSERT, one max-epoch SELECT per job (first time only), one metrics
+    # upsert, one UPDATE (executemany)
+    assert statements.count("INSERT") == 2 and statements.count("UPDATE") == 1
+    assert statements.count("SELECT") == 5 and "SAVEPOINT" not in statements
+    for job_id in jobs:
+        assert store.get_job(job_id)["epoch"] == 19
+        assert len(store.metrics(job_id)) == 20 and _keys(store, job_id) == 20

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ray_app.api.deps import Callback, Ctx
 from ray_app.jobs.errors import Conflict, StaleAttempt
@@ -29,7 +29,16 @@ async def heartbeat(job_id: str, body: HeartbeatIn, claims: Callback, ctx: Ctx):
     except Conflict as exc:
         # a finished job: tell the trainer to stop, and say why
         return JSONResponse(status_code=409, content={"detail": exc.detail, "should_continue": False})
-    return HeartbeatReply(**reply)
+    # the reply is one of four bodies: sent as prebuilt bytes, not validated and serialized
+    # again through the response model (the documented schema stays HeartbeatReply)
+    return Response(_HEARTBEAT_REPLIES[bool(reply["should_continue"]), bool(reply.get("duplicate"))],
+                    media_type="application/json")
+
+
+_HEARTBEAT_REPLIES = {
+    (cont, dup): HeartbeatReply(should_continue=cont, duplicate=dup).model_dump_json().encode()
+    for cont in (True, False) for dup in (True, False)
+}
 
 
 @router.post("/event", response_model=EventReply, responses=_REFUSED, summary="A trainer event")
