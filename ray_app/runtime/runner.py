@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.util
 import os
 import signal
 import sys
@@ -32,6 +33,19 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def _process_started_at() -> float | None:
+    """When this process was spawned (epoch seconds, ~10 ms), from /proc: its start in clock
+    ticks since boot, against the uptime now (/proc/stat's btime has a 1 s resolution)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rpartition(")")[2].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def group_alive(pgid: int) -> bool:
@@ -55,6 +69,9 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 class TrainerRunner:
     def __init__(self, settings_env: dict[str, str], job_id: str, attempt: int, trace_id: str,
                  entrypoint: str, secret_env: dict[str, str]):
+        # where an attempt's start-up time goes (reported in its `trainer_process` event): the
+        # worker process spawned with its runtime_env, Ray and this module imported, run() called
+        self.startup = {"worker_process_at": _process_started_at(), "runner_init_at": time.time()}
         os.environ.update(settings_env)
         self.store = StoreClient(Settings())
         self.job_id, self.attempt, self.trace_id = job_id, attempt, trace_id
@@ -79,6 +96,7 @@ class TrainerRunner:
     async def run(self) -> dict[str, Any]:
         """Start the trainer (once) and wait for it; calling again re-attaches to the same run."""
         if self._run_task is None:
+            self.startup["run_called_at"] = time.time()
             self._run_task = asyncio.create_task(self._run())
         return await asyncio.shield(self._run_task)
 
@@ -90,13 +108,12 @@ class TrainerRunner:
         gpu_ids = ray.get_gpu_ids()
         env["DEVICE"] = ",".join(str(i) for i in range(len(gpu_ids))) if gpu_ids else "cpu"
         env["PYTHONUNBUFFERED"] = "1"
-        try:
-            import sdk  # shipped by runtime_env.py_modules
-
-            root = os.path.dirname(os.path.dirname(sdk.__file__))
+        # the SDK shipped by runtime_env.py_modules, for the trainer's `import sdk`: found, not
+        # imported (importing it here would cost the attempt boto3's import time, ~0.3-0.5 s)
+        spec = importlib.util.find_spec("sdk")
+        if spec is not None and spec.origin:
+            root = os.path.dirname(os.path.dirname(spec.origin))
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        except ImportError:
-            pass
         os.makedirs(env.get("WORK_DIR", "."), exist_ok=True)
         self.started_at = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
@@ -106,13 +123,14 @@ class TrainerRunner:
             limit=1 << 20,
         )
         self.pgid = self.proc.pid  # start_new_session: the child leads its own process group
+        self.startup["trainer_spawned_at"] = time.time()
         self._say(f"started {self.entrypoint} pid={self.proc.pid} gpus={gpu_ids or 'none'}")
         # where the process runs, so the controller can end it even if this actor dies
         await self.store.call(
             "add_platform_event", self.job_id, "trainer_process",
             f"trainer process {self.proc.pid} started", "info",
             {"pid": self.proc.pid, "pgid": self.pgid, "attempt": self.attempt, "gpu_ids": gpu_ids,
-             "node_id": ray.get_runtime_context().get_node_id()},
+             "node_id": ray.get_runtime_context().get_node_id(), "startup": self.startup},
         )
         flusher = asyncio.create_task(self._flush_logs_forever())
         try:

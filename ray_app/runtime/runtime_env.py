@@ -9,7 +9,6 @@ env_vars     the public contract variables  + the trainer's dependencies, one of
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ray_app.config import REPO_ROOT, Settings
@@ -78,8 +77,3 @@ def runner_name(job_id: str, attempt: int) -> str:
 
 def predictor_name(job_id: str) -> str:
     return f"predictor:job-{job_id}"
-
-
-def sdk_import_root(sdk_module_file: str | None) -> str | None:
-    """The folder to put on the trainer's PYTHONPATH so that `import sdk` works in it."""
-    return str(Path(sdk_module_file).parent.parent) if sdk_module_file else None
