@@ -33,6 +33,7 @@ class LocalState:
     http_port: int = 8000
     s3_port: int = 0
     s3_pid: int | None = None
+    callback_port: int = 0  # the callback gateway's; kept across `vtp up` like the others
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -93,6 +94,9 @@ class LocalPlatform:
         self.settings.resolved_jwt_secret()
         s3 = self._start_s3()
         self._start_ray()
+        # trainers call back through the callback gateway (plain uvicorn, batched store writes:
+        # bench/README.md, ingestion), not through the Serve proxy; VTP_CALLBACK_PORT=0 turns it off
+        self.state.callback_port = self.state.callback_port or free_port()
         self.state.env = {
             "VTP_DATA_DIR": str(self.data_dir),
             "VTP_HTTP_HOST": "127.0.0.1",
@@ -103,6 +107,7 @@ class LocalPlatform:
             "VTP_S3_BUCKET": self.settings.s3_bucket,
             "VTP_STORAGE_TYPE": "minio",
             "VTP_MLFLOW_TRACKING_URI": f"sqlite:///{self.data_dir / 'mlflow.db'}",
+            "VTP_CALLBACK_PORT": str(self.state.callback_port),
             **{k: v for k, v in os.environ.items() if k.startswith("VTP_") and k != "VTP_DATA_DIR"},
         }
         self.state.save(self.state_path)
@@ -112,6 +117,7 @@ class LocalPlatform:
         server = SeaweedS3Server(self.data_dir / "s3", buckets=[self.settings.s3_bucket],
                                  s3_port=self.state.s3_port or None)
         if self.state.s3_pid and psutil.pid_exists(self.state.s3_pid) and self._s3_answers(server):
+            server.load_credentials()  # started by an earlier `up`: its keys are in the data dir
             self.log(f"S3 (SeaweedFS) already running on {server.endpoint_url}")
             return server
         server.start()

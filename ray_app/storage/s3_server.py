@@ -96,7 +96,10 @@ class SeaweedS3Server:
         return self.data_dir / "weed.log"
 
     # ----- credentials -----
-    def _load_credentials(self) -> None:
+    def load_credentials(self) -> None:
+        """The keys of this data dir's server: given ones, else those a previous start wrote, else
+        new ones (written for the next start). Also how a process that did not start the running
+        server (a second `vtp up`) learns its keys."""
         path = self.data_dir / "credentials.json"
         given_access, given_secret = self._given
         if given_access and given_secret:
@@ -149,7 +152,7 @@ class SeaweedS3Server:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "data").mkdir(exist_ok=True)
-        self._load_credentials()
+        self.load_credentials()
         if not self.s3_port:
             self.s3_port = free_port(self.host)
         log = open(self.log_path, "ab")

@@ -1,17 +1,21 @@
-"""`vtp up` / `vtp down` / `vtp status` and the jobs commands against the real local platform."""
+"""The single-machine platform as a newcomer meets it: `vtp demo` (what `make demo` runs), then
+`vtp status`, the jobs commands, `vtp down` and `vtp up`, against the real local platform."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import psutil
 import pytest
 
 from ray_app.local.platform import LocalPlatform
+from ray_app.storage import make_client, object_exists, settings_from
 from tests.fixtures.platform import TEST_TRAINERS
 from tests.fixtures.ports import free_port
 
@@ -38,25 +42,41 @@ def local_env(tmp_path):
     vtp(env, "down", timeout=120)
 
 
-def test_up_job_down_up_keeps_data_and_leaves_no_process(local_env):
+@pytest.mark.slow
+def test_demo_then_cli_then_down_and_up_keeps_everything(local_env):
+    """`make demo` (= `vtp demo`, with fewer epochs) on a fresh data dir, run twice; then the
+    jobs commands against the same platform; then `vtp down` leaves no process and `vtp up`
+    brings every job back. One platform for all of it: each `up` costs ~40 s on 2 cores."""
     port = str(free_port())
-    up = vtp(local_env, "up", "--port", port)
-    assert up.returncode == 0, up.stdout + up.stderr
-    assert f"http://127.0.0.1:{port}" in up.stdout and "vtp down" in up.stdout
+    data_dir = Path(local_env["VTP_DATA_DIR"])
+    demo = vtp(local_env, "demo", "--port", port, "--epochs", "2", timeout=900)
+    out = demo.stdout + demo.stderr
+    assert demo.returncode == 0, out[-4000:]
+    assert "SUCCEEDED" in out and f"http://127.0.0.1:{port}/docs" in out and "vtp down" in out
+    checkpoint = re.search(r"checkpoint \(best\)\s+(s3://\S+)", out).group(1)
+    run_id = re.search(r"mlflow run\s+([0-9a-f]{32})", out).group(1)
+    settings = LocalPlatform(data_dir).platform_settings()
+    assert object_exists(make_client(settings_from(settings)), checkpoint)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    assert mlflow.get_run(run_id).info.run_name.startswith("job-")
+    # idempotent: a second run reuses the platform and the dataset in S3
+    again = vtp(local_env, "demo", "--port", port, "--epochs", "1", timeout=900)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "already running" in again.stdout and "already in S3" in again.stdout
+
     status = vtp(local_env, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["health"]["status"] == "ok"
-
     submit = vtp(local_env, "jobs", "submit", "--framework", "fake", "--model", "fake-cli",
                  "--dataset", "ds", "--task-type", "image_classification", "--epochs", "2",
                  "--config", '{"behaviour": "succeed", "epoch_seconds": 0.2}', "--watch", "--json")
     assert submit.returncode == 0, submit.stdout + submit.stderr
     listed = json.loads(vtp(local_env, "jobs", "list", "--json").stdout)["items"]
-    assert [j["state"] for j in listed] == ["SUCCEEDED"]
-    job_id = listed[0]["id"]
-    logs = vtp(local_env, "jobs", "logs", job_id)
-    assert "fake trainer attempt 1" in logs.stdout
+    assert [(j["framework"], j["state"]) for j in listed] == [
+        ("fake", "SUCCEEDED"), ("ultralytics", "SUCCEEDED"), ("ultralytics", "SUCCEEDED")]
+    logs = vtp(local_env, "jobs", "logs", listed[0]["id"], "--follow")
+    assert "fake trainer attempt 1" in logs.stdout and "trainer exited with code 0" in logs.stdout
 
-    platform = LocalPlatform(Path(local_env["VTP_DATA_DIR"]))
+    platform = LocalPlatform(data_dir)
     before = platform.processes()
     assert before
     down = vtp(local_env, "down")
@@ -64,10 +84,11 @@ def test_up_job_down_up_keeps_data_and_leaves_no_process(local_env):
     assert not [p for p in before if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert vtp(local_env, "status").returncode == 3  # nothing answers
 
-    again = vtp(local_env, "up", "--port", port)
-    assert again.returncode == 0, again.stdout + again.stderr
-    listed = json.loads(vtp(local_env, "jobs", "list", "--json").stdout)["items"]
-    assert [(j["id"], j["state"]) for j in listed] == [(job_id, "SUCCEEDED")]
+    up = vtp(local_env, "up", "--port", port)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"http://127.0.0.1:{port}" in up.stdout and "vtp down" in up.stdout
+    relisted = json.loads(vtp(local_env, "jobs", "list", "--json").stdout)["items"]
+    assert [(j["id"], j["state"]) for j in relisted] == [(j["id"], j["state"]) for j in listed]
 
 
 def test_cli_errors_have_exit_codes(local_env):
