@@ -37,6 +37,22 @@ _RUNNING = JobState.RUNNING.value
 _Item = tuple[int, dict[str, Any], int, HeartbeatIn, str | None]
 
 
+def heartbeat_changes(job: dict[str, Any], hb: HeartbeatIn, now: Any) -> dict[str, Any]:
+    """What a heartbeat changes on a RUNNING job's row (the one rule for both write paths)."""
+    changes: dict[str, Any] = {"last_heartbeat_at": now}
+    if (hb.epoch, hb.step) != (job["epoch"], job["step"]) or job["last_progress_at"] is None:
+        changes["last_progress_at"] = now  # progress: what the stall timeout watches
+    for name in ("epoch", "total_epochs", "step", "total_steps", "progress"):
+        value = getattr(hb, name)
+        if value is not None:
+            changes[name] = value
+    if hb.progress is None and hb.epoch is not None and hb.total_epochs:
+        changes["progress"] = round(100.0 * hb.epoch / hb.total_epochs, 2)
+    if hb.metrics:
+        changes["latest_metrics"] = {**job["latest_metrics"], **hb.metrics}
+    return changes
+
+
 def callback_key(kind: str, attempt: int, event_id: str | None, seq: int | None) -> str | None:
     if event_id:
         return f"{kind}:{event_id}"
@@ -146,20 +162,9 @@ class HeartbeatBatch:
             ])
 
     def _apply(self, job: dict[str, Any], attempt: int, hb: HeartbeatIn, now: Any) -> None:
-        # the same changes as JobStoreCore.heartbeat on a RUNNING job
-        changes: dict[str, Any] = {"last_heartbeat_at": now, "updated_at": now}
-        if (hb.epoch, hb.step) != (job["epoch"], job["step"]) or job["last_progress_at"] is None:
-            changes["last_progress_at"] = now
-        for name in ("epoch", "total_epochs", "step", "total_steps", "progress"):
-            value = getattr(hb, name)
-            if value is not None:
-                changes[name] = value
-        if hb.progress is None and hb.epoch is not None and hb.total_epochs:
-            changes["progress"] = round(100.0 * hb.epoch / hb.total_epochs, 2)
-        if hb.metrics:
-            changes["latest_metrics"] = {**job["latest_metrics"], **hb.metrics}
-            if hb.epoch is not None:
-                self._merge_metrics(job["id"], attempt, hb.epoch, hb.step, hb.metrics, now)
+        changes = {**heartbeat_changes(job, hb, now), "updated_at": now}
+        if hb.metrics and hb.epoch is not None:
+            self._merge_metrics(job["id"], attempt, hb.epoch, hb.step, hb.metrics, now)
         job.update(changes)
         self.dirty[job["id"]] = job
 

@@ -229,22 +229,10 @@ class JobStoreCore:
                 self._transition(conn, job, JobState.RUNNING, "first heartbeat", started_at=db.utcnow())
             elif job["state"] != JobState.RUNNING.value:
                 raise Conflict(f"job {job_id} is {job['state']}; it has not been queued yet")
-            now = db.utcnow()
-            changes: dict[str, Any] = {"last_heartbeat_at": now}
-            advanced = (hb.epoch, hb.step) != (job["epoch"], job["step"])
-            if advanced or job["last_progress_at"] is None:
-                changes["last_progress_at"] = now
-            for name in ("epoch", "total_epochs", "step", "total_steps", "progress"):
-                value = getattr(hb, name)
-                if value is not None:
-                    changes[name] = value
-            if hb.progress is None and hb.epoch is not None and hb.total_epochs:
-                changes["progress"] = round(100.0 * hb.epoch / hb.total_epochs, 2)
-            if hb.metrics:
-                changes["latest_metrics"] = {**job["latest_metrics"], **hb.metrics}
-                if hb.epoch is not None:
-                    db.upsert_metrics(conn, job_id, token_attempt, hb.epoch, hb.step, hb.metrics)
-                    self._metrics_hint.pop(job_id, None)  # written here, not by the batch path
+            changes = bulk.heartbeat_changes(job, hb, db.utcnow())
+            if hb.metrics and hb.epoch is not None:
+                db.upsert_metrics(conn, job_id, token_attempt, hb.epoch, hb.step, hb.metrics)
+                self._metrics_hint.pop(job_id, None)  # written here, not by the batch path
             self._set(conn, job, **changes)
         return {"should_continue": not job["cancel_requested"], "duplicate": False}
 
