@@ -16,7 +16,6 @@ import shutil
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,37 +62,11 @@ def machine() -> dict[str, Any]:
 
 @contextmanager
 def ray_cluster(num_cpus: int = 4) -> Iterator[Any]:
-    import dataclasses
+    """A throwaway cluster, started exactly as the tests start theirs."""
+    from tests.fixtures.ray_cluster import throwaway_cluster
 
-    from tests.fixtures.ray_cluster import RayCluster, cluster_env
-
-    gcs_port = free_port()
-    while gcs_port > 64000 or gcs_port == 6379:
-        gcs_port = free_port()
-    workers = range(gcs_port + 1, gcs_port + 401)  # Ray's workers bind there (RayCluster.start)
-
-    def outside() -> int:
-        port = free_port()
-        while port in workers:
-            port = free_port()
-        return port
-
-    temp_dir = tempfile.mkdtemp(prefix="vtp-bench-", dir="/tmp")
-    fields = {f.name for f in dataclasses.fields(RayCluster)}
-    kwargs = {"address": f"127.0.0.1:{gcs_port}", "gcs_port": gcs_port, "dashboard_port": outside(),
-              "client_port": outside(), "temp_dir": temp_dir, "num_cpus": num_cpus, "env": cluster_env()}
-    cluster = RayCluster(**{k: v for k, v in kwargs.items() if k in fields})
-    cluster.start()
-    os.environ["RAY_ADDRESS"] = cluster.address  # state API calls: this cluster, not another session's
-    try:
+    with throwaway_cluster(num_cpus=num_cpus, prefix="vtp-bench-") as cluster:
         yield cluster
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.stop()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @contextmanager

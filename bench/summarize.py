@@ -17,6 +17,7 @@ CMD = {
     "launch_latency": "flock /tmp/vtp-platform-tests.lock .venv/bin/python bench/launch_latency.py",
     "transfers": ".venv/bin/python bench/transfers.py",
     "memory": "flock /tmp/vtp-platform-tests.lock .venv/bin/python bench/memory.py",
+    "training_overhead": "flock /tmp/vtp-platform-tests.lock .venv/bin/python bench/training_overhead.py",
 }
 
 
@@ -54,6 +55,19 @@ def main() -> None:
         b = s["cold_breakdown"]
         rows.append(["2. launch cold", "report", f"{f(s['cold_s'])} s (→QUEUED {f(b['to_queued_s'])}, →process "
                      f"{f(b['queued_to_process_s'])}, →started {f(b['process_to_started_s'])})", "-", c])
+    if r := load("training_overhead"):
+        s, c = r["summary"], f"`{CMD['training_overhead']}`"
+        m, a = s["medians"], r["args"]
+        what = f"{a['epochs']} epochs, {a['images']} images, imgsz {a['imgsz']}, batch {a['batch']}"
+        rows.append(["3. training overhead: wall platform / direct", "≤ 0.9",
+                     f"{f(m['platform']['wall_s'], 1)} s vs {f(m['direct']['wall_s'], 1)} s ({what}; median of "
+                     f"{a['reps']}; per rep {', '.join(f(x) for x in s['ratio_per_rep'])})", f(s["ratio_platform"]), c])
+        rows.append(["3. training overhead: fixed (before training)", "≤ 3 s",
+                     f"{f(s['fixed_overhead_s'], 1)} s (created → `started` {f(s['launch_only_s'], 1)} s)", "-", c])
+        if "slowed_change" in s:
+            rows.append([f"3. training overhead: backend slowed {a['delay']:g} s/callback", "ratio changes ≤ 5 %",
+                         f"{100 * s['slowed_change']:+.1f} % ({f(m['slowed']['wall_s'], 1)} s)",
+                         f(s["ratio_slowed"]), c])
     if r := load("transfers"):
         c = f"`{CMD['transfers']}`"
         for label, ratio in r["ratios"].items():
@@ -70,7 +84,7 @@ def main() -> None:
                          " / ".join(f(v, 0) for v in vals) + " MiB (" + " / ".join(names) + ")",
                          f"{f(vals[0] / ref if vals[0] and ref else None)}× bare actor", c])
     print(harness.table(["benchmark", "target", "measured", "ratio to in-run reference", "command"], rows))
-    for name in ("callback_ingestion", "launch_latency", "transfers", "memory"):
+    for name in ("callback_ingestion", "launch_latency", "training_overhead", "transfers", "memory"):
         if r := load(name):
             m = r["machine"]
             print(f"- {name}: {r['finished_at']} on {m['host']} ({m['cpus']} CPUs, {m['cpu_model']}, "
