@@ -12,7 +12,8 @@ def test_mlflow_run_holds_params_and_metrics(tmp_path, capsys):
     env = {"JOB_ID": "j9", "PROJECT_ID": "proj7", "MLFLOW_TRACKING_URI": uri,
            "CALLBACK_TOKEN": "tok-abcdefgh", "TMP_DIR": str(tmp_path)}
     with TrainerSDK(env, install_signal_handlers=False) as sdk:
-        run_id = sdk.start_mlflow_run()
+        assert sdk.start_mlflow_run() is None  # queued: MLflow starts on a background thread
+        run_id = sdk.start_mlflow_run(wait=True)  # (bounded) wait for the run id
         assert run_id and sdk.mlflow_run_id == run_id
         sdk.log_params({"model": "yolo11n", "epochs": 3, "callback_token": "tok-abcdefgh",
                         "aws_secret_access_key": "zzz", "note": "uses tok-abcdefgh", "opt": {"lr": 0.01}})
@@ -36,7 +37,7 @@ def test_mlflow_run_holds_params_and_metrics(tmp_path, capsys):
     assert [a.path for a in client.list_artifacts(run_id)] == ["notes.txt"]
     # A later attempt of the same job resumes the same run.
     with TrainerSDK({**env, "ATTEMPT": "2"}, install_signal_handlers=False) as sdk2:
-        assert sdk2.start_mlflow_run() == run_id
+        assert sdk2.start_mlflow_run(wait=True) == run_id
     assert "tok-abcdefgh" not in capsys.readouterr().out
 
 

@@ -104,6 +104,22 @@ class CallbackClient:
         self._http.close()
 
 
+_HB_FIELDS = ("epoch", "total_epochs", "step", "total_steps", "progress")
+
+
+def absorb_heartbeat(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The one heartbeat whose effect on the backend equals applying ``old`` then ``new``: the
+    backend takes each non-null progress field from the later heartbeat and merges metrics
+    (per epoch and into the latest metrics). Identity (event_id, seq) stays ``new``'s."""
+    merged = dict(new)
+    for name in _HB_FIELDS:
+        if merged.get(name) is None and old.get(name) is not None:
+            merged[name] = old[name]
+    if old.get("metrics"):
+        merged["metrics"] = {**old["metrics"], **(new.get("metrics") or {})}
+    return merged
+
+
 @dataclass
 class _Item:
     kind: str  # "heartbeat" | "event"
@@ -114,8 +130,12 @@ class _Item:
 class BackgroundSender:
     """Bounded queue of heartbeats/events delivered in order by one daemon thread.
 
-    * A newer heartbeat replaces a queued (not yet in flight) older one only for the same epoch,
-      so every epoch's last metrics reach the backend.
+    * A newer heartbeat absorbs the newest queued (not yet in flight) heartbeat when nothing is
+      lost by it: one of the same epoch (metrics merged, as the backend merges them per epoch),
+      or one without metrics (a pure progress/liveness beat: only the newest state matters). A
+      heartbeat carrying an earlier epoch's metrics is kept, so every epoch's metrics arrive.
+      The absorbed heartbeat was never sent, so no idempotency key changes meaning; a backlog
+      (backend slow or down) drains in fewer requests.
     * Events are never dropped unless the bound is hit; then the oldest heartbeat goes first.
     """
 
@@ -131,7 +151,7 @@ class BackgroundSender:
         self._inflight: _Item | None = None
         self._cond = threading.Condition()
         self._closing = False
-        self._wake = threading.Event()  # interrupts a backoff sleep on close()
+        self._wake = threading.Event()  # interrupts a backoff sleep: close(), or once per flush()
         self._auth_logged = False
         self.delivered = 0
         self.dropped = 0
@@ -147,10 +167,13 @@ class BackgroundSender:
                 for i in range(len(self._queue) - 1, -1, -1):
                     old = self._queue[i]
                     if old.kind == "heartbeat":
-                        if old.epoch == epoch:
+                        # a null epoch must not pick up the old one's: its metrics would land
+                        # in that epoch's row, which applying the two in turn would not do
+                        if old.epoch == epoch or (not old.body.get("metrics") and epoch is not None):
                             del self._queue[i]
+                            item.body = absorb_heartbeat(old.body, body)
                             self.coalesced += 1
-                        break  # only the most recent queued heartbeat can be the same epoch
+                        break  # only the most recent queued heartbeat: older ones hold other epochs
             if len(self._queue) >= self._max:
                 self._drop_one()
             self._queue.append(item)
@@ -174,6 +197,7 @@ class BackgroundSender:
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is delivered (or given up); False on timeout."""
         deadline = time.monotonic() + timeout
+        self._wake.set()  # someone is waiting: retry now instead of finishing a backoff sleep
         with self._cond:
             while self._queue or self._inflight:
                 left = deadline - time.monotonic()
@@ -226,6 +250,8 @@ class BackgroundSender:
                 if attempt == 0 or attempt % 10 == 0:
                     self._log.warning(f"{item.kind} callback failed ({reply.reason}); retrying")
                 self._wake.wait(backoff_delay(attempt, self._base, self._cap))
+                if not self._closing:
+                    self._wake.clear()  # a flush's nudge wakes one sleep, it does not stop backoff
                 attempt += 1
                 continue
             self.dropped += 1

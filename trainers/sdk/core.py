@@ -53,6 +53,8 @@ class TrainerSDK(StorageMixin):
         self._last_epoch: int | None = None
         self._done_timeout = e.setting("VTP_DONE_TIMEOUT_S", 60.0)
         self._flush_timeout = e.setting("VTP_CALLBACK_FLUSH_TIMEOUT_S", 10.0)
+        # how long done/close wait for queued MLflow calls (the run id and a complete run)
+        self._mlflow_timeout = e.setting("VTP_MLFLOW_TIMEOUT_S", 60.0)
         self._backoff = (e.setting("VTP_CALLBACK_BACKOFF_BASE_S", 0.2), e.setting("VTP_CALLBACK_BACKOFF_MAX_S", 5.0))
         timeout = e.setting("VTP_CALLBACK_TIMEOUT_S", 10.0)
         self._sender_client = CallbackClient(e.callback_base, e.job_id, e.callback_token, timeout)
@@ -68,7 +70,8 @@ class TrainerSDK(StorageMixin):
         self._storages: dict[str, S3Storage] = {}
         self._uploader: CheckpointUploader | None = None
         self._cache: DatasetCache | None = None
-        self.mlflow = MlflowTracker(e.mlflow_tracking_uri, e.project_id, e.job_id, self.logger, e.secrets)
+        self.mlflow = MlflowTracker(e.mlflow_tracking_uri, e.project_id, e.job_id, self.logger, e.secrets,
+                                    staging_dir=e.tmp_dir / f"vtp-mlflow-{e.job_id}")
         self._signals = StopSignals(self._request_stop)
         if install_signal_handlers:
             self._signals.install()
@@ -159,20 +162,27 @@ class TrainerSDK(StorageMixin):
             self._done = {"status": status, "pending": True}
         if status not in ("succeeded", "failed"):
             raise ValueError("status must be 'succeeded' or 'failed'")
+        # queued behind the run's other MLflow calls; drains while the callbacks flush below
         self.mlflow.end("FINISHED" if status == "succeeded" else "FAILED")
+        t0 = time.monotonic()
+        elapsed = t0 - self._start  # training time: not the flush and the waits below
+        if self._sender and not self._sender.flush(min(self._flush_timeout, self._done_timeout)):
+            self.logger.warning("some heartbeats/events were not delivered before done")
+        # the job record names the run, so the run should hold everything once the job is final
+        budget = self._mlflow_budget()
+        if not self.mlflow.wait(max(0.0, budget - (time.monotonic() - t0))):
+            self.logger.warning(f"mlflow still busy after {budget:.0f}s: reporting done without waiting for it")
         body = self._envelope() | {
             "status": status, "error": self.logger.mask(error) if error else None,
             "error_type": str(ErrorType.coerce(error_type)) if status == "failed" else None,
             "traceback": self.logger.mask(traceback) if traceback else None,
             "final_metrics": _clean_metrics(final_metrics),
             "artifacts": {str(k): str(v) for k, v in (artifacts or {}).items() if v},
-            "mlflow_run_id": self.mlflow.run_id,
+            "mlflow_run_id": self.mlflow.run_id,  # known once the queued start has run
             "training_time_seconds": round(training_time_seconds if training_time_seconds is not None
-                                           else time.monotonic() - self._start, 3)}
+                                           else elapsed, 3)}
         body.pop("seq")
         self.logger.info(f"reporting done: {status}" + (f" ({body['error_type']}: {error})" if error else ""))
-        if self._sender and not self._sender.flush(min(self._flush_timeout, self._done_timeout)):
-            self.logger.warning("some heartbeats/events were not delivered before done")
         if not self._done_client.enabled:
             self._done = {"status": status, "dry_run": True}
             return self._done
@@ -257,8 +267,12 @@ class TrainerSDK(StorageMixin):
                          final_metrics=metrics)
 
     # ----- MLflow (optional; silent no-ops without MLFLOW_TRACKING_URI) -----
-    def start_mlflow_run(self) -> str | None:
-        return self.mlflow.start()
+    # Every call is queued for one background thread and returns at once (MLflow's first call
+    # costs seconds); done() waits, bounded, for the queue and sends the run id.
+    def start_mlflow_run(self, wait: bool | float = False) -> str | None:
+        """Queue the run's start; returns its id if known (``wait``: True or seconds to wait)."""
+        timeout = (self._mlflow_timeout if wait is True else float(wait)) if wait else None
+        return self.mlflow.start(wait=timeout)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.mlflow.log_params(dict(params))
@@ -269,9 +283,15 @@ class TrainerSDK(StorageMixin):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path)
 
+    def _mlflow_budget(self) -> float:
+        """How long done/close wait for queued MLflow calls: after a stop request (a signal
+        gives the process a grace period) no longer than for the callbacks."""
+        return min(self._mlflow_timeout, self._flush_timeout) if self._stop_reason else self._mlflow_timeout
+
     @property
     def mlflow_run_id(self) -> str | None:
-        return self.mlflow.run_id
+        """The run id, waiting (bounded) for a queued start: whoever asks needs the real id."""
+        return self.mlflow.wait_run_id(self._mlflow_timeout)
 
     # ----- lifecycle -----
     def close(self) -> None:
@@ -279,6 +299,7 @@ class TrainerSDK(StorageMixin):
         if self._closed:
             return
         self._closed = True
+        self.mlflow.end()  # queued now so the run closes while uploads and callbacks finish
         try:
             if self._uploader is not None:
                 errors = self._uploader.close(self.env.setting("VTP_UPLOAD_TIMEOUT_S", 1800.0))
@@ -289,7 +310,7 @@ class TrainerSDK(StorageMixin):
         finally:
             self._sender_client.close()
             self._done_client.close()
-            self.mlflow.end()
+            self.mlflow.close(self._mlflow_budget())
             if self._cache is not None:
                 self._cache.release_all()
             self._signals.restore()

@@ -1,13 +1,26 @@
-"""Optional MLflow tracking. Everything is a silent no-op without MLFLOW_TRACKING_URI or without
-mlflow installed, and a tracking failure never fails training (it is logged once per kind)."""
+"""Optional MLflow tracking, off the training thread.
+
+Everything is a silent no-op without MLFLOW_TRACKING_URI or without mlflow installed, and a
+tracking failure never fails training (it is logged once per kind). Every MLflow call runs on one
+background thread in submission order (``mlflow_worker.OrderedWorker``); the caller only cleans
+its arguments and enqueues. The run id is known once the queued ``start`` has run: ``done``
+waits for it (and for the queue to drain, so the run holds everything when the job is final)
+with a bounded wait.
+"""
 from __future__ import annotations
 
 import math
 import os
 import re
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
 from typing import Any
 
 from .log import TraceLogger
+from .mlflow_worker import OrderedWorker
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -17,15 +30,22 @@ _MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
 
 class MlflowTracker:
     def __init__(self, tracking_uri: str | None, project_id: str, job_id: str,
-                 logger: TraceLogger, secrets: list[str]) -> None:
+                 logger: TraceLogger, secrets: list[str], staging_dir: Path | None = None,
+                 max_queued: int = 10_000) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = f"project-{project_id}"
         self.run_name = f"job-{job_id}"
         self._log = logger
         self._secrets = set(secrets)
-        self._mlflow: Any = None
-        self.run_id: str | None = None
+        self._staging = staging_dir
+        self._mlflow: Any = None          # the module, once the run is started (worker thread)
+        self._run_id: str | None = None
+        self._start_queued = False
+        self._start_settled = threading.Event()  # start ran (run id known) or cannot happen
+        self._ended = False
         self._warned: set[str] = set()
+        self._worker = OrderedWorker("vtp-mlflow", max_queued, on_error=lambda e: self._warn("worker", e),
+                                     on_drop=self._warn_drop)
 
     @property
     def enabled(self) -> bool:
@@ -36,34 +56,100 @@ class MlflowTracker:
             self._warned.add(kind)
             self._log.warning(f"mlflow {kind} failed: {type(exc).__name__}: {self._log.mask(str(exc))}")
 
-    def start(self) -> str | None:
-        """Start (or, on a later attempt of the same job, resume) the run ``job-{id}``."""
+    def _warn_drop(self) -> None:
+        self._log.warning("mlflow queue full: dropping tracking calls until it drains")
+
+    # ----- caller side (training thread): clean the arguments, enqueue, return -----
+    @property
+    def run_id(self) -> str | None:
+        """The run id once known, without waiting (see ``wait_run_id``)."""
+        return self._run_id
+
+    def wait_run_id(self, timeout: float) -> str | None:
+        """The run id, waiting (bounded) for a queued start to run."""
+        if self._start_queued:
+            self._start_settled.wait(timeout)
+        return self._run_id
+
+    def start(self, wait: float | None = None) -> str | None:
+        """Queue the start (or, on a later attempt of the same job, resume) of the run
+        ``job-{id}``; returns the run id if already known, or after waiting ``wait`` seconds."""
+        if not self.enabled or self._ended:
+            return None
+        if not self._start_queued:
+            self._start_queued = True
+            if not self._worker.submit(self._do_start, force=True):
+                self._start_settled.set()
+        return self.wait_run_id(wait) if wait else self._run_id
+
+    def _enqueue(self, task: Any) -> None:
+        if not self.enabled or self._ended:
+            return
+        self.start()  # logging before start_mlflow_run starts the run, as before
+        self._worker.submit(task)
+
+    def log_params(self, params: dict[str, Any]) -> None:
         if not self.enabled:
-            return None
-        if self.run_id:
-            return self.run_id
-        try:
-            import mlflow  # lazy: heavy, and optional for trainers
-        except ImportError as exc:
-            self._warn("import", exc)
-            self.tracking_uri = None
-            return None
-        try:
-            mlflow.set_tracking_uri(self.tracking_uri)
-            exp = mlflow.set_experiment(self.experiment_name)
-            existing = mlflow.search_runs(
-                experiment_ids=[exp.experiment_id], output_format="list", max_results=1,
-                filter_string=f"tags.mlflow.runName = '{self.run_name}'")
-            if existing:
-                run = mlflow.start_run(run_id=existing[0].info.run_id)
-            else:
-                run = mlflow.start_run(run_name=self.run_name)
-            self._mlflow = mlflow
-            self.run_id = run.info.run_id
-        except Exception as exc:
-            self._warn("start_run", exc)
-            return None
-        return self.run_id
+            return
+        # filtered here, on the caller: what is queued is already free of secrets
+        clean = {str(k): str(v)[:_MAX_PARAM_LEN] for k, v in _flatten(params).items() if self._safe(str(k), v)}
+        if clean:
+            self._enqueue(lambda: self._do_log_params(clean))
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        clean = {_metric_key(k): float(v) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        if clean:
+            self._enqueue(lambda: self._call("log_metrics", clean, step=step))
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        """Logs the file as it is now: it is copied before this returns (the trainer may
+        overwrite or delete it before the worker gets to it)."""
+        if not self.enabled or self._ended:
+            return
+        src = Path(path)
+        snap: Path | None = None
+        if src.is_file():
+            try:
+                base = self._staging or Path(tempfile.gettempdir())
+                folder = base / f"vtp-mlflow-{uuid.uuid4().hex[:12]}"
+                folder.mkdir(parents=True, exist_ok=True)
+                snap = folder / src.name  # MLflow names the artifact after the file
+                shutil.copyfile(src, snap)
+            except OSError as exc:
+                self._warn("log_artifact", exc)
+                return
+        target = str(snap or src)  # a missing file fails in the worker and is logged once there
+
+        def task() -> None:
+            try:
+                self._call("log_artifact", target, artifact_path)
+            finally:
+                if snap is not None:
+                    shutil.rmtree(snap.parent, ignore_errors=True)
+        self._enqueue(task)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Queue the end of the run (once); returns at once."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._start_queued:
+            self._worker.submit(lambda: self._do_end(status), force=True)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait (bounded) until every queued call has run."""
+        return self._worker.wait(timeout)
+
+    def close(self, timeout: float) -> bool:
+        """End the run if not ended, run what is queued (bounded) and stop the worker."""
+        self.end()
+        ok = self._worker.close(timeout)
+        if not ok:
+            self._log.warning(f"mlflow calls still queued after {timeout:.0f}s: not waiting for them")
+        return ok
 
     def _safe(self, key: str, value: Any) -> bool:
         if _SECRET_NAME.search(key):
@@ -71,43 +157,48 @@ class MlflowTracker:
         text = str(value)
         return not any(s and s in text for s in self._secrets)
 
-    def log_params(self, params: dict[str, Any]) -> None:
-        if not (self.enabled and self.start()) or self._mlflow is None:
-            return
-        clean = {str(k): str(v)[:_MAX_PARAM_LEN] for k, v in _flatten(params).items() if self._safe(str(k), v)}
-        for key, value in clean.items():  # one by one: a param logged by an earlier attempt stays
+    # ----- worker side (the one background thread) -----
+    def _do_start(self) -> None:
+        try:
             try:
-                self._mlflow.log_param(key, value)
+                import mlflow  # lazy: heavy, and optional for trainers
+            except ImportError as exc:
+                self._warn("import", exc)
+                self.tracking_uri = None
+                return
+            try:
+                mlflow.set_tracking_uri(self.tracking_uri)
+                exp = mlflow.set_experiment(self.experiment_name)
+                existing = mlflow.search_runs(
+                    experiment_ids=[exp.experiment_id], output_format="list", max_results=1,
+                    filter_string=f"tags.mlflow.runName = '{self.run_name}'")
+                if existing:
+                    run = mlflow.start_run(run_id=existing[0].info.run_id)
+                else:
+                    run = mlflow.start_run(run_name=self.run_name)
+                self._mlflow = mlflow
+                self._run_id = run.info.run_id
             except Exception as exc:
-                self._warn("log_param", exc)
+                self._warn("start_run", exc)
+        finally:
+            self._start_settled.set()
 
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        if not (self.enabled and self.start()) or self._mlflow is None:
-            return
-        clean = {_metric_key(k): float(v) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-        if not clean:
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self._mlflow is None:  # the run did not start: nothing to log into (warned once)
             return
         try:
-            self._mlflow.log_metrics(clean, step=step)
+            getattr(self._mlflow, method)(*args, **kwargs)
         except Exception as exc:
-            self._warn("log_metrics", exc)
+            self._warn(method, exc)
 
-    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        if not (self.enabled and self.start()) or self._mlflow is None:
-            return
-        try:
-            self._mlflow.log_artifact(path, artifact_path)
-        except Exception as exc:
-            self._warn("log_artifact", exc)
+    def _do_log_params(self, clean: dict[str, str]) -> None:
+        for key, value in clean.items():  # one by one: a param logged by an earlier attempt stays
+            self._call("log_param", key, value)
 
-    def end(self, status: str = "FINISHED") -> None:
-        if self._mlflow is None or not self.run_id:
+    def _do_end(self, status: str) -> None:
+        if self._mlflow is None or not self._run_id:
             return
-        try:
-            self._mlflow.end_run(status=status)
-        except Exception as exc:
-            self._warn("end_run", exc)
+        self._call("end_run", status=status)
         self._mlflow = None
 
 

@@ -1,26 +1,24 @@
-"""S3 access for trainers: one client per location, transfers with multipart and concurrency,
-and background checkpoint uploads that never lose the newest version.
+"""S3 access for trainers: one client per location, transfers with multipart and concurrency.
+
+boto3 is imported on first storage use, not with the SDK: it costs about 0.5 s of a trainer's
+start on a 2-core machine, and ``report_started`` should not wait for it.
+Background checkpoint uploads live in ``uploads.py`` (re-exported here).
 """
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+from .env import S3Location
+from .errors import StorageError
+
+if TYPE_CHECKING:
+    from boto3.s3.transfer import TransferConfig
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # no 1 s+ IMDS probe off EC2
-
-import boto3  # noqa: E402
-from boto3.s3.transfer import TransferConfig  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
-
-from .env import S3Location  # noqa: E402
-from .errors import CheckpointError, StorageError  # noqa: E402
-from .log import TraceLogger  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -40,8 +38,18 @@ def format_s3_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key.lstrip('/')}"
 
 
+def _boto_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a boto3 call raises for S3/transport failures (imported on demand)."""
+    from boto3.exceptions import Boto3Error  # S3UploadFailedError wraps a ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return ClientError, BotoCoreError, Boto3Error
+
+
 def transfer_config_from_env(env: dict[str, str] | None = None) -> TransferConfig:
     """Multipart threshold/chunk (MiB) and concurrency, tunable through VTP_S3_* variables."""
+    from boto3.s3.transfer import TransferConfig
+
     e = os.environ if env is None else env
 
     def num(name: str, default: float) -> float:
@@ -59,8 +67,9 @@ def transfer_config_from_env(env: dict[str, str] | None = None) -> TransferConfi
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
+    response = getattr(exc, "response", None)  # botocore ClientError
+    if isinstance(response, dict):
+        err = response.get("Error", {})
         return f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
     return f"{type(exc).__name__}: {exc}"
 
@@ -72,16 +81,26 @@ class S3Storage:
     def __init__(self, location: S3Location, transfer: TransferConfig | None = None) -> None:
         self.location = location
         self.bucket = location.bucket
-        self.transfer = transfer or transfer_config_from_env()
+        self._transfer_config = transfer
         self._client: Any = None
+        self._transfer: Any = None
         self._lock = threading.Lock()
         self.bytes_downloaded = 0
         self.bytes_uploaded = 0
 
     @property
+    def transfer(self) -> TransferConfig:
+        if self._transfer_config is None:  # lazily: building it imports boto3
+            self._transfer_config = transfer_config_from_env()
+        return self._transfer_config
+
+    @property
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
+                import boto3
+                from botocore.config import Config
+
                 loc = self.location
                 self._client = boto3.session.Session().client(
                     "s3",
@@ -103,6 +122,21 @@ class S3Storage:
                 )
             return self._client
 
+    @property
+    def transfers(self) -> Any:
+        """One S3Transfer (transfer manager + its thread pool) for this location, reused.
+
+        ``client.upload_file`` builds and tears down a manager and its threads on every call;
+        a trainer uploading ``last`` every epoch paid that each time. The manager is thread-safe.
+        """
+        client = self.client
+        with self._lock:
+            if self._transfer is None:
+                from boto3.s3.transfer import S3Transfer
+
+                self._transfer = S3Transfer(client, self.transfer)
+            return self._transfer
+
     def _count(self, attr: str) -> Callable[[int], None]:
         def cb(n: int) -> None:
             with self._lock:
@@ -116,11 +150,10 @@ class S3Storage:
         """Object metadata, or None when it does not exist."""
         try:
             return self.client.head_object(Bucket=bucket or self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        except _boto_errors() as exc:
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+            if code in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise StorageError(f"HEAD s3://{bucket or self.bucket}/{key} failed: {_error_text(exc)}") from None
-        except BotoCoreError as exc:
             raise StorageError(f"HEAD s3://{bucket or self.bucket}/{key} failed: {_error_text(exc)}") from None
 
     def list(self, prefix: str, bucket: str | None = None) -> list[dict[str, Any]]:
@@ -130,7 +163,7 @@ class S3Storage:
                 Bucket=bucket or self.bucket, Prefix=prefix)
             for page in pages:
                 out.extend(page.get("Contents", []))
-        except (ClientError, BotoCoreError) as exc:
+        except _boto_errors() as exc:
             raise StorageError(f"LIST s3://{bucket or self.bucket}/{prefix} failed: {_error_text(exc)}") from None
         return out
 
@@ -138,9 +171,9 @@ class S3Storage:
                     content_type: str | None = None) -> str:
         extra = {"ContentType": content_type} if content_type else None
         try:
-            self.client.upload_file(str(local), bucket or self.bucket, key, ExtraArgs=extra,
-                                    Config=self.transfer, Callback=self._count("bytes_uploaded"))
-        except (ClientError, BotoCoreError, OSError) as exc:
+            self.transfers.upload_file(str(local), bucket or self.bucket, key,
+                                       callback=self._count("bytes_uploaded"), extra_args=extra)
+        except (*_boto_errors(), OSError) as exc:
             raise StorageError(f"upload of {local} to {self.uri(key, bucket)} failed: {_error_text(exc)}") from None
         return self.uri(key, bucket)
 
@@ -150,10 +183,10 @@ class S3Storage:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            self.client.download_file(bucket or self.bucket, key, str(part), Config=self.transfer,
-                                      Callback=self._count("bytes_downloaded"))
+            self.transfers.download_file(bucket or self.bucket, key, str(part),
+                                         callback=self._count("bytes_downloaded"))
             os.replace(part, dest)
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except (*_boto_errors(), OSError) as exc:
             part.unlink(missing_ok=True)
             raise StorageError(f"download of {self.uri(key, bucket)} failed: {_error_text(exc)}") from None
         return dest
@@ -175,86 +208,4 @@ class S3Storage:
         return len(objects)
 
 
-class CheckpointUploader:
-    """Uploads in a small thread pool; the training loop only pays for a local snapshot copy.
-
-    The file is copied first because trainers overwrite ``last.pt`` every epoch: uploading the
-    live file could send a torn mix of two epochs. Per key, only the newest snapshot is uploaded
-    and uploads of one key are serialised, so the object always ends with the newest content.
-    """
-
-    def __init__(self, storage: S3Storage, logger: TraceLogger, staging_dir: Path,
-                 on_uploaded: Callable[[str, str, int], None] | None = None,
-                 max_workers: int = 2, retries: int = 3) -> None:
-        self._storage = storage
-        self._log = logger
-        self._staging = staging_dir
-        self._on_uploaded = on_uploaded
-        self._retries = retries
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vtp-upload")
-        self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
-        self._latest: dict[str, int] = {}
-        self._futures: list[Future] = []
-        self.errors: dict[str, str] = {}  # key -> reason, for the newest version of the key
-
-    def submit(self, local_path: str | os.PathLike, key: str, name: str) -> str:
-        src = Path(local_path)
-        if not src.is_file():
-            raise CheckpointError(f"checkpoint file not found: {src}")
-        self._staging.mkdir(parents=True, exist_ok=True)
-        snap = self._staging / f"{uuid.uuid4().hex}-{src.name}"
-        shutil.copyfile(src, snap)
-        with self._lock:
-            gen = self._latest.get(key, 0) + 1
-            self._latest[key] = gen
-            self._key_locks.setdefault(key, threading.Lock())
-            fut = self._pool.submit(self._upload, snap, key, name, gen)
-            self._futures.append(fut)
-        return self._storage.uri(key)
-
-    def _upload(self, snap: Path, key: str, name: str, gen: int) -> None:
-        try:
-            with self._key_locks[key]:
-                if self._latest[key] != gen:  # a newer snapshot of this key is queued
-                    return
-                size = snap.stat().st_size
-                last: Exception | None = None
-                for _ in range(self._retries):
-                    try:
-                        uri = self._storage.upload_file(snap, key)
-                        break
-                    except Exception as exc:  # StorageError; retried a few times
-                        last = exc
-                else:
-                    if self._latest[key] == gen:
-                        self.errors[key] = str(last)
-                    self._log.error(f"checkpoint upload failed: {last}")
-                    return
-                self.errors.pop(key, None)
-            if self._on_uploaded:
-                self._on_uploaded(name, uri, size)
-        finally:
-            snap.unlink(missing_ok=True)
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return sum(1 for f in self._futures if not f.done())
-
-    def wait(self, timeout: float | None = None) -> dict[str, str]:
-        """Wait for every submitted upload; returns {key: reason} of keys whose newest upload failed."""
-        with self._lock:
-            futures = list(self._futures)
-        done, not_done = wait(futures, timeout=timeout)
-        with self._lock:
-            self._futures = [f for f in self._futures if not f.done()]
-        errors = dict(self.errors)
-        if not_done:
-            errors["*"] = f"{len(not_done)} upload(s) still running after {timeout}s"
-        return errors
-
-    def close(self, timeout: float | None = None) -> dict[str, str]:
-        errors = self.wait(timeout)
-        self._pool.shutdown(wait=False, cancel_futures=False)
-        return errors
+from .uploads import CheckpointUploader as CheckpointUploader  # noqa: E402  (re-exported: its old home)

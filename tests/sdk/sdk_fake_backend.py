@@ -1,0 +1,112 @@
+"""The platform's callback API in miniature, for the SDK tests: a real HTTP server (FastAPI
+under uvicorn on loopback) implementing the callback contract with idempotency."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tests.fixtures.s3 import TRAINERS_DIR  # noqa: F401  (puts the SDK on sys.path)
+from ray_app.storage import free_port
+
+TOKEN = "test-callback-token-123456"
+
+
+class FakeBackend:
+    """The platform's callback API in miniature. ``mode``: up | down (503) | slow (hang, then
+    503) | lost_reply (apply, then answer 503 as if the reply was lost). ``delay``: seconds
+    every request takes before it is handled (a slow but working backend)."""
+
+    def __init__(self) -> None:
+        self.mode = "up"
+        self.delay = 0.0
+        self.should_continue = True
+        self.terminal = False
+        self.applied: dict[str, list[dict[str, Any]]] = {"heartbeat": [], "event": [], "done": []}
+        self.seen_ids: set[str] = set()
+        self.requests: Counter[str] = Counter()
+        self.duplicates = 0
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app = self._build()
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/jobs/{job_id}/{kind}")
+        async def callback(job_id: str, kind: str, request: Request) -> JSONResponse:
+            self.requests[kind] += 1
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return JSONResponse({"detail": "invalid callback token"}, status_code=401)
+            if self.mode == "down":
+                return JSONResponse({"detail": "unavailable"}, status_code=503)
+            if self.mode == "slow":
+                await asyncio.sleep(1.0)
+                return JSONResponse({"detail": "unavailable"}, status_code=503)
+            body = await request.json()
+            if kind == "heartbeat" and self.terminal:
+                return JSONResponse({"status": "terminal", "should_continue": False}, status_code=409)
+            duplicate = body["event_id"] in self.seen_ids
+            if kind == "done" and self.applied["done"] and not duplicate:
+                return JSONResponse({"detail": "a different done was already accepted"}, status_code=409)
+            if duplicate:
+                self.duplicates += 1
+            else:
+                self.seen_ids.add(body["event_id"])
+                self.applied[kind].append(body)
+            if self.mode == "lost_reply":
+                return JSONResponse({"detail": "reply lost"}, status_code=503)
+            reply: dict[str, Any] = {"status": "ok", "duplicate": duplicate}
+            if kind == "heartbeat":
+                reply["should_continue"] = self.should_continue
+            return JSONResponse(reply)
+
+        return app
+
+    def start(self) -> None:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error",
+                                lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "fake backend did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Close the port (connection refused from now on)."""
+        if self._server:
+            self._server.should_exit = True
+            self._thread.join(10)
+            self._server = None
+
+
+def sdk_env(backend: FakeBackend, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "JOB_ID": "job42", "TRACE_ID": "trace-42", "PROJECT_ID": "p1", "ATTEMPT": "2",
+        "BACKEND_BASE_URL": backend.base_url, "CALLBACK_TOKEN": TOKEN, "EPOCHS": "10",
+        "TMP_DIR": str(tmp_path / "tmp"), "WORK_DIR": str(tmp_path / "work"),
+        "VTP_CALLBACK_BACKOFF_BASE_S": "0.02", "VTP_CALLBACK_BACKOFF_MAX_S": "0.2",
+        "VTP_DONE_TIMEOUT_S": "3", "VTP_CALLBACK_FLUSH_TIMEOUT_S": "10", **extra,
+    }
+
+
+def wait_for(pred, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()

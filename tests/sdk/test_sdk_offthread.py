@@ -1,0 +1,199 @@
+"""Training never waits on MLflow, checkpoint uploads or a slow backend, and loses nothing:
+a real MLflow sqlite store, the real S3 server (SeaweedFS) and a real HTTP backend."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+import pytest
+from sdk_fake_backend import sdk_env
+
+from sdk import TrainerSDK
+from sdk.callbacks import absorb_heartbeat
+from sdk.mlflow_worker import OrderedWorker
+from sdk.storage import parse_s3_uri
+
+
+# ----- MLflow on one background thread -----
+def test_mlflow_calls_run_in_order_off_thread_and_the_run_id_reaches_done(backend, tmp_path, capsys):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a fresh store: its first use costs seconds
+    env = sdk_env(backend, tmp_path, MLFLOW_TRACKING_URI=uri, PROJECT_ID="projx", JOB_ID="jobml")
+    sdk = TrainerSDK(env, install_signal_handlers=False)
+    try:
+        calls: list[float] = []
+        t0 = time.perf_counter()
+        sdk.start_mlflow_run()
+        sdk.log_params({"model": "m1", "callback_token": "x", "note": f"has {env['CALLBACK_TOKEN']}"})
+        calls.append(time.perf_counter() - t0)
+        artifact = tmp_path / "last.txt"
+        for epoch in range(1, 21):
+            t = time.perf_counter()
+            sdk.log_metrics({"loss": 1.0 / epoch, "epoch": epoch}, step=epoch)
+            artifact.write_text(f"epoch {epoch}")
+            if epoch == 10:
+                sdk.log_artifact(artifact)  # logged as it is now, though it changes after
+            calls.append(time.perf_counter() - t)
+        assert "vtp-mlflow" in [th.name for th in threading.enumerate()]
+        assert sdk.mlflow.wait_run_id(60)
+        to_run_id = time.perf_counter() - t0
+        # the training thread got control back at once, though MLflow took seconds to start
+        assert max(calls) < min(0.5, to_run_id / 3), (calls, to_run_id)
+        reply = sdk.report_completed({"loss": 0.05})
+        assert reply["status"] == "succeeded"
+        run_id = backend.applied["done"][0]["mlflow_run_id"]
+        assert run_id and run_id == sdk.mlflow_run_id
+    finally:
+        sdk.close()
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    # done was sent after the queue drained: the run was complete when the job became final
+    assert run.info.status == "FINISHED" and run.info.run_name == "job-jobml"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "epoch")] == [
+        (e, float(e)) for e in range(1, 21)]
+    assert run.data.params == {"model": "m1"}  # no secret by name or by value
+    arts = client.list_artifacts(run_id)
+    assert [a.path for a in arts] == ["last.txt"]
+    local = client.download_artifacts(run_id, "last.txt", str(tmp_path / "dl"))
+    assert open(local).read() == "epoch 10"
+    assert not list((tmp_path / "tmp").glob("vtp-mlflow-*/*/*")), "artifact snapshots left behind"
+    assert env["CALLBACK_TOKEN"] not in capsys.readouterr().out
+
+
+def test_mlflow_failure_is_logged_once_and_never_fails_training(backend, tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")  # sqlite cannot create a database below a file
+    env = sdk_env(backend, tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{blocker}/tracking.db")
+    with TrainerSDK(env, install_signal_handlers=False) as sdk:
+        sdk.start_mlflow_run()
+        for epoch in range(1, 6):
+            sdk.log_metrics({"loss": 1.0 / epoch}, step=epoch)
+        sdk.log_params({"a": 1})
+        assert sdk.report_completed({"loss": 0.2})["status"] == "succeeded"
+    assert backend.applied["done"][0]["mlflow_run_id"] is None
+    out = capsys.readouterr().out
+    assert out.count("[WARNING] mlflow start_run failed") == 1, out
+    assert out.count("[WARNING] mlflow") == 1, out
+
+
+def test_ordered_worker_runs_in_order_and_drops_past_its_bound():
+    seen: list[int] = []
+    gate = threading.Event()
+    drops: list[int] = []
+    w = OrderedWorker("t-worker", max_items=3, on_drop=lambda: drops.append(1))
+    started = threading.Event()
+    assert w.submit(lambda: (started.set(), gate.wait()))  # holds the thread so the queue fills
+    assert started.wait(5)
+    accepted = [w.submit(lambda i=i: seen.append(i)) for i in range(5)]
+    assert accepted == [True, True, True, False, False] and w.dropped == 2 and drops == [1]
+    assert w.submit(lambda: seen.append(99), force=True)  # ending the run is never dropped
+    assert not w.wait(0.05)
+    gate.set()
+    assert w.wait(5) and seen == [0, 1, 2, 99]
+    w.submit(lambda: 1 / 0)  # a failing call does not stop the worker
+    w.submit(lambda: seen.append(100))
+    assert w.close(5) and seen[-1] == 100 and not w.submit(lambda: None)
+
+
+# ----- checkpoint uploads: latest wins, the final one is never lost -----
+def _payload(i: int, size: int) -> bytes:
+    return f"version {i:03d} ".encode() + os.urandom(size)
+
+
+@pytest.mark.parametrize("finish", ["wait", "close"])
+def test_uploads_slower_than_epochs_keep_only_the_newest_and_never_lose_the_final(
+        s3_env, s3_server, tmp_path, finish):
+    ckpt = tmp_path / "last.pt"
+    size = 24 * 1024 * 1024  # an upload takes longer than an "epoch" below
+    versions: list[bytes] = []
+    sdk = TrainerSDK(install_signal_handlers=False)
+    try:
+        submits = []
+        for i in range(10):
+            versions.append(_payload(i, size))
+            ckpt.write_bytes(versions[-1])
+            t = time.perf_counter()
+            uri = sdk.upload_checkpoint(ckpt, "last", wait=(finish == "wait" and i == 9))
+            submits.append(time.perf_counter() - t)
+        ckpt.write_bytes(b"overwritten after the last submit")
+        uploader = sdk._uploader
+        assert uploader is not None
+    finally:
+        sdk.close()
+    got = s3_server.client().get_object(Bucket=s3_server.bucket, Key=parse_s3_uri(uri)[1])["Body"].read()
+    assert got[:12] == versions[-1][:12] and got == versions[-1]
+    # one upload running and one waiting at most: most intermediate versions were never sent
+    assert uploader.superseded >= 3, (uploader.superseded, uploader.uploaded)
+    assert uploader.uploaded + uploader.superseded == 10
+    assert uploader.errors == {}
+    assert sorted(submits)[len(submits) // 2] < 1.0, submits  # a local copy, not an upload
+    assert not list((tmp_path / "tmp").rglob("*-last.pt")), "snapshots left behind"
+
+
+def test_uploads_of_different_names_are_independent(s3_env, s3_server, tmp_path):
+    with TrainerSDK(install_signal_handlers=False) as sdk:
+        uris = {}
+        for name in ("epoch-1", "epoch-2", "best", "last"):
+            p = tmp_path / f"{name}.bin"
+            p.write_bytes(name.encode() * 1000)
+            uris[name] = sdk.upload_checkpoint(p, name)
+        assert sdk.wait_for_uploads(30) == {}
+    client = s3_server.client()
+    for name, uri in uris.items():
+        assert client.get_object(Bucket=s3_server.bucket, Key=parse_s3_uri(uri)[1])["Body"].read() == name.encode() * 1000
+
+
+# ----- a backlog of callbacks drains in fewer requests, each event applied once -----
+def test_absorb_heartbeat_equals_applying_both():
+    old = {"event_id": "a", "seq": 1, "epoch": 2, "total_epochs": 5, "step": 3, "total_steps": 4,
+           "progress": 30.0, "metrics": {"loss": 1.0, "x": 2.0}}
+    new = {"event_id": "b", "seq": 2, "epoch": 2, "total_epochs": 5, "step": None, "total_steps": 4,
+           "progress": 35.0, "metrics": {"loss": 0.5}}
+    got = absorb_heartbeat(old, new)
+    assert got == {**new, "step": 3, "metrics": {"loss": 0.5, "x": 2.0}}
+    assert absorb_heartbeat({**old, "metrics": {}}, {**new, "epoch": 3})["metrics"] == {"loss": 0.5}
+
+
+def test_backlog_drains_with_fewer_requests_and_every_event_once(backend, tmp_path):
+    backend.delay = 0.15  # a slow but working backend: callbacks back up behind it
+    sdk = TrainerSDK(sdk_env(backend, tmp_path), install_signal_handlers=False)
+    submitted = Counter()
+    try:
+        t0 = time.perf_counter()
+        for epoch in range(1, 11):
+            for step in range(1, 5):  # step beats with running losses, and a liveness beat
+                sdk.heartbeat(epoch, 10, step, 4, metrics={f"train_loss_s{step}": epoch + step / 10})
+                sdk.heartbeat(epoch, 10, step, 4)
+                submitted["heartbeat"] += 2
+            sdk.heartbeat(epoch, 10, 4, 4, metrics={"mAP50": epoch / 10})
+            sdk.report_validation(epoch, {"mAP50": epoch / 10})
+            sdk.event("checkpoint_saved", f"epoch {epoch}", data={"epoch": epoch})
+            sdk.heartbeat(epoch, 10, 4, 4)  # liveness during the upload
+            submitted["heartbeat"] += 2
+            submitted["event"] += 2
+        loop_s = time.perf_counter() - t0
+        assert loop_s < 1.0, loop_s  # the loop never waited on the backend
+        reply = sdk.done("succeeded", final_metrics={"mAP50": 1.0})
+        assert reply["status"] == "succeeded"
+    finally:
+        sdk.close()
+    events = backend.applied["event"]
+    assert [(e["event_type"], e["data"]["epoch"]) for e in events] == [
+        (kind, epoch) for epoch in range(1, 11) for kind in ("validation_complete", "checkpoint_saved")]
+    assert backend.duplicates == 0 and len(backend.applied["done"]) == 1
+    hbs = backend.applied["heartbeat"]
+    assert len(hbs) < submitted["heartbeat"] / 2, (len(hbs), submitted)
+    # every epoch's metrics arrived, merged as the backend merges them per epoch
+    per_epoch: dict[int, dict[str, float]] = {}
+    for b in hbs:
+        per_epoch.setdefault(b["epoch"], {}).update(b["metrics"])
+    for epoch in range(1, 11):
+        assert per_epoch[epoch] == {**{f"train_loss_s{s}": epoch + s / 10 for s in range(1, 5)},
+                                    "mAP50": epoch / 10}, (epoch, per_epoch.get(epoch))
+    assert [b["epoch"] for b in hbs] == sorted(b["epoch"] for b in hbs)
+    assert hbs[-1]["progress"] == 100.0
+    seqs = [b["seq"] for b in hbs + events]
+    assert len(seqs) == len(set(seqs))

@@ -1,0 +1,141 @@
+"""Background checkpoint uploads: latest wins per key, the final version is never lost.
+
+Trainers overwrite ``last.pt`` every epoch, so ``submit`` copies the file first (uploading the
+live file could send a torn mix of two epochs) and returns; the upload happens on a small pool.
+
+Per key there is at most one upload running and one snapshot waiting. A newer snapshot of a key
+whose waiting snapshot has not started replaces it (the older one is deleted, never uploaded):
+when uploads are slower than epochs, the backlog stays one file deep instead of one upload per
+epoch, and the object always ends with the newest content. Nothing newer can replace the last
+snapshot submitted, so ``wait()`` (``upload_checkpoint(wait=True)``, ``report_completed``,
+``close``) always uploads the final version.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .errors import CheckpointError
+from .log import TraceLogger
+
+if TYPE_CHECKING:
+    from .storage import S3Storage
+
+
+@dataclass
+class _Snapshot:
+    path: Path
+    name: str
+
+
+class CheckpointUploader:
+    """Uploads snapshots in a small thread pool; the training loop pays only for the local copy."""
+
+    def __init__(self, storage: S3Storage, logger: TraceLogger, staging_dir: Path,
+                 on_uploaded: Callable[[str, str, int], None] | None = None,
+                 max_workers: int = 2, retries: int = 3) -> None:
+        self._storage = storage
+        self._log = logger
+        self._staging = staging_dir
+        self._on_uploaded = on_uploaded
+        self._retries = retries
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vtp-upload")
+        self._cond = threading.Condition()
+        self._waiting: dict[str, _Snapshot] = {}  # key -> newest snapshot not started yet
+        self._active: set[str] = set()            # keys with a drain task scheduled or running
+        self.errors: dict[str, str] = {}          # key -> reason, for the newest version of the key
+        self.uploaded = 0
+        self.superseded = 0  # snapshots replaced by a newer one before their upload started
+
+    def submit(self, local_path: str | os.PathLike, key: str, name: str) -> str:
+        src = Path(local_path)
+        if not src.is_file():
+            raise CheckpointError(f"checkpoint file not found: {src}")
+        self._staging.mkdir(parents=True, exist_ok=True)
+        snap = self._staging / f"{uuid.uuid4().hex}-{src.name}"
+        shutil.copyfile(src, snap)  # sendfile(2) on Linux: no Python-level copy loop
+        with self._cond:
+            old = self._waiting.get(key)
+            self._waiting[key] = _Snapshot(snap, name)
+            schedule = key not in self._active
+            self._active.add(key)
+        if old is not None:
+            self.superseded += 1
+            old.path.unlink(missing_ok=True)
+        if schedule:
+            self._pool.submit(self._drain, key)
+        return self._storage.uri(key)
+
+    def _drain(self, key: str) -> None:
+        """Upload the key's waiting snapshot until none is left (one task per key at a time,
+        so uploads of a key never race and finish in submission order)."""
+        while True:
+            with self._cond:
+                snap = self._waiting.pop(key, None)
+                if snap is None:
+                    self._active.discard(key)
+                    self._cond.notify_all()
+                    return
+            try:
+                self._upload(snap, key)
+            except Exception as exc:  # a bug here must not leave wait() hanging
+                self.errors[key] = f"{type(exc).__name__}: {exc}"
+                self._log.error(f"checkpoint upload of {key} failed: {exc}")
+
+    def _upload(self, snap: _Snapshot, key: str) -> None:
+        try:
+            size = snap.path.stat().st_size
+            last: Exception | None = None
+            for attempt in range(self._retries):
+                try:
+                    uri = self._storage.upload_file(snap.path, key)
+                    break
+                except Exception as exc:  # StorageError; retried a few times
+                    last = exc
+                    time.sleep(0.2 * (attempt + 1))
+            else:
+                with self._cond:
+                    if key not in self._waiting:  # a newer version will report for itself
+                        self.errors[key] = str(last)
+                self._log.error(f"checkpoint upload failed: {last}")
+                return
+            self.errors.pop(key, None)
+            self.uploaded += 1
+        finally:
+            snap.path.unlink(missing_ok=True)
+        if self._on_uploaded:
+            self._on_uploaded(snap.name, uri, size)
+
+    @property
+    def pending(self) -> int:
+        """Keys with an upload waiting or running."""
+        with self._cond:
+            return len(self._active)
+
+    def wait(self, timeout: float | None = None) -> dict[str, str]:
+        """Wait until every submitted snapshot is uploaded (or superseded by a newer one that is);
+        returns {key: reason} of keys whose newest upload failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._active:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(left)
+            running = len(self._active)
+        errors = dict(self.errors)
+        if running:
+            errors["*"] = f"{running} upload(s) still running after {timeout}s"
+        return errors
+
+    def close(self, timeout: float | None = None) -> dict[str, str]:
+        errors = self.wait(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=False)
+        return errors
