@@ -33,6 +33,7 @@ EXIT_JOB_FAILED = 1
 EXIT_API_ERROR = 3
 LOG_TAIL_GRACE_S = 5.0  # how long `jobs logs -f` waits for the last lines of a final job
 
+ApiPort = Annotated[int, typer.Option(help="API port on 127.0.0.1", envvar="VTP_HTTP_PORT")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="VTP_DATA_DIR", help="platform data directory")]
 Url = Annotated[Optional[str], typer.Option("--url", envvar="VTP_API_URL", help="API base URL")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -62,7 +63,7 @@ def _api(call, *args, **kwargs):
 
 
 @app.command()
-def up(data_dir: DataDir = None, port: Annotated[int, typer.Option(help="API port")] = 8000) -> None:
+def up(data_dir: DataDir = None, port: ApiPort = 8000) -> None:
     """Start the single-machine platform (Ray head, S3, Serve API on 127.0.0.1)."""
     from ray_app.local.platform import LocalPlatform
 
@@ -76,7 +77,7 @@ def up(data_dir: DataDir = None, port: Annotated[int, typer.Option(help="API por
 @app.command()
 def demo(
     data_dir: DataDir = None,
-    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    port: ApiPort = 8000,
     epochs: Annotated[int, typer.Option(help="training epochs")] = 25,
 ) -> None:
     """The whole flow on this machine: platform up, sample dataset, a YOLO job watched live."""
