@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -278,3 +278,41 @@ class DoneReply(BaseModel):
     status: Literal["ok"] = "ok"
     state: JobState
     duplicate: bool = False
+
+
+# ---------------------------------------------------------------- batched callbacks
+MAX_CALLBACK_BATCH = 256
+
+
+class HeartbeatItem(BaseModel):
+    kind: Literal["heartbeat"]
+    body: HeartbeatIn
+
+
+class EventItem(BaseModel):
+    kind: Literal["event"]
+    body: EventIn
+
+
+class CallbackBatchIn(BaseModel):
+    """POST /v1/jobs/{id}/callbacks — heartbeats and events that queued up in a trainer (a slow or
+    unreachable backend), sent in one request and applied in order in one transaction. Each item
+    keeps its own idempotency key, so a retried batch applies each item once. `done` is never
+    batched: it is the attempt's final word and has its own route."""
+
+    items: list[Annotated[HeartbeatItem | EventItem, Field(discriminator="kind")]] = Field(
+        min_length=1, max_length=MAX_CALLBACK_BATCH)
+
+
+class CallbackItemResult(BaseModel):
+    """One item's outcome: `status` is what its own route would have answered (200, 404, 409,
+    500), `reply` that route's body on 200, `detail` the reason otherwise."""
+
+    status: int
+    reply: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+class CallbackBatchReply(BaseModel):
+    results: list[CallbackItemResult]
+    should_continue: bool = Field(description="false once the job is cancelled or final: stop training")

@@ -22,9 +22,11 @@ TOKEN = "test-callback-token-123456"
 class FakeBackend:
     """The platform's callback API in miniature. ``mode``: up | down (503) | slow (hang, then
     503) | lost_reply (apply, then answer 503 as if the reply was lost). ``delay``: seconds
-    every request takes before it is handled (a slow but working backend)."""
+    every request takes before it is handled (a slow but working backend). ``batch``: whether it
+    has the batch route (an older platform does not)."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch: bool = True) -> None:
+        self.batch = batch  # serve POST .../callbacks (queued callbacks in one request)
         self.mode = "up"
         self.delay = 0.0
         self.should_continue = True
@@ -42,8 +44,8 @@ class FakeBackend:
     def _build(self) -> FastAPI:
         app = FastAPI()
 
-        @app.post("/v1/jobs/{job_id}/{kind}")
-        async def callback(job_id: str, kind: str, request: Request) -> JSONResponse:
+        async def admit(kind: str, request: Request) -> JSONResponse | None:
+            """The request-level part: counting, delay, token, outages."""
             self.requests[kind] += 1
             if self.delay:
                 await asyncio.sleep(self.delay)
@@ -54,23 +56,52 @@ class FakeBackend:
             if self.mode == "slow":
                 await asyncio.sleep(1.0)
                 return JSONResponse({"detail": "unavailable"}, status_code=503)
-            body = await request.json()
+            return None
+
+        def apply(kind: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            """One callback, as the platform applies it: idempotent by event_id."""
             if kind == "heartbeat" and self.terminal:
-                return JSONResponse({"status": "terminal", "should_continue": False}, status_code=409)
+                return 409, {"status": "terminal", "should_continue": False}
             duplicate = body["event_id"] in self.seen_ids
             if kind == "done" and self.applied["done"] and not duplicate:
-                return JSONResponse({"detail": "a different done was already accepted"}, status_code=409)
+                return 409, {"detail": "a different done was already accepted"}
             if duplicate:
                 self.duplicates += 1
             else:
                 self.seen_ids.add(body["event_id"])
                 self.applied[kind].append(body)
-            if self.mode == "lost_reply":
-                return JSONResponse({"detail": "reply lost"}, status_code=503)
             reply: dict[str, Any] = {"status": "ok", "duplicate": duplicate}
             if kind == "heartbeat":
                 reply["should_continue"] = self.should_continue
-            return JSONResponse(reply)
+            return 200, reply
+
+        if self.batch:
+            @app.post("/v1/jobs/{job_id}/callbacks")
+            async def batch(job_id: str, request: Request) -> JSONResponse:
+                refused = await admit("callbacks", request)
+                if refused is not None:
+                    return refused
+                results = []
+                for item in (await request.json())["items"]:
+                    status, reply = apply(item["kind"], item["body"])
+                    results.append({"status": status, "reply": reply if status == 200 else None,
+                                    "detail": None if status == 200 else reply.get("detail", "refused")})
+                if self.mode == "lost_reply":
+                    return JSONResponse({"detail": "reply lost"}, status_code=503)
+                return JSONResponse({"results": results, "should_continue": self.should_continue})
+
+        @app.post("/v1/jobs/{job_id}/{kind}")
+        async def callback(job_id: str, kind: str, request: Request) -> JSONResponse:
+            if kind not in self.applied:  # e.g. .../callbacks on a backend without that route
+                self.requests[kind] += 1
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
+            refused = await admit(kind, request)
+            if refused is not None:
+                return refused
+            status, reply = apply(kind, await request.json())
+            if self.mode == "lost_reply":
+                return JSONResponse({"detail": "reply lost"}, status_code=503)
+            return JSONResponse(reply, status_code=status)
 
         return app
 

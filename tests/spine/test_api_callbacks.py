@@ -40,6 +40,7 @@ def _bad_tokens(p, job_id):
     ("heartbeat", {"epoch": 1}),
     ("event", {"event_type": "dataset_loaded"}),
     ("done", {"status": "succeeded"}),
+    ("callbacks", {"items": [{"kind": "heartbeat", "body": {"epoch": 1}}]}),
 ])
 def test_each_bad_token_gets_401_with_reason(running, kind, body):
     p, job_id = running
@@ -87,3 +88,43 @@ def test_callback_body_is_validated(running):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "event_type"]
     r = p.callback(job_id, "heartbeat", {"attempt": 2, "epoch": 1})
     assert r.status_code == 401 and "attempt 2" in r.json()["detail"]
+
+
+def test_queued_callbacks_in_one_request_apply_in_order_each_once(running):
+    """POST .../callbacks: what a trainer's backlog sends after a slow or unreachable backend."""
+    p, job_id = running
+    items = [
+        {"kind": "heartbeat", "body": {"event_id": "b-hb1", "epoch": 1, "total_epochs": 2, "metrics": {"loss": 0.9}}},
+        {"kind": "event", "body": {"event_id": "b-ev1", "event_type": "validation_complete", "data": {"epoch": 1}}},
+        {"kind": "heartbeat", "body": {"event_id": "b-hb2", "epoch": 2, "total_epochs": 2, "metrics": {"loss": 0.5}}},
+        {"kind": "event", "body": {"event_id": "b-ev1", "event_type": "validation_complete", "data": {"epoch": 1}}},
+    ]
+    r = p.callback(job_id, "callbacks", {"items": items})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["status"] for x in body["results"]] == [200, 200, 200, 200]
+    assert [x["reply"]["duplicate"] for x in body["results"]] == [False, False, False, True]
+    assert body["should_continue"] is True
+    # the same batch again (its reply was lost): every item recognised, nothing applied twice
+    again = p.callback(job_id, "callbacks", {"items": items}).json()
+    assert [x["reply"]["duplicate"] for x in again["results"]] == [True, True, True, True]
+    metrics = p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]
+    assert [(m["epoch"], m["metrics"]) for m in metrics] == [(1, {"loss": 0.9}), (2, {"loss": 0.5})]
+    assert len([e for e in p.events(job_id) if e["event_type"] == "validation_complete"]) == 1
+    assert p.job(job_id)["epoch"] == 2 and p.job(job_id)["progress"] == 100
+    # after the end, a heartbeat in a batch is refused on its own (409) and the trainer told to stop
+    assert p.callback(job_id, "done", {"event_id": "b-done", "status": "succeeded"}).status_code == 200
+    late = p.callback(job_id, "callbacks", {"items": [{"kind": "heartbeat", "body": {"epoch": 3}}]}).json()
+    assert late["results"][0]["status"] == 409 and late["should_continue"] is False
+
+
+def test_callback_batch_is_validated(running):
+    p, job_id = running
+    assert p.callback(job_id, "callbacks", {"items": []}).status_code == 422
+    r = p.callback(job_id, "callbacks", {"items": [{"kind": "done", "body": {"status": "succeeded"}}]})
+    assert r.status_code == 422  # done has its own route: never batched
+    r = p.callback(job_id, "callbacks", {"items": [{"kind": "heartbeat", "body": {"epoch": -1}}]})
+    assert r.status_code == 422 and "epoch" in r.json()["detail"][0]["loc"]
+    r = p.callback(job_id, "callbacks", {"items": [{"kind": "event", "body": {"attempt": 2, "event_type": "x"}}]})
+    assert r.status_code == 401 and "attempt 2" in r.json()["detail"]
+    assert p.job(job_id)["state"] == "RUNNING"

@@ -153,8 +153,10 @@ def test_openapi_describes_every_route(platform):
                          ("/v1/jobs/{job_id}/cancel", "post"), ("/v1/jobs/{job_id}/events", "get"),
                          ("/v1/jobs/{job_id}/metrics", "get"), ("/v1/jobs/{job_id}/logs", "get"),
                          ("/v1/jobs/{job_id}/heartbeat", "post"), ("/v1/jobs/{job_id}/event", "post"),
-                         ("/v1/jobs/{job_id}/done", "post"), ("/v1/trainers", "get"), ("/healthz", "get")]:
+                         ("/v1/jobs/{job_id}/done", "post"), ("/v1/jobs/{job_id}/callbacks", "post"),
+                         ("/v1/trainers", "get"), ("/healthz", "get")]:
         assert method in paths[path], (path, method)
-    for schema in ("JobCreate", "JobView", "HeartbeatIn", "HeartbeatReply", "EventIn", "DoneIn"):
+    for schema in ("JobCreate", "JobView", "HeartbeatIn", "HeartbeatReply", "EventIn", "DoneIn",
+                   "CallbackBatchIn", "CallbackBatchReply"):
         assert schema in spec["components"]["schemas"]
     assert platform.http.get(f"{platform.base_url}/docs").status_code == 200

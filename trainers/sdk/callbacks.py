@@ -76,15 +76,19 @@ class CallbackClient:
             data = {}
         code = resp.status_code
         detail = data.get("detail") or data.get("error") or resp.reason_phrase
+        return Reply(self.classify(code), code, data, "ok" if 200 <= code < 300 else f"HTTP {code}: {detail}")
+
+    @staticmethod
+    def classify(code: int) -> Outcome:
         if 200 <= code < 300:
-            return Reply(Outcome.OK, code, data, "ok")
+            return Outcome.OK
         if code in (401, 403):
-            return Reply(Outcome.AUTH, code, data, f"HTTP {code}: {detail}")
+            return Outcome.AUTH
         if code == 409:
-            return Reply(Outcome.CONFLICT, code, data, f"HTTP 409: {detail}")
+            return Outcome.CONFLICT
         if code in (408, 425, 429) or code >= 500:
-            return Reply(Outcome.RETRY, code, data, f"HTTP {code}: {detail}")
-        return Reply(Outcome.REJECTED, code, data, f"HTTP {code}: {detail}")
+            return Outcome.RETRY
+        return Outcome.REJECTED
 
     def send_until(self, kind: str, body: dict[str, Any], deadline: float,
                    backoff_base: float = 0.2, backoff_cap: float = 5.0) -> Reply:
@@ -141,14 +145,18 @@ class BackgroundSender:
 
     def __init__(self, client: CallbackClient, logger: TraceLogger,
                  on_stop: Callable[[str], None], max_items: int = 10_000,
-                 backoff_base: float = 0.2, backoff_cap: float = 5.0) -> None:
+                 backoff_base: float = 0.2, backoff_cap: float = 5.0, max_batch: int = 100) -> None:
         self._client = client
         self._log = logger
         self._on_stop = on_stop
         self._max = max(2, max_items)
         self._base, self._cap = backoff_base, backoff_cap
         self._queue: collections.deque[_Item] = collections.deque()
-        self._inflight: _Item | None = None
+        self._inflight: list[_Item] = []
+        # queued callbacks go out together (POST .../callbacks) while the backend takes them;
+        # a backend without the batch route (404/405) gets them one by one from then on
+        self._batch_ok = max_batch > 1
+        self._max_batch = max_batch
         self._cond = threading.Condition()
         self._closing = False
         self._wake = threading.Event()  # interrupts a backoff sleep: close(), or once per flush()
@@ -192,7 +200,7 @@ class BackgroundSender:
     @property
     def pending(self) -> int:
         with self._cond:
-            return len(self._queue) + (1 if self._inflight else 0)
+            return len(self._queue) + len(self._inflight)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is delivered (or given up); False on timeout."""
@@ -211,7 +219,7 @@ class BackgroundSender:
         with self._cond:
             self._closing = True
             self._wake.set()
-            left = len(self._queue) + (1 if self._inflight else 0)
+            left = len(self._queue) + len(self._inflight)
             self._cond.notify_all()
         if not ok and left:
             self._log.warning(f"backend unreachable: {left} heartbeat/event callback(s) not delivered")
@@ -225,28 +233,61 @@ class BackgroundSender:
                     self._cond.wait()
                 if not self._queue:
                     return
-                self._inflight = self._queue.popleft()
+                take = min(len(self._queue), self._max_batch if self._batch_ok else 1)
+                self._inflight = [self._queue.popleft() for _ in range(take)]
             try:
-                self._deliver(self._inflight)
+                if len(self._inflight) == 1:
+                    self._deliver(self._inflight[0])
+                else:
+                    self._deliver_batch(self._inflight)
             except Exception as exc:  # a bug here must not kill delivery of the rest
                 self._log.error(f"callback sender error: {type(exc).__name__}: {exc}")
             with self._cond:
-                self._inflight = None
+                self._inflight = []
                 self._cond.notify_all()
+
+    def _deliver_batch(self, items: list[_Item]) -> None:
+        """Several queued callbacks in one request, in order, retried whole (each item keeps its
+        idempotency key, so a retried batch is applied once); each item's result is handled as
+        its own reply would be."""
+        body = {"items": [{"kind": item.kind, "body": item.body} for item in items]}
+        attempt = 0
+        while True:
+            reply = self._client.post("callbacks", body)
+            if reply.outcome is Outcome.RETRY and not self._closing:
+                if attempt == 0 or attempt % 10 == 0:
+                    self._log.warning(f"{len(items)} queued callbacks failed ({reply.reason}); retrying")
+                self._wake.wait(backoff_delay(attempt, self._base, self._cap))
+                if not self._closing:
+                    self._wake.clear()
+                attempt += 1
+                continue
+            break
+        results = reply.data.get("results") if reply.outcome is Outcome.OK else None
+        if reply.outcome is Outcome.AUTH or (reply.outcome is Outcome.RETRY and self._closing):
+            for item in items:  # the same answer each alone would get: not retried
+                self._handle(item, reply)
+            return
+        if not isinstance(results, list) or len(results) != len(items):
+            if reply.status in (404, 405):
+                self._batch_ok = False  # an older backend without the route
+            for item in items:  # refused as a whole (or not understood): one by one
+                self._deliver(item)
+            return
+        for item, result in zip(items, results):
+            status = int(result.get("status") or 0)
+            if status >= 500:
+                self._deliver(item)  # this item alone failed inside the batch: retry it alone
+                continue
+            data = result.get("reply") or {"detail": result.get("detail")}
+            outcome = Outcome.OK if 200 <= status < 300 else CallbackClient.classify(status)
+            self._handle(item, Reply(outcome, status, data, f"HTTP {status}: {result.get('detail')}"))
 
     def _deliver(self, item: _Item) -> None:
         attempt = 0
         while True:
             reply = self._client.post(item.kind, item.body)
-            if reply.outcome is Outcome.OK:
-                self.delivered += 1
-                if item.kind == "heartbeat" and reply.data.get("should_continue") is False:
-                    self._on_stop("backend replied should_continue=false")
-                return
-            if reply.outcome is Outcome.RETRY:
-                if self._closing:
-                    self.dropped += 1
-                    return
+            if reply.outcome is Outcome.RETRY and not self._closing:
                 if attempt == 0 or attempt % 10 == 0:
                     self._log.warning(f"{item.kind} callback failed ({reply.reason}); retrying")
                 self._wake.wait(backoff_delay(attempt, self._base, self._cap))
@@ -254,14 +295,23 @@ class BackgroundSender:
                     self._wake.clear()  # a flush's nudge wakes one sleep, it does not stop backoff
                 attempt += 1
                 continue
-            self.dropped += 1
-            if reply.outcome is Outcome.AUTH:
-                if not self._auth_logged:  # log the reason once, never retry
-                    self._auth_logged = True
-                    self._log.error(f"callback token refused ({reply.reason}); callbacks are not retried")
-            elif reply.outcome is Outcome.CONFLICT:
-                if item.kind == "heartbeat":
-                    self._on_stop("job is already terminal (HTTP 409)")
-            else:
-                self._log.warning(f"{item.kind} callback rejected: {reply.reason}")
+            self._handle(item, reply)
             return
+
+    def _handle(self, item: _Item, reply: Reply) -> None:
+        """One callback's final answer (a retry that ran out at close counts as dropped)."""
+        if reply.outcome is Outcome.OK:
+            self.delivered += 1
+            if item.kind == "heartbeat" and reply.data.get("should_continue") is False:
+                self._on_stop("backend replied should_continue=false")
+            return
+        self.dropped += 1
+        if reply.outcome is Outcome.AUTH:
+            if not self._auth_logged:  # log the reason once, never retry
+                self._auth_logged = True
+                self._log.error(f"callback token refused ({reply.reason}); callbacks are not retried")
+        elif reply.outcome is Outcome.CONFLICT:
+            if item.kind == "heartbeat":
+                self._on_stop("job is already terminal (HTTP 409)")
+        elif reply.outcome is Outcome.REJECTED:
+            self._log.warning(f"{item.kind} callback rejected: {reply.reason}")

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from ray_app.api.deps import Callback, Ctx
-from ray_app.jobs.errors import Conflict, StaleAttempt
-from ray_app.jobs.schemas import DoneIn, DoneReply, EventIn, EventReply, HeartbeatIn, HeartbeatReply
+from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt, StoreError
+from ray_app.jobs.schemas import (CallbackBatchIn, CallbackBatchReply, CallbackItemResult, DoneIn, DoneReply,
+                                  EventIn, EventReply, HeartbeatIn, HeartbeatReply)
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["trainer callbacks"])
 
@@ -52,3 +53,28 @@ async def event(job_id: str, body: EventIn, claims: Callback, ctx: Ctx) -> Event
 async def done(job_id: str, body: DoneIn, claims: Callback, ctx: Ctx) -> DoneReply:
     _check_body_attempt(claims, body.attempt)
     return DoneReply(**await ctx.store.call("done", job_id, claims.attempt, body.model_dump(mode="json")))
+
+
+@router.post("/callbacks", response_model=CallbackBatchReply, responses=_REFUSED,
+             summary="Queued heartbeats and events at once, applied in order, each once")
+async def callbacks(job_id: str, body: CallbackBatchIn, claims: Callback, ctx: Ctx) -> CallbackBatchReply:
+    for item in body.items:
+        _check_body_attempt(claims, item.body.attempt)
+    # one store call, one transaction: a trainer's backlog costs one round trip, not one each
+    outcomes = await ctx.store.call("apply_callbacks", [
+        (item.kind, job_id, claims.attempt, item.body.model_dump(mode="json")) for item in body.items])
+    # about the job or the token, not the item: the whole request is refused, as each alone would be
+    refused = next((o for o in outcomes if isinstance(o, StaleAttempt | JobNotFound)), None)
+    if refused is not None:
+        raise refused
+    results, should_continue = [], True
+    for item, outcome in zip(body.items, outcomes, strict=True):
+        if isinstance(outcome, StoreError):
+            results.append(CallbackItemResult(status=outcome.status_code, detail=outcome.detail))
+            should_continue &= not (item.kind == "heartbeat" and isinstance(outcome, Conflict))
+        elif isinstance(outcome, BaseException):
+            results.append(CallbackItemResult(status=500, detail=str(outcome)))
+        else:
+            results.append(CallbackItemResult(status=200, reply=outcome))
+            should_continue &= outcome.get("should_continue", True)
+    return CallbackBatchReply(results=results, should_continue=should_continue)
