@@ -159,7 +159,7 @@ class LocalPlatform:
     # ------------------------------------------------------------------ down / status
 
     def _ray_processes(self) -> list[psutil.Process]:
-        return processes.cluster_processes(str(self.ray_temp_dir))
+        return processes.cluster_processes(str(self.ray_temp_dir), self.state.ray_port or None)
 
     def processes(self) -> list[psutil.Process]:
         procs = self._ray_processes()

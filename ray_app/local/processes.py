@@ -13,11 +13,18 @@ import signal
 import psutil
 
 
-def cluster_processes(temp_dir: str) -> list[psutil.Process]:
+def cluster_processes(temp_dir: str, gcs_port: int | None = None) -> list[psutil.Process]:
+    """With `gcs_port`, also the Ray client server, which `ray start` leaves behind with only the
+    cluster's address on its command line (no temp dir) and init as its parent."""
     roots = []
+    address_suffix = f":{gcs_port}" if gcs_port else None
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+            cmdline = proc.info["cmdline"] or []
+            if any(temp_dir in part for part in cmdline) or (
+                address_suffix and "ray.util.client.server" in cmdline
+                and any(part.startswith("--address=") and part.endswith(address_suffix) for part in cmdline)
+            ):
                 roots.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

@@ -82,6 +82,7 @@ def test_demo_then_cli_then_down_and_up_keeps_everything(local_env):
     down = vtp(local_env, "down")
     assert down.returncode == 0
     assert not [p for p in before if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in LocalPlatform(data_dir).processes() if p.status() != psutil.STATUS_ZOMBIE]
     assert vtp(local_env, "status").returncode == 3  # nothing answers
 
     up = vtp(local_env, "up", "--port", port)
