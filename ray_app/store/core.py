@@ -221,7 +221,7 @@ class JobStoreCore:
         job = self.check_attempt(job_id, token_attempt)
         if JobState(job["state"]).is_terminal:
             raise Conflict(f"job {job_id} is {job['state']}; heartbeats are no longer accepted")
-        key = _key("hb", token_attempt, hb.event_id, hb.seq)
+        key = bulk.callback_key("hb", token_attempt, hb.event_id, hb.seq)
         with self._tx(job) as conn:
             if key and not db.insert_key_once(conn, job_id, key):
                 return {"should_continue": not job["cancel_requested"], "duplicate": True}
@@ -241,7 +241,7 @@ class JobStoreCore:
         job = self.check_attempt(job_id, token_attempt)
         if JobState(job["state"]).is_terminal:
             raise Conflict(f"job {job_id} is {job['state']}; events are no longer accepted")
-        key = _key("ev", token_attempt, ev.event_id, ev.seq)
+        key = bulk.callback_key("ev", token_attempt, ev.event_id, ev.seq)
         with self._tx(job) as conn:
             if key and not db.insert_key_once(conn, job_id, key):
                 return {"duplicate": True}
@@ -396,8 +396,6 @@ class JobStoreCore:
         ))
         self._event_seq[job["id"]] = seq
 
-
-_key = bulk.callback_key
 
 
 def _without_key(payload: dict[str, Any]) -> dict[str, Any]:

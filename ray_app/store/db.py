@@ -174,8 +174,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _insert(conn: Connection, table: Table):
-    dialect = conn.dialect.name
+def _insert(dialect: str, table: Table):
     if dialect == "sqlite":
         return sqlite.insert(table)
     if dialect == "postgresql":
@@ -185,13 +184,10 @@ def _insert(conn: Connection, table: Table):
 
 def insert_key_once(conn: Connection, job_id: str, key: str) -> bool:
     """Record an idempotency key; False when it was already there (a retried callback)."""
-    stmt = (
-        _insert(conn, callback_keys)
-        .values(job_id=job_id, key=key, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["job_id", "key"])
-        .returning(callback_keys.c.key)  # a row back means inserted; rowcount is driver-dependent
-    )
-    return conn.execute(stmt).first() is not None
+    # a row back means inserted; rowcount is driver-dependent
+    row = conn.execute(insert_keys_stmt(conn.dialect.name),
+                       {"job_id": job_id, "key": key, "created_at": utcnow()}).first()
+    return row is not None
 
 
 def upsert_metrics(
@@ -199,19 +195,11 @@ def upsert_metrics(
 ) -> None:
     """Metrics are kept per (attempt, epoch): a later heartbeat for the epoch merges into it."""
     existing = conn.execute(
-        select(metrics.c.metrics).where(
-            metrics.c.job_id == job_id, metrics.c.attempt == attempt, metrics.c.epoch == epoch
-        )
+        metrics_row_stmt, {"job_id": job_id, "attempt": attempt, "epoch": epoch}
     ).scalar_one_or_none()
-    merged = {**(existing or {}), **values}
-    stmt = _insert(conn, metrics).values(
-        job_id=job_id, attempt=attempt, epoch=epoch, step=step, metrics=merged, updated_at=utcnow()
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["job_id", "attempt", "epoch"],
-        set_={"step": step, "metrics": merged, "updated_at": utcnow()},
-    )
-    conn.execute(stmt)
+    conn.execute(upsert_metrics_stmt(conn.dialect.name), {
+        "job_id": job_id, "attempt": attempt, "epoch": epoch, "step": step,
+        "metrics": {**(existing or {}), **values}, "updated_at": utcnow()})
 
 
 def rows(result: Iterable[Any]) -> list[dict[str, Any]]:
@@ -226,25 +214,24 @@ def max_seq(conn: Connection, table: Table, job_ids: Sequence[str] | None = None
     return {job_id: seq for job_id, seq in conn.execute(stmt)}
 
 
-# ---------------------------------------------------------------- batched heartbeats (store/bulk.py)
-# Built once per dialect: a batch then costs a handful of executions of cached statements instead
-# of building (and cache-keying) three or four SQLAlchemy statements per heartbeat.
+# ---------------------------------------------------------------- statements built once
+# Built once per dialect and shared by the single-callback path and the batches (store/bulk.py):
+# a batch then costs a handful of executions of cached statements instead of building (and
+# cache-keying) three or four SQLAlchemy statements per heartbeat.
 
 
 @functools.cache
 def insert_keys_stmt(dialect: str):
-    """executemany: the rows that come back are the keys that were new (inserted)."""
-    mod = sqlite if dialect == "sqlite" else postgresql
-    return (mod.insert(callback_keys)
+    """The rows that come back are the keys that were new (inserted); executemany in a batch."""
+    return (_insert(dialect, callback_keys)
             .on_conflict_do_nothing(index_elements=["job_id", "key"])
             .returning(callback_keys.c.job_id, callback_keys.c.key))
 
 
 @functools.cache
 def upsert_metrics_stmt(dialect: str):
-    """executemany of already-merged rows (one per (job, attempt, epoch) in a batch)."""
-    mod = sqlite if dialect == "sqlite" else postgresql
-    stmt = mod.insert(metrics)
+    """Already-merged rows (one per (job, attempt, epoch)); executemany in a batch."""
+    stmt = _insert(dialect, metrics)
     return stmt.on_conflict_do_update(
         index_elements=["job_id", "attempt", "epoch"],
         set_={"step": stmt.excluded.step, "metrics": stmt.excluded.metrics,
