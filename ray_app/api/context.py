@@ -8,6 +8,7 @@ from functools import cached_property
 import logging
 from typing import Any
 
+from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
 from ray_app.store.actor import StoreClient
@@ -19,8 +20,8 @@ log = logging.getLogger("ray_app.api")
 class AppContext:
     settings: Settings
     store: StoreClient
-    # callback tokens this app has verified: token -> (job id, attempt, expiry); see deps.py
-    verified_tokens: dict[str, tuple[str, int, float]] = field(default_factory=dict, repr=False)
+    # callback tokens this app has verified, with their claims; see deps.require_callback
+    verified_tokens: dict[str, CallbackClaims] = field(default_factory=dict, repr=False)
 
     @cached_property
     def api_tokens(self) -> list[str]:

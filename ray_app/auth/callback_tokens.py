@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 
@@ -19,6 +19,7 @@ class CallbackAuthError(Exception):
 class CallbackClaims:
     job_id: str
     attempt: int
+    expires_at: float = field(default=0.0, compare=False)  # the token's `exp`, epoch seconds
 
 
 def issue(secret: str, job_id: str, attempt: int, ttl_s: int) -> str:
@@ -52,4 +53,4 @@ def verify(secret: str, token: str | None, job_id: str) -> CallbackClaims:
     attempt = claims.get("attempt")
     if not isinstance(attempt, int) or attempt < 1:
         raise CallbackAuthError("callback token has no valid attempt")
-    return CallbackClaims(job_id=job_id, attempt=attempt)
+    return CallbackClaims(job_id=job_id, attempt=attempt, expires_at=float(claims["exp"]))

@@ -42,7 +42,7 @@ def test_cached_token_keeps_its_job_binding_and_attempt():
 def test_cached_token_is_refused_once_it_expires():
     token = callback_tokens.issue(SECRET, "job-c", 1, ttl_s=2)
     assert _check("job-c", token).attempt == 1
-    time.sleep(max(0.0, APP.verified_tokens[token][2] - time.time()) + 0.05)
+    time.sleep(max(0.0, APP.verified_tokens[token].expires_at - time.time()) + 0.05)
     assert "expired" in _refused("job-c", token)
 
 
