@@ -251,18 +251,7 @@ class BackgroundSender:
         idempotency key, so a retried batch is applied once); each item's result is handled as
         its own reply would be."""
         body = {"items": [{"kind": item.kind, "body": item.body} for item in items]}
-        attempt = 0
-        while True:
-            reply = self._client.post("callbacks", body)
-            if reply.outcome is Outcome.RETRY and not self._closing:
-                if attempt == 0 or attempt % 10 == 0:
-                    self._log.warning(f"{len(items)} queued callbacks failed ({reply.reason}); retrying")
-                self._wake.wait(backoff_delay(attempt, self._base, self._cap))
-                if not self._closing:
-                    self._wake.clear()
-                attempt += 1
-                continue
-            break
+        reply = self._post_retrying("callbacks", body, f"{len(items)} queued callbacks")
         results = reply.data.get("results") if reply.outcome is Outcome.OK else None
         if reply.outcome is Outcome.AUTH or (reply.outcome is Outcome.RETRY and self._closing):
             for item in items:  # the same answer each alone would get: not retried
@@ -284,19 +273,22 @@ class BackgroundSender:
             self._handle(item, Reply(outcome, status, data, f"HTTP {status}: {result.get('detail')}"))
 
     def _deliver(self, item: _Item) -> None:
+        self._handle(item, self._post_retrying(item.kind, item.body, f"{item.kind} callback"))
+
+    def _post_retrying(self, kind: str, body: dict[str, Any], what: str) -> Reply:
+        """POST until the answer is final, with backoff; once closing, a retryable answer is
+        returned as it is (the caller counts it as dropped)."""
         attempt = 0
         while True:
-            reply = self._client.post(item.kind, item.body)
-            if reply.outcome is Outcome.RETRY and not self._closing:
-                if attempt == 0 or attempt % 10 == 0:
-                    self._log.warning(f"{item.kind} callback failed ({reply.reason}); retrying")
-                self._wake.wait(backoff_delay(attempt, self._base, self._cap))
-                if not self._closing:
-                    self._wake.clear()  # a flush's nudge wakes one sleep, it does not stop backoff
-                attempt += 1
-                continue
-            self._handle(item, reply)
-            return
+            reply = self._client.post(kind, body)
+            if reply.outcome is not Outcome.RETRY or self._closing:
+                return reply
+            if attempt == 0 or attempt % 10 == 0:
+                self._log.warning(f"{what} failed ({reply.reason}); retrying")
+            self._wake.wait(backoff_delay(attempt, self._base, self._cap))
+            if not self._closing:
+                self._wake.clear()  # a flush's nudge wakes one sleep, it does not stop backoff
+            attempt += 1
 
     def _handle(self, item: _Item, reply: Reply) -> None:
         """One callback's final answer (a retry that ran out at close counts as dropped)."""
