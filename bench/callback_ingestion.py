@@ -81,6 +81,48 @@ def proc_cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def start_profiles(pids: dict[str, int], names: tuple[str, ...], duration: float, tag: str) -> list:
+    """py-spy record (raw folded stacks) of each named process for `duration` seconds."""
+    spy = Path(sys.executable).with_name("py-spy")
+    out = []
+    for name in [n for n in names if n in pids]:
+        path = harness.RESULTS / f"profile-{tag.replace('/', '')}-{name}.folded"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen([str(spy), "record", "--nonblocking", "--threads", "-r", "100",
+                                 "-d", str(int(duration)), "-f", "raw", "-o", str(path), "-p", str(pids[name])],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.append((name, path, proc, duration))
+    return out
+
+
+def finish_profiles(spies: list) -> dict:
+    """Per process: the share of wall time each thread was on-CPU in Python, and its top functions
+    (self and inclusive), from py-spy's folded stacks (100 samples/s; idle threads are not sampled)."""
+    summary = {}
+    for name, path, proc, duration in spies:
+        proc.wait(duration + 60)
+        if not path.exists():
+            summary[name] = {"error": "py-spy wrote nothing (ptrace not permitted?)"}
+            continue
+        threads: dict[str, int] = {}
+        own: dict[str, int] = {}
+        incl: dict[str, int] = {}
+        total = 0
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            n = int(count)
+            frames = stack.split(";")
+            total += n
+            threads[frames[0]] = threads.get(frames[0], 0) + n
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            for f in set(frames[1:]):
+                incl[f] = incl.get(f, 0) + n
+        top = lambda d: [[f, round(c / max(total, 1), 3)] for f, c in sorted(d.items(), key=lambda kv: -kv[1])[:25]]
+        summary[name] = {"samples": total, "busy_share_by_thread": {t: round(c / (100 * duration), 3) for t, c in threads.items()},
+                         "top_self": top(own), "top_inclusive": top(incl), "folded": str(path)}
+    return summary
+
+
 def actor_pids() -> dict[str, int]:
     from ray.util.state import list_actors
 
@@ -89,7 +131,10 @@ def actor_pids() -> dict[str, int]:
     pids = {}
     for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False):
         if a.class_name in names:
-            pids[names[a.class_name]] = a.pid
+            name = names[a.class_name]
+            if name == "gateway":  # one per process: gateway, gateway-1, ...
+                name = a.name.replace("vtp-callback-", "")
+            pids[name] = a.pid
     return pids
 
 
@@ -102,6 +147,10 @@ def main() -> None:
     ap.add_argument("--rates", default="500,1000,2000", help="open-loop offered rates (/s)")
     ap.add_argument("--rate-duration", type=int, default=6)
     ap.add_argument("--targets", default="serve,gateway,ceiling")
+    ap.add_argument("--gateway-processes", type=int, default=2, help="VTP_CALLBACK_PROCESSES")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy (non-blocking, 100 Hz) the gateway and the store during each open-loop "
+                         "gateway run; folded stacks under bench/results/, top functions in the JSON")
     args = ap.parse_args()
     if not WRK:
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -110,7 +159,8 @@ def main() -> None:
     t0 = time.monotonic()
     gw_port = harness.free_port()
     with harness.platform(num_cpus=2, VTP_CONTROLLER_ENABLED="false",
-                          VTP_CALLBACK_PORT=str(gw_port)) as (dep, p):
+                          VTP_CALLBACK_PORT=str(gw_port),
+                          VTP_CALLBACK_PROCESSES=str(args.gateway_processes)) as (dep, p):
         import ray
 
         from ray_app.auth import callback_tokens
@@ -147,8 +197,12 @@ def main() -> None:
                 seq[0] += 1
                 prefix, base = f"r{seq[0]}", seq[0] * 10_000_000
                 cpu0 = proc_cpu(pids)
+                spies = (start_profiles(pids, ("gateway", "gateway-1", "store"), kw["duration"], f"{phase}-{prefix}")
+                         if args.profile and target == "gateway" and kw.get("rate") else [])
                 r = wrk_run(urls[target], datafile, prefix=prefix, base=base, **kw)
                 cpu1 = proc_cpu(pids)
+                if spies:
+                    r["profile"] = finish_profiles(spies)
                 secs = r["duration_us"] / 1e6
                 r.update(target=target, phase=phase,
                          server_cpu_share={k: round((cpu1[k] - cpu0[k]) / secs, 3) for k in pids})
@@ -176,7 +230,11 @@ def main() -> None:
             ceiling.wait(10)
         time.sleep(1.0)  # let in-flight requests of the last run land
         audit(p.database_url, runs, job_ids)
-        gw_info = ray.get(ray.get_actor("vtp-callback-gateway", namespace=NAMESPACE).info.remote())
+        from ray_app.api.gateway import gateway_infos
+
+        infos = gateway_infos()
+        gw_info = {"processes": len(infos), "batches": sum(i["batches"] for i in infos),
+                   "items": sum(i["items"] for i in infos), "per_process": infos}
     report(runs, targets, rates, args, gw_info)
 
 

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         default=0, description="port of the callback gateway (trainer callbacks on plain uvicorn, "
         "batched into the JobStore) on http_host; 0: callbacks go through Serve only",
     )
+    callback_processes: int = Field(
+        default=2, ge=1, le=16, description="callback gateway processes sharing callback_port "
+        "(SO_REUSEPORT); one process's event loop tops out near 1,700 callbacks/s (bench/README.md)",
+    )
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 32 << 20
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

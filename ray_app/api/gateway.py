@@ -7,14 +7,22 @@ which serves ONLY the callback routes (the same router, dependencies, body limit
 as the Serve app: `create_app`, with every other route left out) with uvicorn on
 `http_host:callback_port`, and sends heartbeats and events to the store in micro-batches
 (`BatchingStoreClient`). `Settings.callback_base_url` then points trainers at it.
+
+One event loop spends ~0.4 ms of CPU per request in uvicorn/Starlette/FastAPI and saturates near
+1,700 requests/s (py-spy, bench/README.md), so `callback_processes` actors each bind the port with
+SO_REUSEPORT: the kernel spreads connections over them, and each has its own batcher, so as many
+batches are in flight to the store. Per-job order holds: a trainer sends its next callback only
+after the previous one was answered, i.e. committed.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -54,6 +62,32 @@ def _config_key(settings_env: dict[str, str], port: int) -> str:
     return hashlib.sha256(json.dumps([sorted(settings_env.items()), port]).encode()).hexdigest()[:16]
 
 
+def gateway_actor_name(index: int) -> str:
+    return GATEWAY_ACTOR if index == 0 else f"{GATEWAY_ACTOR}-{index}"
+
+
+def gateway_infos(max_processes: int = 16) -> list[dict[str, Any]]:
+    """`info()` of every running gateway process (tests, benchmarks, `vtp status`)."""
+    infos = []
+    for i in range(max_processes):
+        try:
+            actor = ray.get_actor(gateway_actor_name(i), namespace=NAMESPACE)
+        except ValueError:
+            break
+        infos.append(ray.get(actor.info.remote(), timeout=30))
+    return infos
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # Linux: same user only
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class CallbackGateway:
     """uvicorn on its own thread and event loop (uvloop and httptools where installed)."""
@@ -65,15 +99,24 @@ class CallbackGateway:
         os.environ.update(settings_env)
         self.key = _config_key(settings_env, port)
         settings = Settings()
+        from ray_app.api.fast_heartbeat import HeartbeatFastPath
+
         self.app = create_callback_app(settings)
+        self.fast_path = HeartbeatFastPath(self.app, self.app.state.ctx)
         self.url = f"http://{settings.http_host}:{port}"
         config = uvicorn.Config(
-            self.app, host=settings.http_host, port=port, loop="auto", http="auto",
+            self.fast_path, host=settings.http_host, port=port, loop="auto", http="auto",
             access_log=False, log_level="warning", lifespan="off", timeout_keep_alive=75,
+            proxy_headers=False,  # trainers call it directly: no proxy's headers to trust
             backlog=4096,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="callback-gateway")
+        try:
+            self.sock = _reuseport_socket(settings.http_host, port)
+        except OSError as exc:
+            raise RuntimeError(f"callback gateway could not bind {settings.http_host}:{port}: {exc}") from exc
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True, name="callback-gateway")
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -88,24 +131,38 @@ class CallbackGateway:
         store = self.app.state.ctx.store
         return {"url": self.url, "key": self.key, "pid": os.getpid(),
                 "alive": self.thread.is_alive(), "batches": getattr(store, "batches", None),
-                "items": getattr(store, "items", None)}
+                "items": getattr(store, "items", None), "fast_path": self.fast_path.fast,
+                "handed_over": self.fast_path.handed_over}
 
 
-def ensure_gateway(settings: Settings) -> Any:
-    """Start the gateway (or find the running one) on this node; one started with other settings
-    (a redeploy) is replaced. Returns its handle once it is serving."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+def ensure_gateway(settings: Settings) -> list[Any]:
+    """Start the gateway's processes (or find the running ones) on this node; one started with
+    other settings (a redeploy) is replaced, and processes beyond `callback_processes` are
+    stopped. Returns their handles once all are serving."""
     env = settings.to_env()
     key = _config_key(env, settings.callback_port)
+    for extra in range(settings.callback_processes, 16):
+        try:
+            ray.kill(ray.get_actor(gateway_actor_name(extra), namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            break
+    # started together: each process's start-up (imports, Settings) overlaps the others'
+    with concurrent.futures.ThreadPoolExecutor(settings.callback_processes) as pool:
+        return list(pool.map(lambda i: _ensure_process(gateway_actor_name(i), env, key, settings.callback_port),
+                             range(settings.callback_processes)))
+
+
+def _ensure_process(name: str, env: dict[str, str], key: str, port: int) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     node_id = ray.get_runtime_context().get_node_id()
     for _ in range(50):
         try:
             actor = CallbackGateway.options(
-                name=GATEWAY_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                 # http_host is this node's address: serve callbacks next to the Serve replica
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
-            ).remote(env, settings.callback_port)
+            ).remote(env, port)
             info = ray.get(actor.info.remote(), timeout=60)
         except ray.exceptions.RayActorError:
             time.sleep(0.2)  # a replaced gateway on its way out, or its port still held

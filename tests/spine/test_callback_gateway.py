@@ -7,10 +7,8 @@ import concurrent.futures
 
 import httpx
 import pytest
-import ray
 
-from ray_app.api.gateway import GATEWAY_ACTOR
-from ray_app.config import NAMESPACE
+from ray_app.api.gateway import gateway_infos
 from tests.fixtures.ports import free_port
 
 
@@ -27,7 +25,12 @@ def gw(deployment, sqlite_url, gateway_port):
 
 
 def _gateway_info() -> dict:
-    return ray.get(ray.get_actor(GATEWAY_ACTOR, namespace=NAMESPACE).info.remote())
+    """The gateway's processes together: their URL, whether all are alive, items batched."""
+    infos = gateway_infos()
+    assert len(infos) == 2  # Settings.callback_processes' default
+    assert len({i["pid"] for i in infos}) == 2 and len({i["url"] for i in infos}) == 1
+    return {"url": infos[0]["url"], "alive": all(i["alive"] for i in infos),
+            "items": sum(i["items"] for i in infos), "per_process": [i["items"] for i in infos]}
 
 
 def _post(url: str, job_id: str, kind: str, body: dict, token: str) -> httpx.Response:
@@ -64,7 +67,9 @@ def test_gateway_refuses_and_maps_errors_per_request(gw):
     # the user API is not served here
     assert httpx.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {p.api_token}"}).status_code == 404
 
-    # concurrent heartbeats (batched together), each applied once, retries recognised
+    # concurrent heartbeats (batched together), each applied once, retries recognised; each
+    # request is a new connection, which the kernel gives to either process (SO_REUSEPORT)
+    before = _gateway_info()["per_process"]
     bodies = [{"event_id": f"hb-{i}", "epoch": i, "metrics": {"loss": 1 / i}} for i in range(1, 41)]
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         first = list(pool.map(lambda b: _post(url, job_id, "heartbeat", b, token), bodies))
@@ -72,6 +77,8 @@ def test_gateway_refuses_and_maps_errors_per_request(gw):
     assert [r.status_code for r in first + again] == [200] * 50
     assert [r.json()["duplicate"] for r in first] == [False] * 40
     assert [r.json()["duplicate"] for r in again] == [True] * 10
+    after = _gateway_info()["per_process"]
+    assert all(a > b for a, b in zip(after, before)), (before, after)  # both processes served
     metrics = p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]
     assert [m["epoch"] for m in metrics] == list(range(1, 41))
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+import json
 
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from ray_app.api.context import AppContext
 from ray_app.api.deps import Callback, Ctx
+from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt, StoreError
 from ray_app.jobs.schemas import (CallbackBatchIn, CallbackBatchReply, CallbackItemResult, DoneIn, DoneReply,
                                   EventIn, EventReply, HeartbeatIn, HeartbeatReply)
@@ -24,16 +28,23 @@ def _check_body_attempt(claims, body_attempt: int | None) -> None:
 @router.post("/heartbeat", response_model=HeartbeatReply, responses=_REFUSED,
              summary="Progress and metrics; the reply says whether to continue")
 async def heartbeat(job_id: str, body: HeartbeatIn, claims: Callback, ctx: Ctx):
+    status, content = await heartbeat_reply(ctx, job_id, claims, body)
+    return Response(content, status_code=status, media_type="application/json")
+
+
+async def heartbeat_reply(ctx: AppContext, job_id: str, claims: CallbackClaims, body: HeartbeatIn) -> tuple[int, bytes]:
+    """The heartbeat's work once authenticated and validated, shared with the gateway's fast path
+    (api/fast_heartbeat.py): (status, JSON body). A StoreError (401, 404) propagates."""
     _check_body_attempt(claims, body.attempt)
     try:
         reply = await ctx.store.call("heartbeat", job_id, claims.attempt, body.model_dump(mode="json"))
     except Conflict as exc:
         # a finished job: tell the trainer to stop, and say why
-        return JSONResponse(status_code=409, content={"detail": exc.detail, "should_continue": False})
+        return 409, json.dumps({"detail": exc.detail, "should_continue": False},
+                               ensure_ascii=False, separators=(",", ":")).encode()
     # the reply is one of four bodies: sent as prebuilt bytes, not validated and serialized
     # again through the response model (the documented schema stays HeartbeatReply)
-    return Response(_HEARTBEAT_REPLIES[bool(reply["should_continue"]), bool(reply.get("duplicate"))],
-                    media_type="application/json")
+    return 200, _HEARTBEAT_REPLIES[bool(reply["should_continue"]), bool(reply.get("duplicate"))]
 
 
 _HEARTBEAT_REPLIES = {
