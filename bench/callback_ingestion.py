@@ -81,6 +81,20 @@ def proc_cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def settle(pids: dict[str, int], idle_share: float = 0.1, timeout: float = 20.0) -> float:
+    """Wait until the servers are idle: a run that overloads one server (Serve at 2,000/s leaves
+    a backlog it works through after wrk stops) must not slow the next run's server."""
+    started = time.monotonic()
+    before = proc_cpu(pids)
+    while time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        after = proc_cpu(pids)
+        if sum(after.values()) - sum(before.values()) < idle_share * 0.5:
+            break
+        before = after
+    return time.monotonic() - started
+
+
 def start_profiles(pids: dict[str, int], names: tuple[str, ...], duration: float, tag: str) -> list:
     """py-spy record (raw folded stacks) of each named process for `duration` seconds."""
     spy = Path(sys.executable).with_name("py-spy")
@@ -195,6 +209,7 @@ def main() -> None:
 
             def run(target: str, phase: str, **kw) -> dict:
                 seq[0] += 1
+                settle(pids)
                 prefix, base = f"r{seq[0]}", seq[0] * 10_000_000
                 cpu0 = proc_cpu(pids)
                 spies = (start_profiles(pids, ("gateway", "gateway-1", "store"), kw["duration"], f"{phase}-{prefix}")
