@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 
+import psutil
 import pytest
 from sdk_fake_backend import sdk_env
 
@@ -38,6 +39,9 @@ def test_mlflow_calls_run_in_order_off_thread_and_the_run_id_reaches_done(backen
             calls.append(time.perf_counter() - t)
         assert "vtp-mlflow" in [th.name for th in threading.enumerate()]
         assert sdk.mlflow.wait_run_id(60)
+        # MLflow runs in a child process of its own, not on this process's GIL
+        children = [c for c in psutil.Process().children() if "mlflow_child.py" in " ".join(c.cmdline())]
+        assert len(children) == 1 and children[0].is_running()
         to_run_id = time.perf_counter() - t0
         # the training thread got control back at once, though MLflow took seconds to start
         assert max(calls) < min(0.5, to_run_id / 3), (calls, to_run_id)
@@ -47,6 +51,7 @@ def test_mlflow_calls_run_in_order_off_thread_and_the_run_id_reaches_done(backen
         assert run_id and run_id == sdk.mlflow_run_id
     finally:
         sdk.close()
+    assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE  # closed with the SDK
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
     # done was sent after the queue drained: the run was complete when the job became final

@@ -127,5 +127,9 @@ def test_offline_environment_has_the_font_and_the_job_threads(tmp_path, monkeypa
     assert os.environ["YOLO_CONFIG_DIR"] == str(config_dir) and os.environ["YOLO_OFFLINE"] == "1"
     font = config_dir / "Ultralytics" / "Arial.ttf"
     assert font.is_file() and font.stat().st_size > 10_000
-    assert ul_runtime.num_threads() == 1
+    assert ul_runtime.job_cpus() == 1 and ul_runtime.torch_threads() == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    for cpus, threads in (("1", 1), ("2", 1), ("4", 3), ("16", 8)):  # one CPU left for the rest
+        monkeypatch.setenv("NUM_CPUS", cpus)
+        assert ul_runtime.torch_threads() == threads
     assert ul_runtime.ultralytics_device("cpu") == "cpu"

@@ -1,18 +1,22 @@
-"""Optional MLflow tracking, off the training thread.
+"""Optional MLflow tracking, off the training thread and out of the training process.
 
 Everything is a silent no-op without MLFLOW_TRACKING_URI or without mlflow installed, and a
-tracking failure never fails training (it is logged once per kind). Every MLflow call runs on one
-background thread in submission order (``mlflow_worker.OrderedWorker``); the caller only cleans
-its arguments and enqueues. The run id is known once the queued ``start`` has run: ``done``
-waits for it (and for the queue to drain, so the run holds everything when the job is final)
-with a bounded wait.
+tracking failure never fails training (it is logged once per kind). The caller only cleans its
+arguments and enqueues; one background thread (``mlflow_worker.OrderedWorker``) hands the calls,
+in submission order, to the MLflow process (``mlflow_child.py``, started with the run), where
+MLflow's import and calls do not compete with training for this process's GIL. The run id is
+known once the queued ``start`` has run: ``done`` waits for it (and for the queue to drain, so
+the run holds everything when the job is final) with a bounded wait.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -38,7 +42,8 @@ class MlflowTracker:
         self._log = logger
         self._secrets = set(secrets)
         self._staging = staging_dir
-        self._mlflow: Any = None          # the module, once the run is started (worker thread)
+        self._mlflow: MlflowProcess | None = None  # once the run is started (worker thread)
+        self._process: MlflowProcess | None = None
         self._run_id: str | None = None
         self._start_queued = False
         self._start_settled = threading.Event()  # start ran (run id known) or cannot happen
@@ -54,7 +59,8 @@ class MlflowTracker:
     def _warn(self, kind: str, exc: BaseException) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            self._log.warning(f"mlflow {kind} failed: {type(exc).__name__}: {self._log.mask(str(exc))}")
+            text = str(exc) if isinstance(exc, MlflowProcessError) else f"{type(exc).__name__}: {exc}"
+            self._log.warning(f"mlflow {kind} failed: {self._log.mask(text)}")
 
     def _warn_drop(self) -> None:
         self._log.warning("mlflow queue full: dropping tracking calls until it drains")
@@ -78,6 +84,10 @@ class MlflowTracker:
             return None
         if not self._start_queued:
             self._start_queued = True
+            try:  # now, so that MLflow's import overlaps the trainer's own start-up
+                self._process = MlflowProcess()
+            except OSError as exc:
+                self._warn("process", exc)
             if not self._worker.submit(self._do_start, force=True):
                 self._start_settled.set()
         return self.wait_run_id(wait) if wait else self._run_id
@@ -147,8 +157,10 @@ class MlflowTracker:
         """End the run if not ended, run what is queued (bounded) and stop the worker."""
         self.end()
         ok = self._worker.close(timeout)
-        if not ok:
+        if not ok:  # the process ends by itself once this one exits (its stdin closes)
             self._log.warning(f"mlflow calls still queued after {timeout:.0f}s: not waiting for them")
+        elif self._process is not None:
+            self._process.close()
         return ok
 
     def _safe(self, key: str, value: Any) -> bool:
@@ -160,26 +172,20 @@ class MlflowTracker:
     # ----- worker side (the one background thread) -----
     def _do_start(self) -> None:
         try:
-            try:
-                import mlflow  # lazy: heavy, and optional for trainers
-            except ImportError as exc:
-                self._warn("import", exc)
-                self.tracking_uri = None
+            if self._process is None:
                 return
             try:
-                mlflow.set_tracking_uri(self.tracking_uri)
-                exp = mlflow.set_experiment(self.experiment_name)
-                existing = mlflow.search_runs(
-                    experiment_ids=[exp.experiment_id], output_format="list", max_results=1,
-                    filter_string=f"tags.mlflow.runName = '{self.run_name}'")
-                if existing:
-                    run = mlflow.start_run(run_id=existing[0].info.run_id)
+                reply = self._process.request({"op": "start", "tracking_uri": self.tracking_uri,
+                                               "experiment": self.experiment_name, "run_name": self.run_name})
+            except MlflowProcessError as exc:
+                if str(exc).startswith(("ModuleNotFoundError", "ImportError")):
+                    self._warn("import", exc)
+                    self.tracking_uri = None
                 else:
-                    run = mlflow.start_run(run_name=self.run_name)
-                self._mlflow = mlflow
-                self._run_id = run.info.run_id
-            except Exception as exc:
-                self._warn("start_run", exc)
+                    self._warn("start_run", exc)
+                return
+            self._mlflow = self._process
+            self._run_id = reply["run_id"]
         finally:
             self._start_settled.set()
 
@@ -187,7 +193,7 @@ class MlflowTracker:
         if self._mlflow is None:  # the run did not start: nothing to log into (warned once)
             return
         try:
-            getattr(self._mlflow, method)(*args, **kwargs)
+            self._mlflow.request({"op": "call", "method": method, "args": list(args), "kwargs": kwargs})
         except Exception as exc:
             self._warn(method, exc)
 
@@ -200,6 +206,44 @@ class MlflowTracker:
             return
         self._call("end_run", status=status)
         self._mlflow = None
+
+
+class MlflowProcessError(Exception):
+    """A failure reported by (or about) the MLflow process: its text is "Type: message"."""
+
+
+class MlflowProcess:
+    """The MLflow process (``mlflow_child.py``), one JSON request and one reply line at a time;
+    used by the one worker thread only."""
+
+    def __init__(self) -> None:
+        child = Path(__file__).with_name("mlflow_child.py")
+        # -I: the SDK's folder (with modules named like PyPI packages) stays off the child's path
+        self.proc = subprocess.Popen([sys.executable, "-I", "-u", str(child)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (OSError, ValueError) as exc:  # a broken pipe, or closed
+            raise MlflowProcessError(f"the MLflow process is gone: {exc}") from None
+        if not line:
+            raise MlflowProcessError(f"the MLflow process exited (code {self.proc.wait()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise MlflowProcessError(reply["error"])
+        return reply
+
+    def close(self, timeout: float = 10.0) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
 
 
 def _metric_key(key: str) -> str:

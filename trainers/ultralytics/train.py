@@ -95,6 +95,9 @@ class UltralyticsJob:
         ul_runtime.prepare_environment(self.work)
         sdk.report_started(task_type=env.task_type, resume_from=env.resume_from, epochs=env.epochs,
                            device=env.device)
+        # the MLflow process starts now: its import runs on another CPU while this one imports
+        # Ultralytics and prepares the dataset
+        sdk.start_mlflow_run()
         from ul_callbacks import Heartbeats
 
         self.beats = Heartbeats(sdk, env.epochs).start()  # alive through imports, download, setup
@@ -111,7 +114,6 @@ class UltralyticsJob:
         ul_config.check_values(args)
         if env.checkpoints_location is not None:
             self.storage = S3Storage(env.checkpoints_location)
-        sdk.start_mlflow_run()
         sdk.log_params({"framework": "ultralytics", "task": plan.task, "model": plan.model_stem,
                         "dataset_id": env.dataset_id, **{k: v for k, v in args.items()
                                                          if k not in ("project", "save_dir", "name")}})
@@ -131,7 +133,7 @@ class UltralyticsJob:
     def arguments(self, plan: Any, device: str) -> dict[str, Any]:
         env = self.env
         gpu = device != "cpu"
-        workers = min(8, ul_runtime.num_threads(default=2)) if gpu else 0  # Ultralytics forces 0 on CPU
+        workers = min(8, ul_runtime.job_cpus(default=2)) if gpu else 0  # Ultralytics forces 0 on CPU
         args: dict[str, Any] = {
             "task": plan.task, "epochs": env.epochs, "batch": env.batch_size, "imgsz": env.image_size,
             "lr0": env.learning_rate, "device": device, "workers": workers,

@@ -171,6 +171,11 @@ class Bridge:
     # ----- during an epoch -----
     def on_train_epoch_start(self, trainer: Any) -> None:
         self.batch = 0
+        # the job shows the epoch in progress, and a cancel's reply reaches this epoch's batches
+        # even when epochs are shorter than the heartbeat interval (the first is on_train_start's)
+        if trainer.epoch > self.start_epoch:
+            self.beats.beat(epoch=trainer.epoch + 1, total_epochs=trainer.epochs, step=0,
+                            total_steps=self.total_steps)
 
     def on_train_batch_end(self, trainer: Any) -> None:
         self.batch += 1
