@@ -48,6 +48,8 @@ def measure() -> dict[str, dict[str, float]]:
     out = {}
     for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False):
         label = NAMES.get(a.class_name) or NAMES.get((a.class_name or "").rsplit(".", 1)[-1])
+        if label in out:  # one per process (the callback gateway's: VTP_CALLBACK_PROCESSES)
+            label = f"{label} ({sum(k.startswith(label) for k in out) + 1})"
         if label and a.pid:
             try:
                 info = psutil.Process(a.pid).memory_full_info()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 import ray
@@ -55,6 +56,13 @@ def test_fake_trainer_runs_to_succeeded_with_history_logs_and_named_actor(platfo
     assert job["final_metrics"]["accuracy"] == pytest.approx(0.8)
     states = [e["data"]["to"] for e in p.events(job_id) if e["event_type"] == "state_changed"]
     assert states == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    # where the attempt's start-up went, in order, on the runner's clock (the launch benchmark's split)
+    process = next(e for e in p.events(job_id) if e["event_type"] == "trainer_process")
+    stamps = process["data"]["startup"]
+    order = ["worker_process_at", "runner_init_at", "run_called_at", "trainer_spawned_at"]
+    assert [stamps[k] <= stamps[n] for k, n in zip(order, order[1:])] == [True] * 3, stamps
+    created = datetime.fromisoformat(job["created_at"]).timestamp()
+    assert created - 1 < stamps["worker_process_at"] and stamps["trainer_spawned_at"] - created < 60, stamps
     metrics = p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]
     assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
     # the trainer's stdout, kept after its actor is gone
