@@ -10,7 +10,7 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ray_app.jobs.states import JobState
 
@@ -294,14 +294,26 @@ class EventItem(BaseModel):
     body: EventIn
 
 
+class DoneItem(BaseModel):
+    kind: Literal["done"]
+    body: DoneIn
+
+
 class CallbackBatchIn(BaseModel):
     """POST /v1/jobs/{id}/callbacks — heartbeats and events that queued up in a trainer (a slow or
     unreachable backend), sent in one request and applied in order in one transaction. Each item
-    keeps its own idempotency key, so a retried batch applies each item once. `done` is never
-    batched: it is the attempt's final word and has its own route."""
+    keeps its own idempotency key, so a retried batch applies each item once. The attempt's `done`
+    may close the batch (last item only): the job is then final in the same round trip as the
+    events before it, which a slow backend would otherwise make two."""
 
-    items: list[Annotated[HeartbeatItem | EventItem, Field(discriminator="kind")]] = Field(
+    items: list[Annotated[HeartbeatItem | EventItem | DoneItem, Field(discriminator="kind")]] = Field(
         min_length=1, max_length=MAX_CALLBACK_BATCH)
+
+    @model_validator(mode="after")
+    def _done_last(self) -> "CallbackBatchIn":
+        if any(item.kind == "done" for item in self.items[:-1]):
+            raise ValueError("done can only be the last item of a batch: nothing follows the attempt's end")
+        return self
 
 
 class CallbackItemResult(BaseModel):

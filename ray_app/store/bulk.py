@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ray_app.store")
 
-BATCHABLE = frozenset({"heartbeat", "event"})
+BATCHABLE = frozenset({"heartbeat", "event", "done"})
 _RUNNING = JobState.RUNNING.value
 
 # (index in the batch, job row in memory, attempt, body, idempotency key)

@@ -25,8 +25,10 @@ class FakeBackend:
     every request takes before it is handled (a slow but working backend). ``batch``: whether it
     has the batch route (an older platform does not)."""
 
-    def __init__(self, batch: bool = True) -> None:
+    def __init__(self, batch: bool = True, batch_done: bool = True) -> None:
         self.batch = batch  # serve POST .../callbacks (queued callbacks in one request)
+        self.batch_done = batch_done  # ... and take `done` as its last item (else 422, as before)
+        self.batched_done = 0  # dones that came in a batch
         self.mode = "up"
         self.delay = 0.0
         self.should_continue = True
@@ -82,7 +84,13 @@ class FakeBackend:
                 if refused is not None:
                     return refused
                 results = []
-                for item in (await request.json())["items"]:
+                items = (await request.json())["items"]
+                if any(item["kind"] == "done" for item in items):
+                    if not self.batch_done:
+                        return JSONResponse({"detail": [{"loc": ["body", "items"], "msg": "bad kind"}]},
+                                            status_code=422)
+                    self.batched_done += 1
+                for item in items:
                     status, reply = apply(item["kind"], item["body"])
                     results.append({"status": status, "reply": reply if status == 200 else None,
                                     "detail": None if status == 200 else reply.get("detail", "refused")})

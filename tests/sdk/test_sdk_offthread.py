@@ -246,6 +246,33 @@ def test_a_slow_backend_gets_the_backlog_in_few_requests_each_callback_once(tmp_
         assert backend.requests["event"] == 30
 
 
+@pytest.mark.parametrize("batch_done", [True, False], ids=["done-in-batch", "older-backend"])
+def test_done_goes_with_the_last_queued_callbacks(tmp_path, batch_done):
+    """A trainer ending behind a slow backend: what is still queued and `done` go in one request
+    (one round trip at the end, not two), done after them. A backend whose batch route does not
+    take done (422) gets the rest as a batch, then done alone; each callback once either way."""
+    from sdk_fake_backend import FakeBackend
+
+    backend = FakeBackend(batch_done=batch_done)
+    backend.start()
+    backend.delay = 0.5
+    sdk = TrainerSDK(sdk_env(backend, tmp_path), install_signal_handlers=False)
+    try:
+        _slow_backlog(sdk, 3)  # the first goes out at once; the rest wait behind its 0.5 s
+        reply = sdk.done("succeeded", final_metrics={"mAP50": 1.0})
+        assert reply["status"] == "succeeded" and not reply.get("duplicate")
+    finally:
+        sdk.close()
+        backend.stop()
+    assert len(backend.applied["event"]) == 6 and [h["epoch"] for h in backend.applied["heartbeat"]] == [1, 2, 3]
+    assert len(backend.applied["done"]) == 1 and backend.duplicates == 0
+    if batch_done:
+        assert backend.batched_done == 1 and backend.requests["done"] == 0
+        assert backend.requests["callbacks"] + backend.requests["heartbeat"] + backend.requests["event"] == 2
+    else:
+        assert backend.batched_done == 0 and backend.requests["done"] == 1
+
+
 def test_a_batch_whose_reply_is_lost_is_retried_and_applied_once(backend, tmp_path):
     backend.mode = "lost_reply"  # applied, then answered 503: the SDK must retry with the same keys
     backend.delay = 0.2

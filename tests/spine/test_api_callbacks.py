@@ -118,11 +118,36 @@ def test_queued_callbacks_in_one_request_apply_in_order_each_once(running):
     assert late["results"][0]["status"] == 409 and late["should_continue"] is False
 
 
+def test_done_closes_a_batch_in_the_same_request(running):
+    """A trainer ending behind a slow backend: its last events and its done in one round trip."""
+    p, job_id = running
+    items = [
+        {"kind": "heartbeat", "body": {"event_id": "c-hb", "epoch": 2, "total_epochs": 2, "metrics": {"loss": 0.4}}},
+        {"kind": "event", "body": {"event_id": "c-ev", "event_type": "checkpoint_saved", "data": {"name": "best"}}},
+        {"kind": "done", "body": {"event_id": "c-done", "status": "succeeded", "final_metrics": {"loss": 0.4}}},
+    ]
+    body = p.callback(job_id, "callbacks", {"items": items}).json()
+    assert [x["status"] for x in body["results"]] == [200, 200, 200]
+    assert body["results"][2]["reply"] == {"state": "SUCCEEDED", "duplicate": False}
+    job = p.job(job_id)
+    assert job["state"] == "SUCCEEDED" and job["final_metrics"] == {"loss": 0.4} and job["epoch"] == 2
+    types = [e["event_type"] for e in p.events(job_id) if e["source"] == "trainer"]
+    assert types[-2:] == ["checkpoint_saved", "done"]  # in order: the events before the end
+    # the reply was lost and the trainer sends it again: done is recognised, the job being final
+    # refuses the rest (as their own routes would), and nothing is applied twice
+    again = p.callback(job_id, "callbacks", {"items": items}).json()
+    assert [x["status"] for x in again["results"]] == [409, 409, 200]
+    assert again["results"][2]["reply"]["duplicate"] is True and again["should_continue"] is False
+    assert [e["event_type"] for e in p.events(job_id) if e["source"] == "trainer"] == types
+    assert [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]] == [2]
+
+
 def test_callback_batch_is_validated(running):
     p, job_id = running
     assert p.callback(job_id, "callbacks", {"items": []}).status_code == 422
-    r = p.callback(job_id, "callbacks", {"items": [{"kind": "done", "body": {"status": "succeeded"}}]})
-    assert r.status_code == 422  # done has its own route: never batched
+    r = p.callback(job_id, "callbacks", {"items": [{"kind": "done", "body": {"status": "succeeded"}},
+                                                   {"kind": "heartbeat", "body": {"epoch": 1}}]})
+    assert r.status_code == 422 and "done can only be the last item" in r.text  # nothing after the end
     r = p.callback(job_id, "callbacks", {"items": [{"kind": "heartbeat", "body": {"epoch": -1}}]})
     assert r.status_code == 422 and "epoch" in r.json()["detail"][0]["loc"]
     r = p.callback(job_id, "callbacks", {"items": [{"kind": "event", "body": {"attempt": 2, "event_type": "x"}}]})

@@ -53,7 +53,7 @@ def test_mixed_batch_one_commit_each_item_its_own_result(store):
         ("heartbeat", queued, 1, {"event_id": "q1", "epoch": 1, "metrics": {"acc": 0.1}}),
         ("event", job_id, 1, {"event_id": "e1", "event_type": "validation_complete"}),
         ("heartbeat", job_id, 1, {"event_id": "hb-1", "epoch": 1, "metrics": {"loss": 7.7}}),  # dup in batch
-        ("done", job_id, 1, {"status": "succeeded"}),  # not batchable
+        ("done", job_id, 1, {"status": "succeeded"}),  # the attempt's end, after its events
     ])
 
     assert commits == [1]
@@ -67,12 +67,13 @@ def test_mixed_batch_one_commit_each_item_its_own_result(store):
     assert results[7] == {"should_continue": True, "duplicate": False}
     assert results[8] == {"duplicate": False}
     assert results[9]["duplicate"] is True
-    assert isinstance(results[10], Conflict)
+    assert results[10] == {"state": "SUCCEEDED", "duplicate": False}
 
     # applied once, in order; the failed items wrote nothing, in the database or in memory
     assert [(m["epoch"], m["metrics"]) for m in store.metrics(job_id)] == [(0, {"loss": 1.0}), (1, {"loss": 0.5})]
-    assert len(store.events(job_id)) == events_before + 1
-    assert store.get_job(job_id)["state"] == "RUNNING"
+    assert [e["event_type"] for e in store.events(job_id)[events_before:]] == [
+        "validation_complete", "done", "state_changed"]
+    assert store.get_job(job_id)["state"] == "SUCCEEDED"
     assert store.get_job(queued)["state"] == "RUNNING" and store.get_job(queued)["epoch"] == 1
     assert store.get_job(pending) == pending_before and _keys(store, pending) == 0
     assert store.get_job(finished) == finished_before

@@ -3,7 +3,8 @@
 Training must never wait on the backend (DESIGN §3): heartbeats and events are queued and a
 single daemon thread delivers them in order, retrying with exponential backoff and jitter. Each
 item keeps its ``event_id`` across retries, so a callback whose reply was lost is applied once
-by the server. Only ``done`` is sent synchronously (see ``CallbackClient.send_until``).
+by the server. Only ``done`` is waited for: ``BackgroundSender.finish`` sends it after what is
+queued, in the same request as the last of it where the backend takes batches.
 """
 from __future__ import annotations
 
@@ -126,9 +127,20 @@ def absorb_heartbeat(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]
 
 @dataclass
 class _Item:
-    kind: str  # "heartbeat" | "event"
+    kind: str  # "heartbeat" | "event" | "done" (the last, see BackgroundSender.finish)
     body: dict[str, Any]
     epoch: Any = None
+
+
+class _Final:
+    """The attempt's last callback, handed to the sender thread by ``finish``."""
+
+    def __init__(self, kind: str, body: dict[str, Any], deadline: float) -> None:
+        self.item = _Item(kind, body)
+        self.deadline = deadline
+        self.taken = False
+        self.reply: Reply | None = None
+        self.ready = threading.Event()
 
 
 class BackgroundSender:
@@ -153,6 +165,7 @@ class BackgroundSender:
         self._base, self._cap = backoff_base, backoff_cap
         self._queue: collections.deque[_Item] = collections.deque()
         self._inflight: list[_Item] = []
+        self._final: _Final | None = None
         # queued callbacks go out together (POST .../callbacks) while the backend takes them;
         # a backend without the batch route (404/405) gets them one by one from then on
         self._batch_ok = max_batch > 1
@@ -225,26 +238,90 @@ class BackgroundSender:
             self._log.warning(f"backend unreachable: {left} heartbeat/event callback(s) not delivered")
         self._thread.join(timeout=2.0)
 
+    def finish(self, kind: str, body: dict[str, Any], take_within: float, deadline: float) -> Reply | None:
+        """Send the attempt's last callback (``done``) after everything queued before it, in the
+        same request as the last of it where the backend takes batches (one round trip instead of
+        two at the end), retried until ``deadline``; returns its reply. None if the thread did not
+        take it within ``take_within`` seconds (a backlog that will not drain): the caller sends
+        it itself, as after a flush that timed out."""
+        final = _Final(kind, body, deadline)
+        limit = time.monotonic() + take_within
+        self._wake.set()  # someone is waiting: retry now instead of finishing a backoff sleep
+        with self._cond:
+            self._final = final
+            self._cond.notify_all()
+            while not final.taken:
+                left = limit - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    self._final = None
+                    return None
+                self._cond.wait(min(left, 0.1))
+        # taken: the thread answers by the deadline (plus one request's own timeout)
+        if not final.ready.wait(max(0.0, deadline - time.monotonic()) + 30.0):
+            return Reply(Outcome.RETRY, None, {}, "no answer from the callback sender")
+        return final.reply
+
     # -- consumer side (daemon thread) --
     def _run(self) -> None:
         while True:
+            final = None
             with self._cond:
-                while not self._queue and not self._closing:
+                while not self._queue and not self._closing and self._final is None:
                     self._cond.wait()
-                if not self._queue:
+                if not self._queue and self._final is None:
                     return
-                take = min(len(self._queue), self._max_batch if self._batch_ok else 1)
+                room = self._max_batch if self._batch_ok else 1
+                if self._final is not None and len(self._queue) < room:  # it fits after the rest
+                    final, self._final = self._final, None
+                    final.taken = True
+                    self._cond.notify_all()
+                take = min(len(self._queue), room)
                 self._inflight = [self._queue.popleft() for _ in range(take)]
             try:
-                if len(self._inflight) == 1:
+                if final is not None:
+                    final.reply = self._deliver_final(self._inflight, final)
+                elif len(self._inflight) == 1:
                     self._deliver(self._inflight[0])
                 else:
                     self._deliver_batch(self._inflight)
             except Exception as exc:  # a bug here must not kill delivery of the rest
                 self._log.error(f"callback sender error: {type(exc).__name__}: {exc}")
+            finally:
+                if final is not None:
+                    final.ready.set()
             with self._cond:
                 self._inflight = []
                 self._cond.notify_all()
+
+    def _deliver_final(self, items: list[_Item], final: _Final) -> Reply:
+        """The last callback, with what was still queued (if anything) in one batch; a backend
+        that does not take it in a batch gets the rest as before, then the last one alone."""
+        if items:
+            body = {"items": [{"kind": i.kind, "body": i.body} for i in (*items, final.item)]}
+            reply = self._post_retrying("callbacks", body, f"{len(items)} queued callbacks and {final.item.kind}",
+                                        deadline=final.deadline)
+            results = reply.data.get("results") if reply.outcome is Outcome.OK else None
+            if isinstance(results, list) and len(results) == len(items) + 1:
+                self._handle_results(items, results[:-1])
+                last = results[-1]
+                status = int(last.get("status") or 0)
+                if status < 500:
+                    outcome = Outcome.OK if 200 <= status < 300 else CallbackClient.classify(status)
+                    return Reply(outcome, status, last.get("reply") or {"detail": last.get("detail")},
+                                 "ok" if outcome is Outcome.OK else f"HTTP {status}: {last.get('detail')}")
+            elif reply.outcome is Outcome.AUTH or reply.outcome is Outcome.RETRY:
+                for item in items:  # the same answer each alone would get: not retried
+                    self._handle(item, reply)
+                return reply
+            else:  # an older backend: no batch route (404/405), or no done in a batch (422)
+                if reply.status in (404, 405):
+                    self._batch_ok = False
+                if self._batch_ok and len(items) > 1:
+                    self._deliver_batch(items)
+                else:
+                    for item in items:
+                        self._deliver(item)
+        return self._client.send_until(final.item.kind, final.item.body, final.deadline, self._base, self._cap)
 
     def _deliver_batch(self, items: list[_Item]) -> None:
         """Several queued callbacks in one request, in order, retried whole (each item keeps its
@@ -263,6 +340,9 @@ class BackgroundSender:
             for item in items:  # refused as a whole (or not understood): one by one
                 self._deliver(item)
             return
+        self._handle_results(items, results)
+
+    def _handle_results(self, items: list[_Item], results: list[dict[str, Any]]) -> None:
         for item, result in zip(items, results):
             status = int(result.get("status") or 0)
             if status >= 500:
@@ -275,17 +355,21 @@ class BackgroundSender:
     def _deliver(self, item: _Item) -> None:
         self._handle(item, self._post_retrying(item.kind, item.body, f"{item.kind} callback"))
 
-    def _post_retrying(self, kind: str, body: dict[str, Any], what: str) -> Reply:
-        """POST until the answer is final, with backoff; once closing, a retryable answer is
-        returned as it is (the caller counts it as dropped)."""
+    def _post_retrying(self, kind: str, body: dict[str, Any], what: str,
+                       deadline: float | None = None) -> Reply:
+        """POST until the answer is final, with backoff; once closing or past ``deadline``, a
+        retryable answer is returned as it is (the caller counts it as dropped)."""
         attempt = 0
         while True:
             reply = self._client.post(kind, body)
             if reply.outcome is not Outcome.RETRY or self._closing:
                 return reply
+            delay = backoff_delay(attempt, self._base, self._cap)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                return reply
             if attempt == 0 or attempt % 10 == 0:
                 self._log.warning(f"{what} failed ({reply.reason}); retrying")
-            self._wake.wait(backoff_delay(attempt, self._base, self._cap))
+            self._wake.wait(delay)
             if not self._closing:
                 self._wake.clear()  # a flush's nudge wakes one sleep, it does not stop backoff
             attempt += 1

@@ -166,8 +166,7 @@ class TrainerSDK(StorageMixin):
         self.mlflow.end("FINISHED" if status == "succeeded" else "FAILED")
         t0 = time.monotonic()
         elapsed = t0 - self._start  # training time: not the flush and the waits below
-        if self._sender and not self._sender.flush(min(self._flush_timeout, self._done_timeout)):
-            self.logger.warning("some heartbeats/events were not delivered before done")
+        # the queued callbacks keep going out meanwhile; `done` follows them (below)
         # the job record names the run, so the run should hold everything once the job is final
         budget = self._mlflow_budget()
         if not self.mlflow.wait(max(0.0, budget - (time.monotonic() - t0))):
@@ -186,7 +185,14 @@ class TrainerSDK(StorageMixin):
         if not self._done_client.enabled:
             self._done = {"status": status, "dry_run": True}
             return self._done
-        reply = self._done_client.send_until("done", body, time.monotonic() + self._done_timeout, *self._backoff)
+        deadline = time.monotonic() + self._done_timeout
+        # after every queued heartbeat/event, and with the last of them in one request
+        reply = (self._sender.finish("done", body, min(self._flush_timeout, self._done_timeout), deadline)
+                 if self._sender else None)
+        if reply is None:  # the backlog did not drain in time: done goes anyway, as its own request
+            if self._sender:
+                self.logger.warning("some heartbeats/events were not delivered before done")
+            reply = self._done_client.send_until("done", body, deadline, *self._backoff)
         if reply.outcome is Outcome.OK:
             self._done = {**reply.data, "status": status}
             return self._done
