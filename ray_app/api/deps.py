@@ -46,10 +46,8 @@ async def require_callback(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_trainer_bearer)],
 ) -> callback_tokens.CallbackClaims:
     token = creds.credentials if creds else None
-    cached = ctx.verified_tokens.get(token) if token else None
-    # a token verified before is the same signed claims: only its expiry and job binding can
-    # differ from one request to the next, so only those are checked again
-    if cached is not None and cached.job_id == job_id and time.time() < cached.expires_at:
+    cached = cached_claims(ctx, token, job_id)
+    if cached is not None:
         return cached
     try:
         claims = callback_tokens.verify(ctx.jwt_secret, token, job_id)
@@ -67,6 +65,17 @@ async def require_callback(
 
 
 _VERIFIED_MAX = 20_000
+
+
+def cached_claims(ctx: AppContext, token: str | None, job_id: str) -> callback_tokens.CallbackClaims | None:
+    """The claims of a token this app has verified before, if still unexpired and bound to this
+    job; None means "verify it" (require_callback), or "hand it to the route" (the gateway's fast
+    path). A token verified before is the same signed claims: only its expiry and job binding can
+    differ from one request to the next, so only those are checked again."""
+    cached = ctx.verified_tokens.get(token) if token else None
+    if cached is not None and cached.job_id == job_id and time.time() < cached.expires_at:
+        return cached
+    return None
 
 
 User = Depends(require_user)

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ray_app.api.context import AppContext
-from ray_app.api.routes.callbacks import heartbeat_reply
+from ray_app.api.deps import cached_claims
+from ray_app.api.routes.callbacks import heartbeat_reply, json_bytes
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.schemas import HeartbeatIn
 
@@ -71,10 +71,10 @@ class HeartbeatFastPath:
         try:
             status, content = await heartbeat_reply(self.ctx, job_id, claims, body)
         except StoreError as exc:  # what the app's StoreError handler answers
-            status, content = exc.status_code, _detail(exc.detail)
+            status, content = exc.status_code, json_bytes({"detail": exc.detail})
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
-            status, content = 500, _detail("internal server error")
+            status, content = 500, json_bytes({"detail": "internal server error"})
         self.fast += 1
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]})
@@ -92,11 +92,8 @@ class HeartbeatFastPath:
                 content_type = value
         if content_type is None or not content_type.startswith(b"application/json"):
             return None, None
-        claims = self.ctx.verified_tokens.get(token) if token else None
-        # the same re-checks as deps.require_callback on a cached token
-        if claims is None or claims.job_id != job_id or time.time() >= claims.expires_at:
-            return None, None
-        return claims, length
+        claims = cached_claims(self.ctx, token, job_id)  # the rule require_callback applies
+        return (claims, length) if claims is not None else (None, None)
 
     async def _hand_over(self, scope: Scope, receive: Receive, send: Send, consumed: bytes) -> None:
         """The full app, with the body bytes already read given back to it first."""
@@ -114,7 +111,3 @@ class HeartbeatFastPath:
             return await receive()
 
         await self.app(scope, replay, send)
-
-
-def _detail(detail: str) -> bytes:
-    return json.dumps({"detail": detail}, ensure_ascii=False, separators=(",", ":")).encode()

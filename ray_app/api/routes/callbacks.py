@@ -40,11 +40,15 @@ async def heartbeat_reply(ctx: AppContext, job_id: str, claims: CallbackClaims, 
         reply = await ctx.store.call("heartbeat", job_id, claims.attempt, body.model_dump(mode="json"))
     except Conflict as exc:
         # a finished job: tell the trainer to stop, and say why
-        return 409, json.dumps({"detail": exc.detail, "should_continue": False},
-                               ensure_ascii=False, separators=(",", ":")).encode()
+        return 409, json_bytes({"detail": exc.detail, "should_continue": False})
     # the reply is one of four bodies: sent as prebuilt bytes, not validated and serialized
     # again through the response model (the documented schema stays HeartbeatReply)
     return 200, _HEARTBEAT_REPLIES[bool(reply["should_continue"]), bool(reply.get("duplicate"))]
+
+
+def json_bytes(content: dict) -> bytes:
+    """A reply body as Starlette's JSONResponse renders it."""
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 _HEARTBEAT_REPLIES = {
