@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "vtp"  # the Ray namespace of every named actor of the platform
 STORE_ACTOR = "vtp-job-store"
 CONTROLLER_ACTOR = "vtp-job-controller"
+MAX_CALLBACK_PROCESSES = 16  # callback gateway actors: vtp-callback-gateway, -1, ... -15
 
 
 class MissingProductionSetting(RuntimeError):
@@ -43,8 +44,8 @@ class Settings(BaseSettings):
         "batched into the JobStore) on http_host; 0: callbacks go through Serve only",
     )
     callback_processes: int = Field(
-        default=2, ge=1, le=16, description="callback gateway processes sharing callback_port "
-        "(SO_REUSEPORT), each with its own event loop and store batches; one uses ~0.45 CPU at "
+        default=2, ge=1, le=MAX_CALLBACK_PROCESSES,
+        description="callback gateway processes sharing callback_port (SO_REUSEPORT), each with its own event loop and store batches; one uses ~0.45 CPU at "
         "2,000 heartbeats/s (bench/README.md)",
     )
     max_body_bytes: int = 1 << 20

@@ -31,7 +31,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI
 
-from ray_app.config import NAMESPACE, Settings
+from ray_app.config import MAX_CALLBACK_PROCESSES, NAMESPACE, Settings
 
 log = logging.getLogger("ray_app.api.gateway")
 
@@ -67,10 +67,10 @@ def gateway_actor_name(index: int) -> str:
     return GATEWAY_ACTOR if index == 0 else f"{GATEWAY_ACTOR}-{index}"
 
 
-def gateway_infos(max_processes: int = 16) -> list[dict[str, Any]]:
+def gateway_infos() -> list[dict[str, Any]]:
     """`info()` of every running gateway process (tests, benchmarks, `vtp status`)."""
     infos = []
-    for i in range(max_processes):
+    for i in range(MAX_CALLBACK_PROCESSES):
         try:
             actor = ray.get_actor(gateway_actor_name(i), namespace=NAMESPACE)
         except ValueError:
@@ -142,7 +142,7 @@ def ensure_gateway(settings: Settings) -> list[Any]:
     stopped. Returns their handles once all are serving."""
     env = settings.to_env()
     key = _config_key(env, settings.callback_port)
-    for extra in range(settings.callback_processes, 16):
+    for extra in range(settings.callback_processes, MAX_CALLBACK_PROCESSES):
         try:
             ray.kill(ray.get_actor(gateway_actor_name(extra), namespace=NAMESPACE), no_restart=True)
         except ValueError:

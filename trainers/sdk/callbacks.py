@@ -109,6 +109,14 @@ class CallbackClient:
         self._http.close()
 
 
+def _result_reply(result: dict[str, Any]) -> Reply:
+    """One item's result in a batch reply, as the reply to its own request would have been."""
+    status = int(result.get("status") or 0)
+    outcome = Outcome.OK if 200 <= status < 300 else CallbackClient.classify(status)
+    data = result.get("reply") or {"detail": result.get("detail")}
+    return Reply(outcome, status, data, "ok" if outcome is Outcome.OK else f"HTTP {status}: {result.get('detail')}")
+
+
 _HB_FIELDS = ("epoch", "total_epochs", "step", "total_steps", "progress")
 
 
@@ -279,7 +287,8 @@ class BackgroundSender:
                 self._inflight = [self._queue.popleft() for _ in range(take)]
             try:
                 if final is not None:
-                    final.reply = self._deliver_final(self._inflight, final)
+                    final.reply = (self._deliver_batch(self._inflight, final) if self._inflight
+                                   else self._final_alone(final))
                 elif len(self._inflight) == 1:
                     self._deliver(self._inflight[0])
                 else:
@@ -293,64 +302,49 @@ class BackgroundSender:
                 self._inflight = []
                 self._cond.notify_all()
 
-    def _deliver_final(self, items: list[_Item], final: _Final) -> Reply:
-        """The last callback, with what was still queued (if anything) in one batch; a backend
-        that does not take it in a batch gets the rest as before, then the last one alone."""
-        if items:
-            body = {"items": [{"kind": i.kind, "body": i.body} for i in (*items, final.item)]}
-            reply = self._post_retrying("callbacks", body, f"{len(items)} queued callbacks and {final.item.kind}",
-                                        deadline=final.deadline)
-            results = reply.data.get("results") if reply.outcome is Outcome.OK else None
-            if isinstance(results, list) and len(results) == len(items) + 1:
-                self._handle_results(items, results[:-1])
-                last = results[-1]
-                status = int(last.get("status") or 0)
-                if status < 500:
-                    outcome = Outcome.OK if 200 <= status < 300 else CallbackClient.classify(status)
-                    return Reply(outcome, status, last.get("reply") or {"detail": last.get("detail")},
-                                 "ok" if outcome is Outcome.OK else f"HTTP {status}: {last.get('detail')}")
-            elif reply.outcome is Outcome.AUTH or reply.outcome is Outcome.RETRY:
-                for item in items:  # the same answer each alone would get: not retried
-                    self._handle(item, reply)
-                return reply
-            else:  # an older backend: no batch route (404/405), or no done in a batch (422)
-                if reply.status in (404, 405):
-                    self._batch_ok = False
-                if self._batch_ok and len(items) > 1:
-                    self._deliver_batch(items)
-                else:
-                    for item in items:
-                        self._deliver(item)
-        return self._client.send_until(final.item.kind, final.item.body, final.deadline, self._base, self._cap)
-
-    def _deliver_batch(self, items: list[_Item]) -> None:
+    def _deliver_batch(self, items: list[_Item], final: _Final | None = None) -> Reply | None:
         """Several queued callbacks in one request, in order, retried whole (each item keeps its
         idempotency key, so a retried batch is applied once); each item's result is handled as
-        its own reply would be."""
-        body = {"items": [{"kind": item.kind, "body": item.body} for item in items]}
-        reply = self._post_retrying("callbacks", body, f"{len(items)} queued callbacks")
+        its own reply would be. With ``final`` (``done``) after them, retried until its deadline,
+        and its reply returned: a backend that does not take it in a batch gets the items as it
+        would without it, then ``final`` on its own route."""
+        sent = [*items, final.item] if final else items
+        body = {"items": [{"kind": item.kind, "body": item.body} for item in sent]}
+        what = f"{len(items)} queued callbacks" + (f" and {final.item.kind}" if final else "")
+        reply = self._post_retrying("callbacks", body, what, deadline=final.deadline if final else None)
         results = reply.data.get("results") if reply.outcome is Outcome.OK else None
-        if reply.outcome is Outcome.AUTH or (reply.outcome is Outcome.RETRY and self._closing):
+        if isinstance(results, list) and len(results) == len(sent):
+            self._handle_results(items, results[:len(items)])
+            if final is None:
+                return None
+            last = _result_reply(results[-1])
+            if last.status is not None and last.status < 500:
+                return last
+        # a retryable answer comes back only once closing or past the deadline: given up
+        elif reply.outcome in (Outcome.AUTH, Outcome.RETRY):
             for item in items:  # the same answer each alone would get: not retried
                 self._handle(item, reply)
-            return
-        if not isinstance(results, list) or len(results) != len(items):
+            return reply if final else None
+        else:  # refused as a whole (or not understood)
             if reply.status in (404, 405):
                 self._batch_ok = False  # an older backend without the route
-            for item in items:  # refused as a whole (or not understood): one by one
-                self._deliver(item)
-            return
-        self._handle_results(items, results)
+            if final and self._batch_ok and len(items) > 1:
+                self._deliver_batch(items)  # only done was refused in a batch (422): the rest as one
+            else:
+                for item in items:
+                    self._deliver(item)
+        return self._final_alone(final) if final else None
+
+    def _final_alone(self, final: _Final) -> Reply:
+        return self._client.send_until(final.item.kind, final.item.body, final.deadline, self._base, self._cap)
 
     def _handle_results(self, items: list[_Item], results: list[dict[str, Any]]) -> None:
         for item, result in zip(items, results):
-            status = int(result.get("status") or 0)
-            if status >= 500:
+            reply = _result_reply(result)
+            if reply.status is not None and reply.status >= 500:
                 self._deliver(item)  # this item alone failed inside the batch: retry it alone
-                continue
-            data = result.get("reply") or {"detail": result.get("detail")}
-            outcome = Outcome.OK if 200 <= status < 300 else CallbackClient.classify(status)
-            self._handle(item, Reply(outcome, status, data, f"HTTP {status}: {result.get('detail')}"))
+            else:
+                self._handle(item, reply)
 
     def _deliver(self, item: _Item) -> None:
         self._handle(item, self._post_retrying(item.kind, item.body, f"{item.kind} callback"))

@@ -11,8 +11,17 @@ from ray_app.api.context import AppContext
 from ray_app.api.deps import Callback, Ctx
 from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt, StoreError
-from ray_app.jobs.schemas import (CallbackBatchIn, CallbackBatchReply, CallbackItemResult, DoneIn, DoneReply,
-                                  EventIn, EventReply, HeartbeatIn, HeartbeatReply)
+from ray_app.jobs.schemas import (
+    CallbackBatchIn,
+    CallbackBatchReply,
+    CallbackItemResult,
+    DoneIn,
+    DoneReply,
+    EventIn,
+    EventReply,
+    HeartbeatIn,
+    HeartbeatReply,
+)
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["trainer callbacks"])
 
