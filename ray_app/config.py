@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     )
     callback_processes: int = Field(
         default=2, ge=1, le=MAX_CALLBACK_PROCESSES,
-        description="callback gateway processes sharing callback_port (SO_REUSEPORT), each with its own event loop and store batches; one uses ~0.45 CPU at "
-        "2,000 heartbeats/s (bench/README.md)",
+        description="callback gateway processes sharing callback_port (SO_REUSEPORT), each with "
+        "its own event loop and store batches; one uses ~0.45 CPU at 2,000 heartbeats/s "
+        "(bench/README.md)",
     )
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 32 << 20
