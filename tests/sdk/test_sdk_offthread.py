@@ -139,6 +139,57 @@ def test_uploads_slower_than_epochs_keep_only_the_newest_and_never_lose_the_fina
     assert not list((tmp_path / "tmp").rglob("*-last.pt")), "snapshots left behind"
 
 
+def _object(s3_server, uri: str) -> bytes:
+    return s3_server.client().get_object(Bucket=s3_server.bucket, Key=parse_s3_uri(uri)[1])["Body"].read()
+
+
+def test_uploads_of_a_name_are_spaced_by_the_interval_and_the_newest_goes_next(
+        s3_env, s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("VTP_CHECKPOINT_MIN_INTERVAL_S", "3")
+    ckpt = tmp_path / "last.pt"
+    with TrainerSDK(install_signal_handlers=False) as sdk:
+        ckpt.write_bytes(b"epoch 1")
+        uri = sdk.upload_checkpoint(ckpt, "last")  # the first version goes at once
+        deadline = time.monotonic() + 10
+        while sdk._uploader.uploaded < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first_done = time.monotonic()
+        assert _object(s3_server, uri) == b"epoch 1"
+        for epoch in (2, 3, 4):  # epochs shorter than the interval: held, newest replaces older
+            ckpt.write_bytes(f"epoch {epoch}".encode())
+            sdk.upload_checkpoint(ckpt, "last")
+            time.sleep(0.2)
+        assert _object(s3_server, uri) == b"epoch 1", "uploaded before the interval was over"
+        while sdk._uploader.uploaded < 2 and time.monotonic() < first_done + 10:
+            time.sleep(0.05)
+        assert sdk._uploader.uploaded == 2 and sdk._uploader.superseded == 2
+        assert time.monotonic() - first_done >= 2.5  # the interval counts from the upload's start
+        assert _object(s3_server, uri) == b"epoch 4"
+        assert sdk.wait_for_uploads(10) == {}
+
+
+def test_waiting_for_uploads_sends_a_spaced_snapshot_at_once(s3_env, s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("VTP_CHECKPOINT_MIN_INTERVAL_S", "600")
+    ckpt = tmp_path / "last.pt"
+    sdk = TrainerSDK(install_signal_handlers=False)
+    try:
+        ckpt.write_bytes(b"epoch 1")
+        uri = sdk.upload_checkpoint(ckpt, "last")
+        ckpt.write_bytes(b"epoch 2")
+        sdk.upload_checkpoint(ckpt, "last")  # held for 600 s, unless someone waits
+        t = time.monotonic()
+        assert sdk.wait_for_uploads(30) == {}
+        assert time.monotonic() - t < 20
+        assert _object(s3_server, uri) == b"epoch 2"
+        ckpt.write_bytes(b"epoch 3")  # spacing applies again after the wait
+        sdk.upload_checkpoint(ckpt, "last")
+        time.sleep(1.0)
+        assert _object(s3_server, uri) == b"epoch 2"
+    finally:
+        sdk.close()  # the final version is never lost
+    assert _object(s3_server, uri) == b"epoch 3"
+
+
 def test_uploads_of_different_names_are_independent(s3_env, s3_server, tmp_path):
     with TrainerSDK(install_signal_handlers=False) as sdk:
         uris = {}

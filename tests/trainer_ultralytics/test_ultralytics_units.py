@@ -132,4 +132,6 @@ def test_offline_environment_has_the_font_and_the_job_threads(tmp_path, monkeypa
     for cpus, threads in (("1", 1), ("2", 1), ("4", 3), ("16", 8)):  # one CPU left for the rest
         monkeypatch.setenv("NUM_CPUS", cpus)
         assert ul_runtime.torch_threads() == threads
+    monkeypatch.setenv("VTP_TORCH_THREADS", "4")  # the operator's choice wins
+    assert ul_runtime.torch_threads() == 4
     assert ul_runtime.ultralytics_device("cpu") == "cpu"

@@ -106,7 +106,8 @@ class StorageMixin:
         if self._uploader is None:
             self._uploader = CheckpointUploader(
                 self._storage("checkpoints"), self.logger, self.env.tmp_dir / f"vtp-upload-{self.env.job_id}",
-                on_uploaded=self._on_checkpoint_uploaded)
+                on_uploaded=self._on_checkpoint_uploaded,
+                min_interval_s=self.env.setting("VTP_CHECKPOINT_MIN_INTERVAL_S", 30.0))
         return self._uploader
 
     def upload_checkpoint(self, local_path: str | Path, name: str, wait: bool = False) -> str:

@@ -9,6 +9,13 @@ when uploads are slower than epochs, the backlog stays one file deep instead of 
 epoch, and the object always ends with the newest content. Nothing newer can replace the last
 snapshot submitted, so ``wait()`` (``upload_checkpoint(wait=True)``, ``report_completed``,
 ``close``) always uploads the final version.
+
+``min_interval_s`` spaces the uploads of one key (``last`` every epoch): a snapshot submitted
+sooner after the key's previous upload started waits out the rest of the interval, and newer
+snapshots keep replacing it meanwhile. An epoch of seconds would otherwise upload every epoch:
+on the machine training, the client's checksums and (with a local S3 server) the server's
+writes take CPU from the training threads (bench/README.md, training overhead). A crash loses
+at most the interval's progress; ``wait()`` uploads the waiting snapshot at once.
 """
 from __future__ import annotations
 
@@ -40,12 +47,15 @@ class CheckpointUploader:
 
     def __init__(self, storage: S3Storage, logger: TraceLogger, staging_dir: Path,
                  on_uploaded: Callable[[str, str, int], None] | None = None,
-                 max_workers: int = 2, retries: int = 3) -> None:
+                 max_workers: int = 2, retries: int = 3, min_interval_s: float = 0.0) -> None:
         self._storage = storage
         self._log = logger
         self._staging = staging_dir
         self._on_uploaded = on_uploaded
         self._retries = retries
+        self._min_interval = max(0.0, min_interval_s)
+        self._next_start: dict[str, float] = {}  # key -> monotonic time its next upload may start
+        self._flushing = 0                        # wait() calls in progress: no spacing meanwhile
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vtp-upload")
         self._cond = threading.Condition()
         self._waiting: dict[str, _Snapshot] = {}  # key -> newest snapshot not started yet
@@ -78,11 +88,18 @@ class CheckpointUploader:
         so uploads of a key never race and finish in submission order)."""
         while True:
             with self._cond:
-                snap = self._waiting.pop(key, None)
-                if snap is None:
-                    self._active.discard(key)
-                    self._cond.notify_all()
-                    return
+                while True:
+                    snap = self._waiting.get(key)
+                    if snap is None:
+                        self._active.discard(key)
+                        self._cond.notify_all()
+                        return
+                    delay = self._next_start.get(key, 0.0) - time.monotonic()
+                    if delay <= 0 or self._flushing:
+                        break
+                    self._cond.wait(delay)  # newer snapshots may replace `snap` meanwhile
+                del self._waiting[key]
+                self._next_start[key] = time.monotonic() + self._min_interval
             try:
                 self._upload(snap, key)
             except Exception as exc:  # a bug here must not leave wait() hanging
@@ -124,11 +141,16 @@ class CheckpointUploader:
         returns {key: reason} of keys whose newest upload failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._active:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._cond.wait(left)
+            self._flushing += 1
+            self._cond.notify_all()  # spaced snapshots go now
+            try:
+                while self._active:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self._cond.wait(left)
+            finally:
+                self._flushing -= 1
             running = len(self._active)
         errors = dict(self.errors)
         if running:

@@ -79,10 +79,15 @@ def job_cpus(default: int = 1) -> int:
 
 
 def torch_threads() -> int:
-    """Ultralytics' own rule (NUM_THREADS = min(8, cpus - 1)) applied to the job's CPUs rather
-    than the machine's: one CPU stays free for the training loop's Python, the data loading, the
-    SDK's callbacks and uploads. Measured on 2 CPUs (bench/README.md, training overhead): 1 torch
-    thread trained the same epochs in 20.0 s, 2 threads in 24.1 s."""
+    """``VTP_TORCH_THREADS`` when the operator sets it; else Ultralytics' own rule (NUM_THREADS =
+    min(8, cpus - 1)) applied to the job's CPUs rather than the machine's: one CPU stays free for
+    the training loop's Python, the SDK's callbacks and uploads and the platform's own processes.
+    Measured on 2 CPUs (bench/README.md, training overhead): run directly, 2 threads train faster
+    than 1, but inside the platform they do not (an OpenMP thread spinning on the second CPU is
+    preempted by everything else the job and the node run), and 1 thread is the steadier."""
+    raw = os.environ.get("VTP_TORCH_THREADS") or ""
+    if raw.strip().isdigit() and int(raw) > 0:
+        return int(raw)
     return max(1, min(8, job_cpus(default=os.cpu_count() or 1) - 1))
 
 
