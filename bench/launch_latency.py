@@ -2,12 +2,13 @@
 
 Runs the fake trainer (tests/trainers/fake: standard library only, behaviour `succeed`, 1 epoch)
 through the whole platform: API → JobStore → controller → placement group + TrainerRunner actor
-(runtime_env: the trainer folder + the SDK) → trainer process → `started` callback. The first job
-is the cold start (runtime_env packages uploaded and unpacked, first worker of its kind); the next
-ones are warm. Times come from the job's own event timestamps (server side, no polling error):
+(no runtime_env: it unpacks the trainer folder + the SDK for the trainer process itself,
+runtime/process_env.py; `VTP_POOLED_RUNNERS=0` gives the runner the runtime_env instead) →
+trainer process → `started` callback. The first job is the cold start (packages uploaded and
+unpacked on the node); the next ones are warm. Times come from the job's own event timestamps (server side, no polling error):
 
   created → QUEUED                  the controller picks the job up and requests its runner
-  QUEUED → trainer_process          placement group + Ray worker + runtime_env + runner start + spawn
+  QUEUED → trainer_process          placement group + Ray worker + runner start + packages + spawn
   trainer_process → started         trainer interpreter start-up and its first callback
 
 In-run reference: a bare Ray actor (same num_cpus, no runtime_env) created and called once, plus
@@ -49,7 +50,7 @@ def phases(p, job_id: str) -> dict:
         out.update({
             "queued_to_worker_s": s["worker_process_at"] - t["queued"],   # placement + runtime_env + spawn
             "worker_to_runner_s": s["runner_init_at"] - s["worker_process_at"],  # Ray + runner imports
-            "runner_to_run_s": s["run_called_at"] - s["runner_init_at"],  # ready() seen, run() called
+            "runner_to_run_s": s["run_called_at"] - s["runner_init_at"],  # ready() (packages) seen, run() called
             "run_to_spawn_s": s["trainer_spawned_at"] - s["run_called_at"],  # trainer process started
         })
     return out

@@ -143,6 +143,10 @@ def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int) ->
         "trainer_start_s": first["started"] - first["trainer_process"],
         "prepare_s": first["model_initialized"] - first["started"],
         "dataset_s": first["dataset_prepared"] - first["started"],
+        # of which: imports, config and the download through the node cache (`dataset_loaded`),
+        # then DICE → YOLO conversion and Ultralytics' dataset check
+        "to_loaded_s": first["dataset_loaded"] - first["started"],
+        "convert_s": first["dataset_prepared"] - first["dataset_loaded"],
         # dataset_prepared: the moment before Ultralytics' trainer is built, i.e. the platform's
         # counterpart of the direct run's model.train() call (which builds it inside train_s)
         "before_train_s": first["dataset_prepared"] - created,
@@ -256,7 +260,7 @@ def main() -> None:
     s = summarize(runs, a.delay)
     m = s["medians"]
     cols = ["wall_s", "before_train_s", "train_s", "train_finish_s", "launch_s", "trainer_start_s",
-            "dataset_s", "prepare_s", "trainer_process_s"]
+            "dataset_s", "to_loaded_s", "convert_s", "prepare_s", "trainer_process_s"]
     print(f"\nTraining overhead: {a.images} images {a.size}px, imgsz {a.imgsz}, {a.epochs} epochs, batch {a.batch}, "
           f"num_cpus {a.num_cpus:g}; medians of {a.reps} (seconds)")
     print(harness.table(["run"] + cols, [[k] + [m[k].get(c) for c in cols] for k in m]))

@@ -27,7 +27,7 @@ from ray.util.scheduling_strategies import (
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.schemas import ErrorType
-from ray_app.runtime import contract_env, runtime_env
+from ray_app.runtime import contract_env, process_env, runtime_env
 from ray_app.runtime.outcomes import Action, decide
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 from ray_app.runtime.runner import TrainerRunner, kill_process_group
@@ -167,10 +167,15 @@ class Reconciler:
                      "GPU": job["num_gpus"] or 0}
         if job.get("memory_mb"):
             resources["memory"] = int(job["memory_mb"]) * 1024 * 1024
+        # the runner takes a prestarted worker and applies the env to the trainer process itself
+        # where it can (process_env.py: ~1 s less per launch here)
+        runner_renv, process_spec = process_env.split(renv, pooled=self.settings.pooled_runners)
         options: dict[str, Any] = {
             "name": name, "namespace": NAMESPACE, "lifetime": "detached", "max_restarts": 0,
-            "num_cpus": resources["CPU"], "num_gpus": resources["GPU"], "runtime_env": renv,
+            "num_cpus": resources["CPU"], "num_gpus": resources["GPU"],
         }
+        if runner_renv:
+            options["runtime_env"] = runner_renv
         if "memory" in resources:
             options["memory"] = resources["memory"]
         # Reserve the resources first: "not placed" then means exactly "no node has them free",
@@ -185,7 +190,7 @@ class Reconciler:
                  resources["CPU"], resources["GPU"])
         actor = TrainerRunner.options(**options).remote(
             self.settings_env, job["id"], job["attempt"], job["trace_id"],
-            manifest.entrypoints.train, env.secret,
+            manifest.entrypoints.train, env.secret, process_spec,
         )
         return actor, placement
 

@@ -6,6 +6,11 @@ it under the actor's name) and to the job's log in the store, and on request end
 process group: SIGTERM, a grace period, SIGKILL, until no process of the group is left. The child
 gets SIGKILL from the kernel if this actor's process dies (PR_SET_PDEATHSIG); the controller also
 kills the group by pgid on the node when it sees the actor gone.
+
+The trainer's environment is either the actor's own runtime_env, which the child inherits, or,
+when the controller started the runner in one of Ray's prestarted workers (process_env.py), a
+spec the runner unpacks on its node in ``ready()`` and starts the child with: working directory,
+PYTHONPATH, variables and interpreter.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ import ctypes
 import importlib.util
 import os
 import signal
-import sys
 import time
 from typing import Any
 
 import ray
 
 from ray_app.config import Settings
+from ray_app.runtime import process_env
 from ray_app.store.actor import StoreClient
 
 LOG_FLUSH_S = 0.5
@@ -68,15 +73,19 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 @ray.remote(max_restarts=0, max_concurrency=8)
 class TrainerRunner:
     def __init__(self, settings_env: dict[str, str], job_id: str, attempt: int, trace_id: str,
-                 entrypoint: str, secret_env: dict[str, str]):
+                 entrypoint: str, secret_env: dict[str, str], process_spec: dict[str, Any] | None = None):
         # where an attempt's start-up time goes (reported in its `trainer_process` event): the
-        # worker process spawned with its runtime_env, Ray and this module imported, run() called
+        # worker process spawned (with a runtime_env, or long before: one of Ray's prestarted
+        # workers), Ray and this module imported, the trainer's packages ready, run() called
         self.startup = {"worker_process_at": _process_started_at(), "runner_init_at": time.time()}
         os.environ.update(settings_env)
         self.store = StoreClient(Settings())
         self.job_id, self.attempt, self.trace_id = job_id, attempt, trace_id
         self.entrypoint = entrypoint
         self.secret_env = secret_env
+        # the trainer's environment, when the runner was started without it (process_env.py)
+        self.process_spec = process_spec
+        self._process_env: asyncio.Task | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.pgid: int | None = None
         self.started_at: float | None = None
@@ -88,10 +97,21 @@ class TrainerRunner:
         print(f"[TRACE:{self.trace_id}] [RUNNER] {message}", flush=True)
 
     async def ready(self) -> dict[str, Any]:
-        """Answers once the actor is placed and its runtime_env is built."""
+        """Answers once the actor is placed and the trainer's environment is built (its
+        runtime_env, or the process spec's packages unpacked on this node)."""
+        trainer = await self._trainer_env()
         ctx = ray.get_runtime_context()
         return {"pid": os.getpid(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids(),
-                "python": sys.executable}
+                "python": trainer.python}
+
+    async def _trainer_env(self) -> process_env.TrainerProcessEnv:
+        if self.process_spec is None:  # the actor's runtime_env is the trainer's: inherit it
+            return process_env.TrainerProcessEnv()
+        if self._process_env is None:
+            self._process_env = asyncio.create_task(process_env.materialize(self.process_spec))
+            self._process_env.add_done_callback(
+                lambda _: self.startup.setdefault("packages_ready_at", time.time()))
+        return await asyncio.shield(self._process_env)
 
     async def run(self) -> dict[str, Any]:
         """Start the trainer (once) and wait for it; calling again re-attaches to the same run."""
@@ -104,7 +124,8 @@ class TrainerRunner:
         if self._terminating:
             return {"returncode": -signal.SIGTERM, "signal": "SIGTERM", "pid": None, "pgid": None,
                     "duration_s": 0.0, "not_started": True}
-        env = {**os.environ, **self.secret_env}
+        trainer = await self._trainer_env()
+        env = {**os.environ, **trainer.env, **self.secret_env}
         gpu_ids = ray.get_gpu_ids()
         env["DEVICE"] = ",".join(str(i) for i in range(len(gpu_ids))) if gpu_ids else "cpu"
         env["PYTHONUNBUFFERED"] = "1"
@@ -117,7 +138,7 @@ class TrainerRunner:
         os.makedirs(env.get("WORK_DIR", "."), exist_ok=True)
         self.started_at = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", self.entrypoint,
+            trainer.python, "-u", self.entrypoint, cwd=trainer.cwd,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
             env=env, start_new_session=True, preexec_fn=_die_with_parent,
             limit=1 << 20,

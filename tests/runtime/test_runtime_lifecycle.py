@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import ray
 from ray.util.state import list_actors
 
 from ray_app.config import NAMESPACE
+from ray_app.runtime import process_env
 
 
 def fake_job(p, behaviour="succeed", epochs=3, epoch_seconds=0.3, **fields):
@@ -59,16 +61,21 @@ def test_fake_trainer_runs_to_succeeded_with_history_logs_and_named_actor(platfo
     # where the attempt's start-up went, in order, on the runner's clock (the launch benchmark's split)
     process = next(e for e in p.events(job_id) if e["event_type"] == "trainer_process")
     stamps = process["data"]["startup"]
-    order = ["worker_process_at", "runner_init_at", "run_called_at", "trainer_spawned_at"]
-    assert [stamps[k] <= stamps[n] for k, n in zip(order, order[1:])] == [True] * 3, stamps
+    order = ["worker_process_at", "runner_init_at", "packages_ready_at", "run_called_at", "trainer_spawned_at"]
+    assert [stamps[k] <= stamps[n] for k, n in zip(order, order[1:])] == [True] * 4, stamps
     created = datetime.fromisoformat(job["created_at"]).timestamp()
-    assert created - 1 < stamps["worker_process_at"] and stamps["trainer_spawned_at"] - created < 60, stamps
+    assert created <= stamps["runner_init_at"] and stamps["trainer_spawned_at"] - created < 60, stamps
     metrics = p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]
     assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
     # the trainer's stdout, kept after its actor is gone
     lines = p.logs(job_id)
     assert any("[RUNNER] trainer exited with code 0" in line for line in lines)
     assert any(f"[TRACE:{job['trace_id']}] [INFO] fake trainer attempt 1" in line for line in lines)
+    # the runner had no runtime_env (process_env.py): it gave the trainer its folder, unpacked on
+    # the node from the uploaded package, as its working directory, and its contract variables
+    cwd = next(line.split("cwd=")[1].split(" job=")[0] for line in lines if "cwd=" in line)
+    assert Path(cwd).parent == process_env.packages_dir() and (Path(cwd) / "trainer.yaml").is_file(), cwd
+    assert any(f"cwd={cwd} job={job_id}" in line for line in lines)
     deadline = time.monotonic() + 30
     while name in {a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)}:
         assert time.monotonic() < deadline, "runner actor still alive after the job ended"

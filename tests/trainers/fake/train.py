@@ -63,6 +63,7 @@ def done(status, **fields):
 
 def main():
     say(f"fake trainer attempt {ATTEMPT} behaviour={BEHAVIOUR} resume_from={ENV.get('RESUME_FROM')}")
+    say(f"cwd={os.getcwd()} job={ENV.get('JOB_ID')}")
     event("started", "training started", resume_from=ENV.get("RESUME_FROM"))
     if BEHAVIOUR == "config_error":
         done("failed", error="unknown hyperparameter 'lr0x'", error_type="CONFIG_ERROR")
