@@ -131,7 +131,7 @@ def main() -> None:
                                                                    for r in rows]))
     if all(k in r for r in results for k in SPLIT):
         print("\nQUEUED → trainer_process, split by the runner's marks (seconds)")
-        print(harness.table(["#", "placement+runtime_env+spawn", "Ray+runner import", "ready→run()",
+        print(harness.table(["#", "placement+worker spawn", "Ray+runner import", "ready() (packages)→run()",
                              "run()→trainer spawned"],
                             [[i, *[round(r[k], 3) for k in SPLIT]] for i, r in enumerate(results)]))
     print(harness.table(["metric", "value"], [

@@ -95,9 +95,6 @@ class UltralyticsJob:
         ul_runtime.prepare_environment(self.work)
         sdk.report_started(task_type=env.task_type, resume_from=env.resume_from, epochs=env.epochs,
                            device=env.device)
-        # the MLflow process starts now: its import runs on another CPU while this one imports
-        # Ultralytics and prepares the dataset
-        sdk.start_mlflow_run()
         from ul_callbacks import Heartbeats
 
         self.beats = Heartbeats(sdk, env.epochs).start()  # alive through imports, download, setup
@@ -114,9 +111,6 @@ class UltralyticsJob:
         ul_config.check_values(args)
         if env.checkpoints_location is not None:
             self.storage = S3Storage(env.checkpoints_location)
-        sdk.log_params({"framework": "ultralytics", "task": plan.task, "model": plan.model_stem,
-                        "dataset_id": env.dataset_id, **{k: v for k, v in args.items()
-                                                         if k not in ("project", "save_dir", "name")}})
         # 2. dataset
         self.phase = "dataset"
         data, classes = self.prepare_data(plan)
@@ -248,6 +242,12 @@ class UltralyticsJob:
         sdk.event("model_initialized", f"{plan.model_stem} ({source}) for {plan.task}",
                   data={"model": plan.model_stem, "source": source, "weights": str(path) if path else None,
                         "resume_from": env.resume_from, "save_dir": str(save_dir)})
+        # The MLflow run (and its process) start with training, not before: MLflow's import
+        # (~2 s of CPU) then runs on the CPU the training leaves free (torch_threads) instead of
+        # competing with the imports and dataset preparation every job waits for.
+        sdk.log_params({"framework": "ultralytics", "task": plan.task, "model": plan.model_stem,
+                        "dataset_id": env.dataset_id, **{k: v for k, v in args.items()
+                                                         if k not in ("project", "save_dir", "name")}})
         try:
             trainer.train()
         except StopTraining as stop:
