@@ -337,3 +337,64 @@ def test_a_batch_whose_reply_is_lost_is_retried_and_applied_once(backend, tmp_pa
         sdk.close()
     assert len(backend.applied["event"]) == 10 and len(backend.applied["heartbeat"]) == 5
     assert backend.duplicates > 0  # the retries came, and were recognised
+
+
+def _requests(backend) -> int:
+    return sum(backend.requests.values())
+
+
+def test_the_last_epochs_callbacks_wait_to_go_with_done(tmp_path):
+    """From the last epoch's first heartbeat, callbacks are held to ride with done: at the end no
+    request is in flight for done to wait behind (one round trip at the end, however slow the
+    backend), and they arrive in order, done after them."""
+    from sdk_fake_backend import FakeBackend
+
+    backend = FakeBackend()
+    backend.start()
+    backend.delay = 0.3
+    sdk = TrainerSDK(sdk_env(backend, tmp_path), install_signal_handlers=False)
+    try:
+        for epoch in (1, 2):  # before the last epoch, callbacks go as they come
+            sdk.heartbeat(epoch, 3, 0, 4)
+            sdk.event("checkpoint_saved", f"epoch {epoch}", data={"epoch": epoch})
+            assert sdk.flush(5)
+        before = _requests(backend)
+        sdk.heartbeat(3, 3, 0, 4)  # the last epoch begins
+        sdk.report_validation(3, {"mAP50": 0.5})
+        sdk.event("checkpoint_saved", "epoch 3", data={"epoch": 3})
+        time.sleep(1.0)  # three requests' time: without the hold they would have gone
+        assert _requests(backend) == before
+        assert sdk.done("succeeded", final_metrics={"mAP50": 0.5})["status"] == "succeeded"
+    finally:
+        sdk.close()
+        backend.stop()
+    assert _requests(backend) == before + 1 and backend.batched_done == 1
+    assert [e["data"]["epoch"] for e in backend.applied["event"] if e["event_type"] == "checkpoint_saved"] == [1, 2, 3]
+    assert [h["epoch"] for h in backend.applied["heartbeat"]] == [1, 2, 3] and backend.duplicates == 0
+
+
+def test_the_hold_is_bounded_and_a_flush_ends_it(tmp_path):
+    from sdk_fake_backend import FakeBackend, wait_for
+
+    backend = FakeBackend()
+    backend.start()
+    sdk = TrainerSDK(sdk_env(backend, tmp_path, VTP_CALLBACK_LINGER_S="0.5"), install_signal_handlers=False)
+    try:
+        sdk.heartbeat(10, 10, 1, 4)  # a long last epoch: reports go out once the hold is over
+        assert wait_for(lambda: len(backend.applied["heartbeat"]) == 1, timeout=5)
+        sdk.event("checkpoint_saved", "mid-epoch", data={"epoch": 10})  # the hold was once
+        assert wait_for(lambda: len(backend.applied["event"]) == 1, timeout=2)
+    finally:
+        sdk.close()
+        backend.stop()
+    backend2 = FakeBackend()
+    backend2.start()
+    sdk = TrainerSDK(sdk_env(backend2, tmp_path), install_signal_handlers=False)  # 10 s hold
+    try:
+        sdk.heartbeat(10, 10, 1, 4)
+        t = time.monotonic()
+        assert sdk.flush(5) and time.monotonic() - t < 3  # someone waiting ends the hold
+        assert len(backend2.applied["heartbeat"]) == 1
+    finally:
+        sdk.close()
+        backend2.stop()

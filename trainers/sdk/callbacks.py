@@ -174,6 +174,7 @@ class BackgroundSender:
         self._queue: collections.deque[_Item] = collections.deque()
         self._inflight: list[_Item] = []
         self._final: _Final | None = None
+        self._hold_until = 0.0  # no new request before this (monotonic), unless `finish` comes
         # queued callbacks go out together (POST .../callbacks) while the backend takes them;
         # a backend without the batch route (404/405) gets them one by one from then on
         self._batch_ok = max_batch > 1
@@ -228,6 +229,8 @@ class BackgroundSender:
         deadline = time.monotonic() + timeout
         self._wake.set()  # someone is waiting: retry now instead of finishing a backoff sleep
         with self._cond:
+            self._hold_until = 0.0  # ... and no longer holds anything back
+            self._cond.notify_all()
             while self._queue or self._inflight:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
@@ -245,6 +248,15 @@ class BackgroundSender:
         if not ok and left:
             self._log.warning(f"backend unreachable: {left} heartbeat/event callback(s) not delivered")
         self._thread.join(timeout=2.0)
+
+    def hold(self, seconds: float) -> None:
+        """Start no new request for up to ``seconds`` unless ``finish`` (or a flush) comes first:
+        what is queued meanwhile then goes in the final callback's request. Near the end of an
+        attempt this keeps the last callbacks from being in flight when ``done`` is ready; with a
+        slow backend, ``done`` would wait for them, one round trip more at the very end."""
+        with self._cond:
+            self._hold_until = time.monotonic() + max(0.0, seconds)
+            self._cond.notify_all()
 
     def finish(self, kind: str, body: dict[str, Any], take_within: float, deadline: float) -> Reply | None:
         """Send the attempt's last callback (``done``) after everything queued before it, in the
@@ -274,8 +286,14 @@ class BackgroundSender:
         while True:
             final = None
             with self._cond:
-                while not self._queue and not self._closing and self._final is None:
-                    self._cond.wait()
+                while not self._closing and self._final is None:
+                    if not self._queue:
+                        self._cond.wait()
+                        continue
+                    held = self._hold_until - time.monotonic()
+                    if held <= 0:
+                        break
+                    self._cond.wait(held)
                 if not self._queue and self._final is None:
                     return
                 room = self._max_batch if self._batch_ok else 1

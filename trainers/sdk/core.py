@@ -53,6 +53,9 @@ class TrainerSDK(StorageMixin):
         self._last_epoch: int | None = None
         self._done_timeout = e.setting("VTP_DONE_TIMEOUT_S", 60.0)
         self._flush_timeout = e.setting("VTP_CALLBACK_FLUSH_TIMEOUT_S", 10.0)
+        # from the last epoch's first heartbeat, callbacks wait (this long at most) to go with done
+        self._linger = e.setting("VTP_CALLBACK_LINGER_S", 10.0)
+        self._lingering = False
         # how long done/close wait for queued MLflow calls (the run id and a complete run)
         self._mlflow_timeout = e.setting("VTP_MLFLOW_TIMEOUT_S", 60.0)
         self._backoff = (e.setting("VTP_CALLBACK_BACKOFF_BASE_S", 0.2), e.setting("VTP_CALLBACK_BACKOFF_MAX_S", 5.0))
@@ -130,6 +133,12 @@ class TrainerSDK(StorageMixin):
             self._last_epoch = epoch
         if self._sender:
             self._sender.submit("heartbeat", body, epoch=epoch)
+            total = total_epochs or self.env.epochs
+            if epoch is not None and total and epoch >= total and not self._lingering and self._linger > 0:
+                # the last epoch: what is sent from now on can ride with done, which then costs
+                # one round trip at the end, not two (bounded: a long last epoch reports as usual)
+                self._lingering = True
+                self._sender.hold(self._linger)
         else:
             self.logger.debug(f"heartbeat (dry run): epoch={epoch} progress={body['progress']}")
 
