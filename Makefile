@@ -8,13 +8,13 @@ UV     := $(PYTHON) -m uv
 
 .PHONY: install test demo up down clean
 
+# --compile-bytecode: uv installs no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set
+# (as on the development machines) every process would compile torch and Ray from source again:
+# `import ray` 1.1 s -> 0.56 s, `import torch` 4.3 s -> 2.5 s here, for every Ray worker, trainer
+# and test (bench/README.md, launch)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 	test -x $(PY) || $(UV) venv -q -p $(PYTHON) $(VENV)
-	# --compile-bytecode: uv installs no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set
-	# (as on the development machines) every process would compile torch and Ray from source
-	# again: `import ray` 1.1 s -> 0.56 s, `import torch` 4.3 s -> 2.5 s here, for every Ray
-	# worker, trainer and test (bench/README.md, launch)
 	$(UV) pip install -q --compile-bytecode -p $(PY) -e '.[dev,torch]'
 	touch $@
 
