@@ -327,7 +327,8 @@ def test_done_goes_with_the_last_queued_callbacks(tmp_path, batch_done):
 def test_a_batch_whose_reply_is_lost_is_retried_and_applied_once(backend, tmp_path):
     backend.mode = "lost_reply"  # applied, then answered 503: the SDK must retry with the same keys
     backend.delay = 0.2
-    sdk = TrainerSDK(sdk_env(backend, tmp_path), install_signal_handlers=False)
+    # no last-epoch hold: the backlog's batches must go out while their replies are being lost
+    sdk = TrainerSDK(sdk_env(backend, tmp_path, VTP_CALLBACK_LINGER_S="0"), install_signal_handlers=False)
     try:
         _slow_backlog(sdk, 5)
         time.sleep(1.0)
