@@ -65,9 +65,10 @@ class Settings(BaseSettings):
     )
     controller_enabled: bool = True
     pooled_runners: bool = Field(
-        default=True, description="runners take Ray's prestarted workers and give the trainer process "
-        "its working_dir/py_modules/env_vars/py_executable themselves (runtime/process_env.py); "
-        "false: each runner's worker is started with the trainer's runtime_env (~1 s slower here)",
+        default=True, description="runners start without a runtime_env (no setup_worker.py) and "
+        "give the trainer process its working_dir/py_modules/env_vars/py_executable themselves "
+        "(runtime/process_env.py); false: each runner's worker is started with the trainer's "
+        "runtime_env (~1 s slower here)",
     )
     trainer_venvs_dir: Path | None = Field(
         default=None, description="where per-trainer virtualenvs are built; default data_dir/venvs"

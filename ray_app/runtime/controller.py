@@ -167,8 +167,8 @@ class Reconciler:
                      "GPU": job["num_gpus"] or 0}
         if job.get("memory_mb"):
             resources["memory"] = int(job["memory_mb"]) * 1024 * 1024
-        # the runner takes a prestarted worker and applies the env to the trainer process itself
-        # where it can (process_env.py: ~1 s less per launch here)
+        # the runner's worker starts without the trainer's runtime_env (no setup_worker.py), and
+        # the runner applies it to the trainer process itself where it can (process_env.py)
         runner_renv, process_spec = process_env.split(renv, pooled=self.settings.pooled_runners)
         options: dict[str, Any] = {
             "name": name, "namespace": NAMESPACE, "lifetime": "detached", "max_restarts": 0,

@@ -8,9 +8,9 @@ gets SIGKILL from the kernel if this actor's process dies (PR_SET_PDEATHSIG); th
 kills the group by pgid on the node when it sees the actor gone.
 
 The trainer's environment is either the actor's own runtime_env, which the child inherits, or,
-when the controller started the runner in one of Ray's prestarted workers (process_env.py), a
-spec the runner unpacks on its node in ``ready()`` and starts the child with: working directory,
-PYTHONPATH, variables and interpreter.
+when the controller started the runner without it (process_env.py: Ray then starts a plain
+worker, or hands it an idle one), a spec the runner unpacks on its node in ``ready()`` and starts
+the child with: working directory, PYTHONPATH, variables and interpreter.
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ class TrainerRunner:
     def __init__(self, settings_env: dict[str, str], job_id: str, attempt: int, trace_id: str,
                  entrypoint: str, secret_env: dict[str, str], process_spec: dict[str, Any] | None = None):
         # where an attempt's start-up time goes (reported in its `trainer_process` event): the
-        # worker process spawned (with a runtime_env, or long before: one of Ray's prestarted
-        # workers), Ray and this module imported, the trainer's packages ready, run() called
+        # worker process spawned (with a runtime_env, or without: then possibly before the job,
+        # an idle worker Ray hands over), Ray and this module imported, the trainer's packages
+        # ready, run() called
         self.startup = {"worker_process_at": _process_started_at(), "runner_init_at": time.time()}
         os.environ.update(settings_env)
         self.store = StoreClient(Settings())
