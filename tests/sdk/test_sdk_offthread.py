@@ -307,7 +307,8 @@ def test_done_goes_with_the_last_queued_callbacks(tmp_path, batch_done):
     backend = FakeBackend(batch_done=batch_done)
     backend.start()
     backend.delay = 0.5
-    sdk = TrainerSDK(sdk_env(backend, tmp_path), install_signal_handlers=False)
+    # without the last-epoch hold (tested below), which would keep even the first one back
+    sdk = TrainerSDK(sdk_env(backend, tmp_path, VTP_CALLBACK_LINGER_S="0"), install_signal_handlers=False)
     try:
         _slow_backlog(sdk, 3)  # the first goes out at once; the rest wait behind its 0.5 s
         reply = sdk.done("succeeded", final_metrics={"mAP50": 1.0})
@@ -319,7 +320,8 @@ def test_done_goes_with_the_last_queued_callbacks(tmp_path, batch_done):
     assert len(backend.applied["done"]) == 1 and backend.duplicates == 0
     if batch_done:
         assert backend.batched_done == 1 and backend.requests["done"] == 0
-        assert backend.requests["callbacks"] + backend.requests["heartbeat"] + backend.requests["event"] == 2
+        # the first request, then the rest with done (one, if the sender woke after done came)
+        assert backend.requests["callbacks"] + backend.requests["heartbeat"] + backend.requests["event"] <= 2
     else:
         assert backend.batched_done == 0 and backend.requests["done"] == 1
 
