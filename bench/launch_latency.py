@@ -5,7 +5,8 @@ through the whole platform: API → JobStore → controller → placement group 
 (no runtime_env: it unpacks the trainer folder + the SDK for the trainer process itself,
 runtime/process_env.py; `VTP_POOLED_RUNNERS=0` gives the runner the runtime_env instead) →
 trainer process → `started` callback. The first job is the cold start (packages uploaded and
-unpacked on the node); the next ones are warm. Times come from the job's own event timestamps (server side, no polling error):
+unpacked on the node); the next ones are warm. Times come from the job's own event timestamps
+(server side, no polling error):
 
   created → QUEUED                  the controller picks the job up and requests its runner
   QUEUED → trainer_process          placement group + Ray worker + runner start + packages + spawn
@@ -48,7 +49,7 @@ def phases(p, job_id: str) -> dict:
     s = proc["data"].get("startup") or {}
     if s.get("worker_process_at") and s.get("trainer_spawned_at"):
         out.update({
-            "queued_to_worker_s": s["worker_process_at"] - t["queued"],   # placement + runtime_env + spawn
+            "queued_to_worker_s": s["worker_process_at"] - t["queued"],   # placement + spawn (< 0: an idle worker)
             "worker_to_runner_s": s["runner_init_at"] - s["worker_process_at"],  # Ray + runner imports
             "runner_to_run_s": s["run_called_at"] - s["runner_init_at"],  # ready() (packages) seen, run() called
             "run_to_spawn_s": s["trainer_spawned_at"] - s["run_called_at"],  # trainer process started

@@ -7,9 +7,10 @@ the same epochs, image size, batch, seed, nbs (= batch, the trainer's default) a
   direct     the Ultralytics trainer's venv python running `YOLO("yolo11n.yaml").train(...)`
              (bench/_direct_ultralytics.py) with Ultralytics' defaults for threads and workers,
              offline as the trainer is (ul_runtime). Wall = process start → exit.
-  platform   a job through the API (num_cpus as given, callbacks through the gateway as `vtp up` runs it); the trainer
-             downloads the zipped DICE dataset from S3 and converts it itself. Wall = job creation
-             → SUCCEEDED (server timestamps: the job's created_at and finished_at).
+  platform   a job through the API (num_cpus as given, callbacks through the gateway as `vtp up`
+             runs it); the trainer downloads the zipped DICE dataset from S3 and converts it
+             itself. Wall = job creation → SUCCEEDED (server timestamps: the job's created_at and
+             finished_at).
   slowed     the same job with every trainer callback held 2 s (--delay) by an HTTP proxy
              (bench/_slow_proxy.py) that VTP_PUBLIC_BASE_URL points trainers at. The proxy is
              there for the `platform` runs too, at 0 s delay: one deployment serves both.

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROCESS_FIELDS = frozenset({"working_dir", "py_modules", "env_vars", "py_executable", "excludes"})
+SPEC_FIELDS = ("working_dir", "py_modules", "env_vars", "py_executable")  # what the trainer gets
+PROCESS_FIELDS = frozenset({*SPEC_FIELDS, "excludes"})  # excludes only shaped the uploaded package
 
 
 def split(renv: dict[str, Any], pooled: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -36,7 +37,7 @@ def split(renv: dict[str, Any], pooled: bool = True) -> tuple[dict[str, Any], di
     otherwise the runner keeps the whole runtime_env and the trainer inherits it."""
     if not pooled or not set(renv) <= PROCESS_FIELDS:
         return renv, None
-    spec = {k: renv[k] for k in ("working_dir", "py_modules", "env_vars", "py_executable") if renv.get(k)}
+    spec = {k: renv[k] for k in SPEC_FIELDS if renv.get(k)}
     return {}, spec
 
 

@@ -245,6 +245,7 @@ class UltralyticsJob:
         # The MLflow run (and its process) start with training, not before: MLflow's import
         # (~2 s of CPU) then runs on the CPU the training leaves free (torch_threads) instead of
         # competing with the imports and dataset preparation every job waits for.
+        sdk.start_mlflow_run()
         sdk.log_params({"framework": "ultralytics", "task": plan.task, "model": plan.model_stem,
                         "dataset_id": env.dataset_id, **{k: v for k, v in args.items()
                                                          if k not in ("project", "save_dir", "name")}})

@@ -83,8 +83,8 @@ def torch_threads() -> int:
     min(8, cpus - 1)) applied to the job's CPUs rather than the machine's: one CPU stays free for
     the training loop's Python, the SDK's callbacks and uploads and the platform's own processes.
     Measured on 2 CPUs (bench/README.md, training overhead): run directly, 2 threads train faster
-    than 1, but inside the platform they do not (an OpenMP thread spinning on the second CPU is
-    preempted by everything else the job and the node run), and 1 thread is the steadier."""
+    than 1, but inside the platform they do not (the second CPU also carries the SDK's threads, the
+    MLflow process and the node's platform processes), and 1 thread is the steadier."""
     raw = os.environ.get("VTP_TORCH_THREADS") or ""
     if raw.strip().isdigit() and int(raw) > 0:
         return int(raw)
