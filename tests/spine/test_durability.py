@@ -20,6 +20,15 @@ def _finished_job(p, status: str) -> str:
     if status == "failed":
         body.update(error="bad dataset", error_type="DATASET_ERROR")
     assert p.callback(job_id, "done", body).status_code == 200
+    # the controller launched a runner for the QUEUED job: its own platform events (trainer
+    # process, attempt end) may still land after done; compare once the history has settled
+    last, deadline = None, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = [e["seq"] for e in p.events(job_id)]
+        if now == last:
+            break
+        last = now
+        time.sleep(2.0)
     return job_id
 
 
