@@ -9,6 +9,8 @@ A plugin is a new folder with a manifest; the platform needs no code change to r
     resources: {num_cpus: 2, num_gpus: 0}  # defaults when the job does not say
     requirements: requirements.txt         # the trainer's own dependencies
     env: venv                              # venv | pip | uv | none
+    shadows: []                            # platform packages its venv may carry its own
+                                           # (large) copy of, on purpose (runtime/venvs.py)
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class TrainerManifest(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     requirements: str | None = None
     env: Literal["venv", "pip", "uv", "none"] = "none"
+    shadows: list[str] = Field(default_factory=list)
     folder: Path = Field(default=Path("."), exclude=True)
 
     def supports(self, task_type: str, model_name: str) -> bool:
