@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from .callbacks import BackgroundSender, CallbackClient, Outcome
 from .datasets import DatasetCache
 from .env import TrainerEnv
-from .errors import CallbackError, CheckpointError, ErrorType, error_type_of
+from .errors import CallbackError, ErrorType, error_type_of
 from .log import TraceLogger
 from .mlflow_helpers import MlflowTracker
 from .sdk_storage import StorageMixin
@@ -264,9 +264,9 @@ class TrainerSDK(StorageMixin):
         arts = {**(artifacts or {}), **(checkpoints or {})}
         errors = self.wait_for_uploads()
         if errors:
-            reason = "; ".join(f"{k}: {v}" for k, v in errors.items())
-            self.report_failed(ErrorType.CHECKPOINT_ERROR, f"checkpoint upload failed: {reason}")
-            raise CheckpointError(f"checkpoint upload failed: {reason}")
+            failure = self.upload_failure(errors)
+            self.report_failed(failure.error_type, str(failure))
+            raise failure
         metrics = dict(final_metrics or {})
         if total_epochs is not None:
             metrics.setdefault("epochs_completed", total_epochs)

@@ -61,7 +61,8 @@ class DatasetError(SDKError):
 
 
 class CheckpointError(SDKError):
-    """A checkpoint could not be uploaded or downloaded."""
+    """A checkpoint is missing, corrupt or unusable, or the storage refused it (final: a new
+    attempt would meet the same checkpoint). Unreachable storage is a StorageError instead."""
 
     error_type = ErrorType.CHECKPOINT_ERROR
 
@@ -73,9 +74,19 @@ class ConfigError(SDKError):
 
 
 class StorageError(SDKError):
-    """S3 could not be reached or refused an operation."""
+    """S3 could not be reached, or refused an operation.
+
+    ``unreachable``: the endpoint did not answer or answered "not now" (connection refused or
+    reset, timeout, 5xx, throttling). That is infrastructure: the SDK retries it for a while,
+    and the platform retries the attempt (NETWORK_ERROR). A refusal (4xx: credentials, bucket,
+    permissions, a missing object) would be refused again, and is reported as such.
+    """
 
     error_type = ErrorType.NETWORK_ERROR
+
+    def __init__(self, message: str, unreachable: bool = True) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class CallbackError(SystemExit):

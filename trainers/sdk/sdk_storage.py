@@ -12,9 +12,14 @@ from typing import Any, Mapping
 
 from .datasets import DatasetCache, convert_dataset, fetch_into_cache, find_root, materialize, resolve_source
 from .env import S3Location, TrainerEnv
-from .errors import CheckpointError, ConfigError, StorageError
+from .errors import CheckpointError, ConfigError, SDKError, StorageError
 from .log import TraceLogger
-from .storage import CheckpointUploader, S3Storage, parse_s3_uri
+from .storage import CheckpointUploader, S3Storage, parse_s3_uri, retry_unreachable
+
+# How long an unreachable storage is retried before the attempt fails as NETWORK_ERROR (which the
+# platform retries from the last checkpoint). Keep it below the heartbeat timeout for trainers
+# that do not heartbeat while they wait for uploads (the platform's VTP_STORAGE_RETRY_S).
+DEFAULT_STORAGE_RETRY_S = 120.0
 
 _CKPT_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 
@@ -96,17 +101,22 @@ class StorageMixin:
         """download_dataset + convert_dataset: the folder the framework reads."""
         return self.convert_dataset(self.download_dataset(), target)
 
-    def _on_checkpoint_uploaded(self, name: str, uri: str, size: int) -> None:
+    @property
+    def storage_retry_s(self) -> float:
+        return self.env.setting("VTP_STORAGE_RETRY_S", DEFAULT_STORAGE_RETRY_S)
+
+    def _on_checkpoint_uploaded(self, name: str, uri: str, size: int, epoch: int | None = None) -> None:
         data: dict[str, Any] = {"name": name, "checkpoint_path": uri, "size_bytes": size}
-        if self._last_epoch is not None:
-            data["epoch"] = self._last_epoch
+        epoch = epoch if epoch is not None else self._last_epoch  # the epoch the snapshot holds
+        if epoch is not None:
+            data["epoch"] = epoch
         self.event("checkpoint_saved", f"checkpoint {name} uploaded to {uri}", data=data)
 
     def _checkpoint_uploader(self) -> CheckpointUploader:
         if self._uploader is None:
             self._uploader = CheckpointUploader(
                 self._storage("checkpoints"), self.logger, self.env.tmp_dir / f"vtp-upload-{self.env.job_id}",
-                on_uploaded=self._on_checkpoint_uploaded,
+                on_uploaded=self._on_checkpoint_uploaded, retry_window_s=self.storage_retry_s,
                 min_interval_s=self.env.setting("VTP_CHECKPOINT_MIN_INTERVAL_S", 30.0))
         return self._uploader
 
@@ -117,12 +127,23 @@ class StorageMixin:
         if not _CKPT_NAME.match(name):
             raise CheckpointError(f"invalid checkpoint name {name!r} (use best, last or epoch-N)")
         fname = name if Path(name).suffix else f"{name}.pt"
-        uri = self._checkpoint_uploader().submit(local_path, f"checkpoints/job-{self.env.job_id}/{fname}", name)
+        uri = self._checkpoint_uploader().submit(local_path, f"checkpoints/job-{self.env.job_id}/{fname}", name,
+                                                 epoch=self._last_epoch)
         if wait:
             errors = self.wait_for_uploads()
             if errors:
-                raise CheckpointError(f"checkpoint upload failed: {errors}")
+                raise self.upload_failure(errors)
         return uri
+
+    def upload_failure(self, errors: Mapping[str, str]) -> SDKError:
+        """The exception for failed checkpoint uploads (``wait_for_uploads``' result): storage that
+        stayed unreachable is infrastructure (StorageError, NETWORK_ERROR: the attempt is retried
+        from the last checkpoint that made it); anything else is a CheckpointError (final)."""
+        reason = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        if self._uploader is not None and self._uploader.all_unreachable(dict(errors)):
+            return StorageError(f"checkpoint upload failed, storage unreachable for {self.storage_retry_s:g}s: "
+                                f"{reason}", unreachable=True)
+        return CheckpointError(f"checkpoint upload failed: {reason}")
 
     def wait_for_uploads(self, timeout: float | None = None) -> dict[str, str]:
         if self._uploader is None:
@@ -135,8 +156,9 @@ class StorageMixin:
         suffix = str(key_suffix).lstrip("/")
         if ".." in Path(suffix).parts:
             raise ValueError(f"invalid artifact key {key_suffix!r}")
-        return self._storage("checkpoints").upload_file(
-            local_path, f"artifacts/job-{self.env.job_id}/{suffix}", content_type=content_type)
+        storage, key = self._storage("checkpoints"), f"artifacts/job-{self.env.job_id}/{suffix}"
+        return retry_unreachable(lambda: storage.upload_file(local_path, key, content_type=content_type),
+                                 self.storage_retry_s, f"the upload of {key}", self.logger.warning)
 
     def download_checkpoint(self, uri: str, dest: str | Path) -> Path:
         """Download ``s3://bucket/key`` (or a key in the checkpoint bucket) to ``dest``."""
@@ -146,7 +168,10 @@ class StorageMixin:
         if dest.is_dir():
             dest = dest / Path(key).name
         try:
-            return storage.download_file(key, dest, bucket)
+            return retry_unreachable(lambda: storage.download_file(key, dest, bucket), self.storage_retry_s,
+                                     f"the download of {uri}", self.logger.warning)
         except StorageError as exc:
+            if exc.unreachable:  # infrastructure: the next attempt may reach it
+                raise
             raise CheckpointError(f"cannot download checkpoint {uri}: {exc}") from None
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .env import S3Location
 from .errors import StorageError
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # no 1 s+ IMDS probe off EC2
 
 MB = 1024 * 1024
+T = TypeVar("T")
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -64,6 +66,56 @@ def transfer_config_from_env(env: dict[str, str] | None = None) -> TransferConfi
         max_concurrency=int(num("VTP_S3_MAX_CONCURRENCY", 4)),
         use_threads=True,
     )
+
+
+# S3 error codes that mean "not now" rather than "no": the same request may succeed later
+_TRANSIENT_CODES = frozenset({"RequestTimeout", "RequestTimeTooSkewed", "SlowDown", "Throttling",
+                              "ThrottlingException", "InternalError", "ServiceUnavailable",
+                              "RequestLimitExceeded", "OperationAborted"})
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when the storage did not answer or answered "not now" (connection refused or reset,
+    timeouts, 5xx, throttling): infrastructure, worth retrying. False for a refusal (4xx) and for
+    local file errors, which a retry would meet again."""
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # boto3 wraps a ClientError (S3UploadFailedError)
+        seen.add(id(exc))
+        if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return err.get("Code") in _TRANSIENT_CODES or status >= 500 or status in (408, 429)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def retry_unreachable(call: Callable[[], T], window_s: float, what: str,
+                      log: Callable[[str], None] | None = None,
+                      give_up: Callable[[], bool] | None = None) -> T:
+    """``call()``, retried with backoff while the storage is unreachable, for ``window_s`` seconds
+    at most (a try that boto itself retries can end a little later). A refusal is raised at once;
+    ``give_up()`` true (say, a newer version is waiting) ends the retries early."""
+    deadline = time.monotonic() + window_s
+    delay, tries = 0.5, 0
+    while True:
+        try:
+            return call()
+        except StorageError as exc:
+            tries += 1
+            left = deadline - time.monotonic()
+            if not exc.unreachable or left <= 0 or (give_up is not None and give_up()):
+                if exc.unreachable and tries > 1:
+                    raise StorageError(f"{exc} (storage unreachable; tried {tries} times in "
+                                       f"{window_s:g}s)", unreachable=True) from None
+                raise
+            if log is not None and tries == 1:
+                log(f"storage unreachable during {what}; retrying for up to {window_s:g}s: {exc}")
+            time.sleep(min(delay, max(left, 0.0)))
+            delay = min(delay * 2, 10.0)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -154,7 +206,8 @@ class S3Storage:
             code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
             if code in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise StorageError(f"HEAD s3://{bucket or self.bucket}/{key} failed: {_error_text(exc)}") from None
+            raise StorageError(f"HEAD s3://{bucket or self.bucket}/{key} failed: {_error_text(exc)}",
+                               is_unreachable(exc)) from None
 
     def list(self, prefix: str, bucket: str | None = None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -164,7 +217,8 @@ class S3Storage:
             for page in pages:
                 out.extend(page.get("Contents", []))
         except _boto_errors() as exc:
-            raise StorageError(f"LIST s3://{bucket or self.bucket}/{prefix} failed: {_error_text(exc)}") from None
+            raise StorageError(f"LIST s3://{bucket or self.bucket}/{prefix} failed: {_error_text(exc)}",
+                               is_unreachable(exc)) from None
         return out
 
     def upload_file(self, local: str | os.PathLike, key: str, bucket: str | None = None,
@@ -174,7 +228,8 @@ class S3Storage:
             self.transfers.upload_file(str(local), bucket or self.bucket, key,
                                        callback=self._count("bytes_uploaded"), extra_args=extra)
         except (*_boto_errors(), OSError) as exc:
-            raise StorageError(f"upload of {local} to {self.uri(key, bucket)} failed: {_error_text(exc)}") from None
+            raise StorageError(f"upload of {local} to {self.uri(key, bucket)} failed: {_error_text(exc)}",
+                               is_unreachable(exc)) from None
         return self.uri(key, bucket)
 
     def download_file(self, key: str, dest: str | os.PathLike, bucket: str | None = None) -> Path:
@@ -188,7 +243,8 @@ class S3Storage:
             os.replace(part, dest)
         except (*_boto_errors(), OSError) as exc:
             part.unlink(missing_ok=True)
-            raise StorageError(f"download of {self.uri(key, bucket)} failed: {_error_text(exc)}") from None
+            raise StorageError(f"download of {self.uri(key, bucket)} failed: {_error_text(exc)}",
+                               is_unreachable(exc)) from None
         return dest
 
     def download_prefix(self, prefix: str, dest_dir: str | os.PathLike,
@@ -203,7 +259,7 @@ class S3Storage:
                 continue
             target = (dest_dir / rel).resolve()
             if base not in target.parents:  # a key like "../x" must not escape dest_dir
-                raise StorageError(f"refusing object key outside the prefix: {obj['Key']!r}")
+                raise StorageError(f"refusing object key outside the prefix: {obj['Key']!r}", unreachable=False)
             self.download_file(obj["Key"], target, bucket)
         return len(objects)
 

@@ -16,6 +16,12 @@ snapshots keep replacing it meanwhile. An epoch of seconds would otherwise uploa
 on the machine training, the client's checksums and (with a local S3 server) the server's
 writes take CPU from the training threads (bench/README.md, training overhead). A crash loses
 at most the interval's progress; ``wait()`` uploads the waiting snapshot at once.
+
+An unreachable storage (connection refused, timeouts, 5xx) is retried for ``retry_window_s``
+(``VTP_STORAGE_RETRY_S``), or until a newer snapshot of the key is waiting; a refusal (4xx) is not
+retried. A key whose newest upload failed for want of storage is in ``unreachable``: the SDK then
+fails the attempt as NETWORK_ERROR, which the platform retries from the last checkpoint that
+made it (``checkpoint_saved`` is sent only for uploads that did).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .errors import CheckpointError
+from .errors import CheckpointError, StorageError
 from .log import TraceLogger
 
 if TYPE_CHECKING:
@@ -40,19 +46,20 @@ if TYPE_CHECKING:
 class _Snapshot:
     path: Path
     name: str
+    epoch: int | None = None  # the trainer's epoch when it was taken
 
 
 class CheckpointUploader:
     """Uploads snapshots in a small thread pool; the training loop pays only for the local copy."""
 
     def __init__(self, storage: S3Storage, logger: TraceLogger, staging_dir: Path,
-                 on_uploaded: Callable[[str, str, int], None] | None = None,
-                 max_workers: int = 2, retries: int = 3, min_interval_s: float = 0.0) -> None:
+                 on_uploaded: Callable[[str, str, int, int | None], None] | None = None,
+                 max_workers: int = 2, retry_window_s: float = 120.0, min_interval_s: float = 0.0) -> None:
         self._storage = storage
         self._log = logger
         self._staging = staging_dir
         self._on_uploaded = on_uploaded
-        self._retries = retries
+        self._retry_window = max(0.0, retry_window_s)
         self._min_interval = max(0.0, min_interval_s)
         self._next_start: dict[str, float] = {}  # key -> monotonic time its next upload may start
         self._flushing = 0                        # wait() calls in progress: no spacing meanwhile
@@ -61,10 +68,11 @@ class CheckpointUploader:
         self._waiting: dict[str, _Snapshot] = {}  # key -> newest snapshot not started yet
         self._active: set[str] = set()            # keys with a drain task scheduled or running
         self.errors: dict[str, str] = {}          # key -> reason, for the newest version of the key
+        self.unreachable: set[str] = set()        # keys in `errors` that failed for want of storage
         self.uploaded = 0
         self.superseded = 0  # snapshots replaced by a newer one before their upload started
 
-    def submit(self, local_path: str | os.PathLike, key: str, name: str) -> str:
+    def submit(self, local_path: str | os.PathLike, key: str, name: str, epoch: int | None = None) -> str:
         src = Path(local_path)
         if not src.is_file():
             raise CheckpointError(f"checkpoint file not found: {src}")
@@ -73,7 +81,7 @@ class CheckpointUploader:
         shutil.copyfile(src, snap)  # sendfile(2) on Linux: no Python-level copy loop
         with self._cond:
             old = self._waiting.get(key)
-            self._waiting[key] = _Snapshot(snap, name)
+            self._waiting[key] = _Snapshot(snap, name, epoch)
             schedule = key not in self._active
             self._active.add(key)
         if old is not None:
@@ -107,28 +115,35 @@ class CheckpointUploader:
                 self._log.error(f"checkpoint upload of {key} failed: {exc}")
 
     def _upload(self, snap: _Snapshot, key: str) -> None:
+        from .storage import retry_unreachable  # here: storage.py re-exports this module
+
+        def superseded() -> bool:  # a newer snapshot waits: retry with that one instead
+            with self._cond:
+                return key in self._waiting
+
         try:
             size = snap.path.stat().st_size
-            last: Exception | None = None
-            for attempt in range(self._retries):
-                try:
-                    uri = self._storage.upload_file(snap.path, key)
-                    break
-                except Exception as exc:  # StorageError; retried a few times
-                    last = exc
-                    time.sleep(0.2 * (attempt + 1))
-            else:
+            try:
+                uri = retry_unreachable(lambda: self._storage.upload_file(snap.path, key), self._retry_window,
+                                        f"the upload of {key}", self._log.warning, superseded)
+            except StorageError as exc:
                 with self._cond:
                     if key not in self._waiting:  # a newer version will report for itself
-                        self.errors[key] = str(last)
-                self._log.error(f"checkpoint upload failed: {last}")
+                        self.errors[key] = str(exc)
+                        if exc.unreachable:
+                            self.unreachable.add(key)
+                        else:
+                            self.unreachable.discard(key)
+                self._log.error(f"checkpoint upload failed: {exc}")
                 return
-            self.errors.pop(key, None)
+            with self._cond:
+                self.errors.pop(key, None)
+                self.unreachable.discard(key)
             self.uploaded += 1
         finally:
             snap.path.unlink(missing_ok=True)
         if self._on_uploaded:
-            self._on_uploaded(snap.name, uri, size)
+            self._on_uploaded(snap.name, uri, size, snap.epoch)
 
     @property
     def pending(self) -> int:
@@ -152,10 +167,16 @@ class CheckpointUploader:
             finally:
                 self._flushing -= 1
             running = len(self._active)
-        errors = dict(self.errors)
+            errors = dict(self.errors)
         if running:
             errors["*"] = f"{running} upload(s) still running after {timeout}s"
         return errors
+
+    def all_unreachable(self, errors: dict[str, str]) -> bool:
+        """Whether every failure in ``errors`` (from ``wait``) came from storage that could not be
+        reached (or uploads still going after the wait's bound): infrastructure, not the checkpoint."""
+        with self._cond:
+            return bool(errors) and all(k == "*" or k in self.unreachable for k in errors)
 
     def close(self, timeout: float | None = None) -> dict[str, str]:
         errors = self.wait(timeout)
