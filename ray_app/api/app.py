@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ray_app import __version__
@@ -13,6 +14,7 @@ from ray_app.api.limits import BodySizeLimit
 from ray_app.api.routes import callbacks, jobs, predict, system
 from ray_app.config import Settings
 from ray_app.jobs.errors import StoreError
+from ray_app.jobs.types import readable
 from ray_app.store.actor import StoreClient
 
 log = logging.getLogger("ray_app.api")
@@ -39,6 +41,15 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each bad `input`: a NaN or a lone surrogate there made the
+        # 422 itself fail (a 500), and echoing a request back can leak what a client sent by
+        # mistake. The field (`loc`) and the reason (`msg`) are what a client needs.
+        return JSONResponse(status_code=422, content={"detail": [
+            {"type": e.get("type"), "loc": readable(list(e.get("loc", ()))), "msg": readable(e.get("msg", ""))}
+            for e in exc.errors()]})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -55,7 +55,7 @@ class HeartbeatFastPath:
         job_id = match.group(1)
         claims, length = self._known_token_and_length(scope, job_id)
         if claims is None or length is None or length > self.max_bytes:
-            return await self._hand_over(scope, receive, send, b"")
+            return await self._hand_over(scope, receive, send, None)
         raw = b""
         while True:  # at most Content-Length bytes: the HTTP parser enforces it
             message = await receive()
@@ -95,10 +95,12 @@ class HeartbeatFastPath:
         claims = cached_claims(self.ctx, token, job_id)  # the rule require_callback applies
         return (claims, length) if claims is not None else (None, None)
 
-    async def _hand_over(self, scope: Scope, receive: Receive, send: Send, consumed: bytes) -> None:
-        """The full app, with the body bytes already read given back to it first."""
+    async def _hand_over(self, scope: Scope, receive: Receive, send: Send, consumed: bytes | None) -> None:
+        """The full app, with the body already read (None: nothing read) given back to it first.
+        An empty body that was read is given back too: the request's only message is gone, and
+        the app would otherwise wait for it until the client gave up."""
         self.handed_over += 1
-        if not consumed:
+        if consumed is None:
             await self.app(scope, receive, send)
             return
         replayed = False

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` while the app reads the body. An HTTPException, because FastAPI
+    turns any other exception of its body parsing into 400 "error parsing the body": the
+    app's handler then answers 413 with the limit, as for a declared Content-Length."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, detail=_too_large(limit))
+
+
+def _too_large(limit: int) -> str:
+    return f"request body larger than {limit} bytes"
 
 
 class BodySizeLimit:
@@ -36,7 +46,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -52,7 +62,7 @@ class BodySizeLimit:
 
 
 async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    body = json.dumps({"detail": _too_large(limit)}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})

@@ -7,12 +7,23 @@ OpenAPI at /docs is generated from them, and the trainer SDK sends exactly these
 from __future__ import annotations
 
 import enum
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ray_app.jobs.states import JobState
+from ray_app.jobs.types import (
+    Attempt,
+    Epoch,
+    JsonObject,
+    Metrics,
+    Seq,
+    Step,
+    Text,
+    Timestamp,
+    finite_float,
+    readable,
+)
 
 # --------------------------------------------------------------------------- vocabulary
 
@@ -66,11 +77,20 @@ IDEMPOTENCY_KEY = Field(
     "Sent by the SDK as a uuid per logical callback; `attempt`+`seq` is used when absent.",
 )
 
-Metrics = dict[str, float | int | None]
+class _View(BaseModel):
+    """A response built from stored values: made readable first (types.readable), so no row,
+    however it was written, can fail a read."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _readable(cls, data: Any) -> Any:
+        return readable(data) if isinstance(data, dict) else data
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused; value rules in ray_app/jobs/types.py."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- job API
@@ -79,22 +99,22 @@ class _Strict(BaseModel):
 class JobCreate(_Strict):
     """POST /v1/jobs."""
 
-    framework: str = Field(min_length=1, max_length=64, examples=["ultralytics"])
+    framework: Text = Field(min_length=1, max_length=64, examples=["ultralytics"])
     task_type: TaskType = Field(examples=["object_detection"])
-    model_name: str = Field(min_length=1, max_length=128, examples=["yolo11n"])
+    model_name: Text = Field(min_length=1, max_length=128, examples=["yolo11n"])
     dataset_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._\-/]+$")
-    epochs: int = Field(default=10, ge=1, le=100_000)
-    batch_size: int = Field(default=16, ge=1, le=65_536)
-    learning_rate: float = Field(default=0.01, gt=0, le=10)
-    image_size: int = Field(default=640, ge=8, le=8192)
-    project_id: str = Field(default="default", min_length=1, max_length=128)
-    num_gpus: float = Field(default=0, ge=0, le=64)
-    num_cpus: float | None = Field(default=None, ge=0, le=512)
-    memory_mb: int | None = Field(default=None, ge=1)
-    config: dict[str, Any] = Field(default_factory=dict, description="framework arguments")
-    advanced_config: dict[str, Any] = Field(default_factory=dict)
-    max_attempts: int | None = Field(default=None, ge=1, le=20)
-    resume_from: str | None = Field(default=None, max_length=1024, description="checkpoint URI")
+    epochs: int = Field(default=10, strict=True, ge=1, le=100_000)
+    batch_size: int = Field(default=16, strict=True, ge=1, le=65_536)
+    learning_rate: float = finite_float(default=0.01, gt=0, le=10)
+    image_size: int = Field(default=640, strict=True, ge=8, le=8192)
+    project_id: Text = Field(default="default", min_length=1, max_length=128)
+    num_gpus: float = finite_float(default=0, ge=0, le=64)
+    num_cpus: float | None = finite_float(default=None, ge=0, le=512)
+    memory_mb: int | None = Field(default=None, strict=True, ge=1, le=2**24, description="at most 16 TiB")
+    config: JsonObject = Field(default_factory=dict, description="framework arguments")
+    advanced_config: JsonObject = Field(default_factory=dict)
+    max_attempts: int | None = Field(default=None, strict=True, ge=1, le=20)
+    resume_from: Text | None = Field(default=None, max_length=1024, description="checkpoint URI")
 
     _normalize_task = field_validator("task_type", mode="before")(normalize_task_type)
 
@@ -106,7 +126,7 @@ class JobCreate(_Strict):
         return value.strip()
 
 
-class JobView(BaseModel):
+class JobView(_View):
     """A job as the API returns it."""
 
     id: str
@@ -143,11 +163,11 @@ class JobView(BaseModel):
     last_checkpoint: str | None = None
     cancel_requested: bool = False
     training_time_seconds: float | None = None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    last_heartbeat_at: datetime | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    last_heartbeat_at: Timestamp | None = None
 
 
 class JobPage(BaseModel):
@@ -155,7 +175,7 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
 
 
-class EventView(BaseModel):
+class EventView(_View):
     seq: int
     attempt: int
     level: str
@@ -163,7 +183,7 @@ class EventView(BaseModel):
     message: str
     data: dict[str, Any]
     source: Literal["trainer", "platform"]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class EventPage(BaseModel):
@@ -171,24 +191,24 @@ class EventPage(BaseModel):
     next_after: int | None
 
 
-class MetricView(BaseModel):
+class MetricView(_View):
     attempt: int
     epoch: int
     step: int | None
     metrics: dict[str, Any]
-    updated_at: datetime
+    updated_at: Timestamp
 
 
 class MetricPage(BaseModel):
     items: list[MetricView]
 
 
-class LogLine(BaseModel):
+class LogLine(_View):
     seq: int
     attempt: int
     stream: str
     line: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class LogPage(BaseModel):
@@ -202,16 +222,16 @@ class LogPage(BaseModel):
 class HeartbeatIn(_Strict):
     """POST /v1/jobs/{id}/heartbeat — progress, every epoch or every few seconds."""
 
-    event_id: str | None = IDEMPOTENCY_KEY
-    attempt: int | None = Field(default=None, ge=1, description="must match the token's attempt")
-    seq: int | None = Field(default=None, ge=0)
-    trace_id: str | None = Field(default=None, max_length=64)
-    epoch: int | None = Field(default=None, ge=0)
-    total_epochs: int | None = Field(default=None, ge=0)
-    step: int | None = Field(default=None, ge=0)
-    total_steps: int | None = Field(default=None, ge=0)
-    progress: float | None = Field(default=None, ge=0, le=100)
-    metrics: Metrics = Field(default_factory=dict)
+    event_id: Text | None = IDEMPOTENCY_KEY
+    attempt: Attempt | None = Field(default=None, description="must match the token's attempt")
+    seq: Seq | None = None
+    trace_id: Text | None = Field(default=None, max_length=64)
+    epoch: Epoch | None = None
+    total_epochs: Epoch | None = None
+    step: Step | None = None
+    total_steps: Step | None = None
+    progress: float | None = finite_float(default=None, ge=0, le=100)
+    metrics: Metrics = Field(default_factory=dict, max_length=1024)
 
 
 class HeartbeatReply(BaseModel):
@@ -230,14 +250,14 @@ class EventLevel(str, enum.Enum):
 class EventIn(_Strict):
     """POST /v1/jobs/{id}/event — started, dataset_loaded, checkpoint_saved, error, …"""
 
-    event_id: str | None = IDEMPOTENCY_KEY
-    attempt: int | None = Field(default=None, ge=1)
-    seq: int | None = Field(default=None, ge=0)
-    trace_id: str | None = Field(default=None, max_length=64)
+    event_id: Text | None = IDEMPOTENCY_KEY
+    attempt: Attempt | None = None
+    seq: Seq | None = None
+    trace_id: Text | None = Field(default=None, max_length=64)
     level: EventLevel = EventLevel.INFO
     event_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.\-]*$")
-    message: str = Field(default="", max_length=8192)
-    data: dict[str, Any] = Field(default_factory=dict)
+    message: Text = Field(default="", max_length=8192)
+    data: JsonObject = Field(default_factory=dict)
 
     @field_validator("level", mode="before")
     @classmethod
@@ -253,17 +273,18 @@ class EventReply(BaseModel):
 class DoneIn(_Strict):
     """POST /v1/jobs/{id}/done — once, at the end of the attempt."""
 
-    event_id: str | None = IDEMPOTENCY_KEY
-    attempt: int | None = Field(default=None, ge=1)
-    trace_id: str | None = Field(default=None, max_length=64)
+    event_id: Text | None = IDEMPOTENCY_KEY
+    attempt: Attempt | None = None
+    trace_id: Text | None = Field(default=None, max_length=64)
     status: Literal["succeeded", "failed"]
-    error: str | None = Field(default=None, max_length=65_536)
+    error: Text | None = Field(default=None, max_length=65_536)
     error_type: ErrorType | None = None
-    traceback: str | None = Field(default=None, max_length=262_144)
-    final_metrics: Metrics = Field(default_factory=dict)
-    artifacts: dict[str, str] = Field(default_factory=dict)
-    mlflow_run_id: str | None = Field(default=None, max_length=128)
-    training_time_seconds: float | None = Field(default=None, ge=0)
+    traceback: Text | None = Field(default=None, max_length=262_144)
+    final_metrics: Metrics = Field(default_factory=dict, max_length=1024)
+    artifacts: dict[Annotated[Text, Field(max_length=256)], Annotated[Text, Field(max_length=2048)]] = Field(
+        default_factory=dict, max_length=1024)
+    mlflow_run_id: Text | None = Field(default=None, max_length=128)
+    training_time_seconds: float | None = finite_float(default=None, ge=0, le=1e9)
 
     @field_validator("error_type", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ray_app.jobs.errors import Conflict, StoreError
 from ray_app.jobs.schemas import HeartbeatIn
 from ray_app.jobs.states import JobState
+from ray_app.jobs.types import non_finite
 from ray_app.store import db
 
 if TYPE_CHECKING:
@@ -37,17 +38,33 @@ _RUNNING = JobState.RUNNING.value
 _Item = tuple[int, dict[str, Any], int, HeartbeatIn, str | None]
 
 
+def is_behind(job: dict[str, Any], hb: HeartbeatIn) -> bool:
+    """A heartbeat older than what the job already shows (a retried or reordered delivery):
+    within an attempt, progress never goes back. A new attempt starts from a clean slate
+    (JobStoreCore.requeue), so it may legitimately report less than the last one did."""
+    if hb.epoch is None or job["epoch"] is None:
+        return False
+    if hb.epoch != job["epoch"]:
+        return hb.epoch < job["epoch"]
+    return hb.step is not None and job["step"] is not None and hb.step < job["step"]
+
+
 def heartbeat_changes(job: dict[str, Any], hb: HeartbeatIn, now: Any) -> dict[str, Any]:
     """What a heartbeat changes on a RUNNING job's row (the one rule for both write paths)."""
     changes: dict[str, Any] = {"last_heartbeat_at": now}
+    if is_behind(job, hb):
+        return changes  # alive, but what it reports is already superseded
     if (hb.epoch, hb.step) != (job["epoch"], job["step"]) or job["last_progress_at"] is None:
         changes["last_progress_at"] = now  # progress: what the stall timeout watches
-    for name in ("epoch", "total_epochs", "step", "total_steps", "progress"):
+    for name in ("epoch", "total_epochs", "step", "total_steps"):
         value = getattr(hb, name)
         if value is not None:
             changes[name] = value
-    if hb.progress is None and hb.epoch is not None and hb.total_epochs:
-        changes["progress"] = round(100.0 * hb.epoch / hb.total_epochs, 2)
+    progress = hb.progress
+    if progress is None and hb.epoch is not None and hb.total_epochs:
+        progress = round(100.0 * hb.epoch / hb.total_epochs, 2)
+    if progress is not None:
+        changes["progress"] = max(progress, job["progress"] or 0.0)
     if hb.metrics:
         changes["latest_metrics"] = {**job["latest_metrics"], **hb.metrics}
     return changes
@@ -124,6 +141,8 @@ class HeartbeatBatch:
             hb = HeartbeatIn.model_validate(body)
         except Exception:
             return False
+        if non_finite(hb.metrics):
+            return False  # may owe a warning event: the store's own method writes it
         self.segment.append((index, job, attempt, hb, callback_key("hb", attempt, hb.event_id, hb.seq)))
         return True
 

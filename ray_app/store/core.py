@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt
 from ray_app.jobs.schemas import RETRYABLE_ERRORS, DoneIn, ErrorType, EventIn, HeartbeatIn
 from ray_app.jobs.states import JobState, check_transition
+from ray_app.jobs.types import non_finite, readable
 from ray_app.store import bulk, db
 
 log = logging.getLogger("ray_app.store")
@@ -174,6 +175,8 @@ class JobStoreCore:
                 attempt=attempt + 1, resume_from=job["last_checkpoint"] or job["resume_from"],
                 done=None, error=reason, error_type=error_type, last_heartbeat_at=None,
                 last_progress_at=None, started_at=None,
+                # the new attempt reports its own progress from where it resumes
+                epoch=None, step=None, progress=0.0,
             )
             self._add_event(
                 conn, job, "platform", "warning", "retry",
@@ -200,7 +203,8 @@ class JobStoreCore:
         for stream, line in lines:
             seq += 1
             values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream,
-                           "line": line[:16384], "created_at": now})
+                           # a trainer may print anything: a NUL would fail the write on PostgreSQL
+                           "line": readable(line[:16384]), "created_at": now})
         with self.engine.begin() as conn:
             conn.execute(db.logs.insert(), values)
         self._log_seq[job_id] = seq
@@ -233,6 +237,7 @@ class JobStoreCore:
             if hb.metrics and hb.epoch is not None:
                 db.upsert_metrics(conn, job_id, token_attempt, hb.epoch, hb.step, hb.metrics)
                 self._metrics_hint.pop(job_id, None)  # written here, not by the batch path
+            self._warn_non_finite(conn, job, hb.metrics, hb.epoch)
             self._set(conn, job, **changes)
         return {"should_continue": not job["cancel_requested"], "duplicate": False}
 
@@ -280,6 +285,7 @@ class JobStoreCore:
             }
             if state == JobState.QUEUED:
                 self._transition(conn, job, JobState.RUNNING, "done before started", started_at=db.utcnow())
+            self._warn_non_finite(conn, job, payload["final_metrics"], job["epoch"])
             level = "info" if d.status == "succeeded" else "error"
             self._add_event(conn, job, "trainer", level, "done", d.error or d.status,
                             {"status": d.status, "error_type": payload["error_type"]})
@@ -387,6 +393,18 @@ class JobStoreCore:
                         {"from": current.value, "to": target.value, "reason": reason})
         log.info("[TRACE:%s] job %s %s -> %s: %s", job["trace_id"], job["id"], current.value,
                  target.value, reason)
+
+    def _warn_non_finite(self, conn, job: dict[str, Any], metrics: dict[str, Any], epoch: int | None) -> None:
+        """A metric that turns NaN or infinite is news (training diverged): one warning event
+        when it turns, not one per heartbeat while it stays so."""
+        turned = {name: value for name, value in non_finite(metrics).items()
+                  if job["latest_metrics"].get(name) != value}
+        if turned:
+            named = ", ".join(f"{name} = {value}" for name, value in sorted(turned.items()))
+            at = f" at epoch {epoch}" if epoch is not None else ""
+            self._add_event(conn, job, "platform", "warning", "metric_non_finite",
+                            f"non-finite metric{at}: {named} (training may have diverged)",
+                            {"metrics": turned, "epoch": epoch})
 
     def _add_event(self, conn, job, source, level, event_type, message, data) -> None:
         seq = self._event_seq.get(job["id"], 0) + 1

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     bindparam,
     create_engine,
     event,
@@ -39,25 +40,27 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(DateTime):
-    """Timestamps stored in UTC and read back timezone-aware on every backend."""
+class UTCDateTime(TypeDecorator):
+    """Timestamps stored in UTC and read back timezone-aware (UTC) on every backend.
 
+    A TypeDecorator, not a DateTime subclass: each dialect replaces DateTime by its own type
+    (SQLite's DATETIME), so a subclass's result processor was never called, and rows read back
+    from SQLite were naive (the API then sent them without a timezone)."""
+
+    impl = DateTime(timezone=True)
     cache_ok = True
 
-    def __init__(self) -> None:
-        super().__init__(timezone=True)
+    def process_bind_param(self, value, dialect):  # type: ignore[override]
+        if isinstance(value, datetime):
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            if dialect.name == "sqlite":  # stored as text without an offset: always UTC
+                value = value.replace(tzinfo=None)
+        return value
 
-    def result_processor(self, dialect, coltype):  # type: ignore[override]
-        parent = super().result_processor(dialect, coltype)
-
-        def process(value):
-            if parent is not None:
-                value = parent(value)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                value = value.replace(tzinfo=UTC)
-            return value
-
-        return process
+    def process_result_value(self, value, dialect):  # type: ignore[override]
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
 
 
 jobs = Table(

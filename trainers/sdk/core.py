@@ -21,17 +21,20 @@ from .signals import StopSignals
 from .storage import CheckpointUploader, S3Storage
 
 
-def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    """Numbers only (JSON has no NaN/inf); bools and strings are not metrics."""
-    out: dict[str, float] = {}
+def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | str]:
+    """Numbers only; bools and strings are not metrics. A non-finite value is news (a NaN loss:
+    training diverged), so it is sent as the contract spells it, "NaN", "Infinity" or
+    "-Infinity" (JSON has no such numbers), and the platform warns about it."""
+    out: dict[str, float | str] = {}
     for k, v in (metrics or {}).items():
         if hasattr(v, "item"):  # numpy / torch scalars
             try:
                 v = v.item()
             except Exception:
                 continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[str(k)] = float(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = float(v)
+            out[str(k)] = v if math.isfinite(v) else "NaN" if math.isnan(v) else "Infinity" if v > 0 else "-Infinity"
     return out
 
 

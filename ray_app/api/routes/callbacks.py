@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from ray_app.api.context import AppContext
 from ray_app.api.deps import Callback, Ctx
+from ray_app.api.documented import CALLBACK_UNAUTHORIZED, CONFLICT, NOT_FOUND, TOO_LARGE
 from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt, StoreError
 from ray_app.jobs.schemas import (
@@ -25,8 +26,7 @@ from ray_app.jobs.schemas import (
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["trainer callbacks"])
 
-_REFUSED = {401: {"description": "missing, malformed, forged, expired, other-job or stale-attempt token"},
-            404: {"description": "unknown job"}, 409: {"description": "the job cannot take this callback"}}
+_REFUSED = {**CALLBACK_UNAUTHORIZED, **NOT_FOUND, **CONFLICT, **TOO_LARGE}
 
 
 def _check_body_attempt(claims, body_attempt: int | None) -> None:

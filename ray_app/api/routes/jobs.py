@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from ray_app.api.deps import Ctx, User
+from ray_app.api.documented import CONFLICT, NOT_FOUND, TOO_LARGE, UNAUTHORIZED
 from ray_app.jobs.schemas import (
     EventPage,
     EventView,
@@ -20,12 +21,13 @@ from ray_app.jobs.schemas import (
     MetricView,
 )
 from ray_app.jobs.states import JobState
+from ray_app.jobs.types import MAX_SEQ
 from ray_app.runtime.registry import UnknownTrainer
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
 
 
-@router.post("", status_code=201, response_model=JobView, summary="Create a training job")
+@router.post("", status_code=201, response_model=JobView, responses=TOO_LARGE, summary="Create a training job")
 async def create_job(body: JobCreate, ctx: Ctx) -> JobView:
     try:
         manifest = ctx.resolve_trainer(body.framework, body.task_type.value, body.model_name)
@@ -51,7 +53,7 @@ async def list_jobs(
     state: JobState | None = None,
     project_id: str | None = None,
     framework: str | None = None,
-    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,15}$", description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     items, next_cursor = await ctx.store.call(
@@ -62,21 +64,22 @@ async def list_jobs(
                    next_cursor=str(next_cursor) if next_cursor is not None else None)
 
 
-@router.get("/{job_id}", response_model=JobView, summary="Get a job")
+@router.get("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Get a job")
 async def get_job(job_id: str, ctx: Ctx) -> JobView:
     return JobView.model_validate(await ctx.store.call("get_job", job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobView, summary="Request cancellation (idempotent)")
+@router.post("/{job_id}/cancel", response_model=JobView, responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE},
+             summary="Request cancellation (idempotent)")
 async def cancel_job(job_id: str, ctx: Ctx) -> JobView:
     job = await ctx.store.call("request_cancel", job_id)
     ctx.nudge_controller()
     return JobView.model_validate(job)
 
 
-@router.get("/{job_id}/events", response_model=EventPage, summary="The job's events, in order")
+@router.get("/{job_id}/events", response_model=EventPage, responses=NOT_FOUND, summary="The job's events, in order")
 async def job_events(
-    job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0)] = 0,
+    job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventPage:
     items = await ctx.store.call("events", job_id, after, limit)
@@ -84,15 +87,15 @@ async def job_events(
                      next_after=items[-1]["seq"] if items else None)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricPage, summary="Metric history per epoch")
+@router.get("/{job_id}/metrics", response_model=MetricPage, responses=NOT_FOUND, summary="Metric history per epoch")
 async def job_metrics(job_id: str, ctx: Ctx) -> MetricPage:
     items = await ctx.store.call("metrics", job_id)
     return MetricPage(items=[MetricView.model_validate(m) for m in items])
 
 
-@router.get("/{job_id}/logs", response_model=LogPage, summary="The trainer's output lines")
+@router.get("/{job_id}/logs", response_model=LogPage, responses=NOT_FOUND, summary="The trainer's output lines")
 async def job_logs(
-    job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0)] = 0,
+    job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> LogPage:
     items = await ctx.store.call("logs", job_id, after, limit)

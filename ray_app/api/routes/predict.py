@@ -11,10 +11,11 @@ from pydantic import BaseModel
 from ray.exceptions import RayError
 
 from ray_app.api.deps import Ctx, User
+from ray_app.api.documented import NOT_FOUND, TOO_LARGE, UNAUTHORIZED, ErrorBody
 from ray_app.runtime import predictor
 from ray_app.runtime.registry import UnknownTrainer
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
 log = logging.getLogger("ray_app.api")
 
 
@@ -27,7 +28,8 @@ class PredictResponse(BaseModel):
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,
-             responses={409: {"description": "the job cannot serve predictions yet"}},
+             responses={**NOT_FOUND, 409: {"description": "the job cannot serve predictions yet", "model": ErrorBody},
+                        **TOO_LARGE, 502: {"description": "the prediction failed on the cluster", "model": ErrorBody}},
              summary="Run the job's best checkpoint on uploaded images")
 async def predict(
     job_id: str,

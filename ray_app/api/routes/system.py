@@ -8,12 +8,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ray_app.api.deps import Ctx, User
+from ray_app.api.documented import UNAUTHORIZED
 from ray_app.runtime.registry import TrainerManifest
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/healthz", summary="Liveness of the API and its dependencies")
+@router.get("/healthz", summary="Liveness of the API and its dependencies",
+            responses={503: {"description": "a dependency (the job store) is unavailable"}})
 async def healthz(ctx: Ctx) -> JSONResponse:
     checks: dict[str, str] = {"api": "ok"}
     try:
@@ -28,7 +30,7 @@ async def healthz(ctx: Ctx) -> JSONResponse:
                         content={"status": "ok" if healthy else "degraded", "checks": checks})
 
 
-@router.get("/v1/trainers", dependencies=[User], response_model=list[TrainerManifest],
+@router.get("/v1/trainers", dependencies=[User], response_model=list[TrainerManifest], responses=UNAUTHORIZED,
             summary="Registered trainers with their tasks, models and default resources")
 async def trainers(ctx: Ctx) -> list[TrainerManifest]:
     return list(ctx.registry.trainers.values())

@@ -1,0 +1,25 @@
+"""The error statuses the routes document in OpenAPI, so that generated clients and schema-based
+testers expect exactly what the server answers. Every error body is `{"detail": ...}`: a string,
+or for 422 the list of `{loc, msg, type}` that FastAPI documents itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a refused heartbeat also says should_continue
+    detail: str
+
+
+def _doc(description: str) -> dict[str, Any]:
+    return {"description": description, "model": ErrorBody}
+
+
+UNAUTHORIZED = {401: _doc("missing or invalid bearer token")}
+CALLBACK_UNAUTHORIZED = {401: _doc("missing, malformed, forged, expired, other-job or stale-attempt token")}
+NOT_FOUND = {404: _doc("unknown job")}
+CONFLICT = {409: _doc("the job cannot take this request in its state")}
+TOO_LARGE = {413: _doc("request body over the size limit (VTP_MAX_BODY_BYTES, VTP_MAX_UPLOAD_BYTES)")}
