@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     stall_timeout_s: float = 1800.0
     placement_timeout_s: float = 600.0
     cancel_grace_s: float = 30.0
+    kill_grace_s: float = Field(
+        default=5.0, ge=0, description="once a trainer is told to end (cancel_grace_s after a "
+        "cancel, or its job is final), SIGTERM goes to its process group; what is still alive "
+        "this much later gets SIGKILL",
+    )
+    storage_retry_s: float = Field(
+        default=120.0, ge=0, description="how long a trainer (the SDK) retries storage that "
+        "cannot be reached before it fails the attempt as NETWORK_ERROR, which is retried from "
+        "the last checkpoint that was uploaded; keep it below heartbeat_timeout_s",
+    )
     controller_interval_s: float = 0.5
 
     # storage (S3-compatible): embedded SeaweedFS by default

@@ -19,23 +19,18 @@ from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import (
-    NodeAffinitySchedulingStrategy,
-    PlacementGroupSchedulingStrategy,
-)
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.schemas import ErrorType
-from ray_app.runtime import contract_env, process_env, runtime_env
+from ray_app.runtime import contract_env, deaths, process_env, runtime_env
 from ray_app.runtime.outcomes import Action, decide
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
-from ray_app.runtime.runner import TrainerRunner, kill_process_group
+from ray_app.runtime.runner import TrainerRunner, kill_orphaned_group
 from ray_app.store.actor import StoreClient
 
 log = logging.getLogger("ray_app.controller")
-
-TERM_GRACE_S = 5.0  # SIGTERM -> SIGKILL, once the cancel grace period is over
 
 
 @dataclass
@@ -99,15 +94,19 @@ class Reconciler:
                 return
             self.attempts[job["id"]] = att
         if att.run is not None and att.run.done():
+            if _unavailable(att.run):
+                att.run = self._ask_again(att, "run")
+                return
             await self._attempt_ended(job, att)
             return
         if att.ready is not None and att.ready.done():
-            if att.ready.exception() is not None:
-                await self._fail(job, att, f"runner could not start: {_describe(att.ready.exception())}",
-                                 ErrorType.INFRASTRUCTURE_ERROR)
+            if _unavailable(att.ready):
+                att.ready = self._ask_again(att, "ready")
+            elif att.ready.exception() is not None:
+                await self._start_failed(job, att, att.ready.exception())
                 return
-            att.node_id = att.ready.result().get("node_id")
-            if att.run is None:
+            elif att.run is None:
+                att.node_id = att.ready.result().get("node_id")
                 att.run = asyncio.create_task(_await(att.actor.run.remote()))
                 att.run.add_done_callback(lambda _: self.wake())
         if job["state"] == "QUEUED":
@@ -167,6 +166,7 @@ class Reconciler:
                      "GPU": job["num_gpus"] or 0}
         if job.get("memory_mb"):
             resources["memory"] = int(job["memory_mb"]) * 1024 * 1024
+        custom = {k: v for k, v in manifest.resources.custom.items() if k not in ("CPU", "GPU", "memory")}
         # the runner's worker starts without the trainer's runtime_env (no setup_worker.py), and
         # the runner applies it to the trainer process itself where it can (process_env.py)
         runner_renv, process_spec = process_env.split(renv, pooled=self.settings.pooled_runners)
@@ -178,16 +178,18 @@ class Reconciler:
             options["runtime_env"] = runner_renv
         if "memory" in resources:
             options["memory"] = resources["memory"]
+        if custom:
+            options["resources"] = custom
         # Reserve the resources first: "not placed" then means exactly "no node has them free",
         # apart from the time a worker and its runtime_env take to start.
         placement = None
-        bundle = {k: v for k, v in resources.items() if v}
+        bundle = {k: v for k, v in {**resources, **custom}.items() if v}
         if bundle:
             placement = placement_group([bundle], strategy="STRICT_PACK", name=name, lifetime="detached")
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement, placement_group_bundle_index=0)
-        log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s)", job["trace_id"], name,
-                 resources["CPU"], resources["GPU"])
+        log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s%s)", job["trace_id"], name,
+                 resources["CPU"], resources["GPU"], "".join(f" {k}={v:g}" for k, v in custom.items()))
         actor = TrainerRunner.options(**options).remote(
             self.settings_env, job["id"], job["attempt"], job["trace_id"],
             manifest.entrypoints.train, env.secret, process_spec,
@@ -206,15 +208,21 @@ class Reconciler:
         waited = time.monotonic() - att.created
         unplaced = att.placed is not None and not att.placed.done()
         if unplaced and waited > self.settings.placement_timeout_s:
+            try:
+                custom = self.registry.get(job["framework"]).resources.custom
+            except UnknownTrainer:
+                custom = {}
             await self._fail(job, att, f"the trainer could not be placed within "
                              f"{self.settings.placement_timeout_s:g}s: no node has num_gpus={job['num_gpus']:g}, "
-                             f"num_cpus={job['num_cpus']} free", ErrorType.RESOURCE_ERROR)
+                             f"num_cpus={job['num_cpus']}" + "".join(f", {k}={v:g}" for k, v in custom.items())
+                             + " free", ErrorType.RESOURCE_ERROR)
 
     async def _watch_running(self, job: dict[str, Any], att: AttemptHandle) -> None:
         if job["cancel_requested"]:
             waited = _since(job["cancel_requested_at"]) or 0.0
             if att.terminate is None and waited >= self.settings.cancel_grace_s:
-                att.terminate = asyncio.create_task(_await(att.actor.terminate.remote(TERM_GRACE_S)))
+                att.terminate = asyncio.create_task(
+                    _await(att.actor.terminate.remote(self.settings.kill_grace_s)))
             return  # the attempt's end (processes gone) turns into CANCELLED
         silent = _since(job["last_heartbeat_at"] or job["started_at"])
         if silent is not None and silent > self.settings.heartbeat_timeout_s:
@@ -236,6 +244,37 @@ class Reconciler:
                                   f"no progress for {stalled:.0f}s (epoch={job['epoch']}, step={job['step']}); "
                                   f"failing at {self.settings.stall_timeout_s:g}s", "warning")
 
+    def _ask_again(self, att: AttemptHandle, method: str) -> asyncio.Task:
+        """The runner did not answer (its node, or the network to it, is gone for now), which is
+        not yet death: the GCS decides that, by its node health checks. Ask again, after a pause;
+        the call returns once the runner answers (both methods re-attach) or fails once it is
+        known dead, with the cause."""
+        log.warning("[TRACE:%s] runner of attempt %d is unreachable; waiting for it to answer or for "
+                    "Ray to declare it dead", att.trace_id, att.attempt)
+
+        async def again() -> Any:
+            await asyncio.sleep(1.0)
+            return await getattr(att.actor, method).remote()
+
+        task = asyncio.create_task(again())
+        task.add_done_callback(lambda _: self.wake())
+        return task
+
+    async def _runner_death(self, att: AttemptHandle, exc: BaseException) -> deaths.RunnerDeath:
+        return await deaths.runner_death(self.store, att.actor, att.job_id, att.attempt, att.trace_id,
+                                         att.node_id, exc, _describe)
+
+    async def _start_failed(self, job: dict[str, Any], att: AttemptHandle, exc: BaseException) -> None:
+        """Retried when the runner's node or worker was lost; failed when starting it failed."""
+        death = await self._runner_death(att, exc)
+        if not death.retryable:
+            await self._fail(job, att, f"runner could not start: {death.reason}", ErrorType.INFRASTRUCTURE_ERROR)
+            return
+        await self.store.call("requeue", job["id"], att.attempt, f"runner could not start: {death.reason}",
+                              ErrorType.INFRASTRUCTURE_ERROR.value)
+        self.attempts.pop(job["id"], None)
+        await self._kill(att)
+
     async def _actor_alive(self, att: AttemptHandle) -> bool:
         try:
             await asyncio.wait_for(_await(att.actor.status.remote()), timeout=10)
@@ -249,7 +288,7 @@ class Reconciler:
         try:
             outcome, error = att.run.result(), None
         except Exception as exc:
-            outcome, error = None, _describe(exc)
+            outcome, error = None, (await self._runner_death(att, exc)).reason
             await self._kill_orphans(att)
         job = await self.store.call("get_job", job["id"])
         decision = decide(job, outcome, error)
@@ -291,8 +330,9 @@ class Reconciler:
     async def _kill(self, att: AttemptHandle) -> None:
         placed = att.ready is not None and att.ready.done() and att.ready.exception() is None
         if placed:  # an actor never placed has no process to end: it is only removed
+            grace = self.settings.kill_grace_s
             try:
-                await asyncio.wait_for(_await(att.actor.terminate.remote(TERM_GRACE_S)), TERM_GRACE_S + 10)
+                await asyncio.wait_for(_await(att.actor.terminate.remote(grace)), grace + 10)
             except Exception:
                 await self._kill_orphans(att)
         try:
@@ -306,26 +346,15 @@ class Reconciler:
                 pass
 
     async def _kill_orphans(self, att: AttemptHandle) -> None:
-        """The runner is gone: end its trainer's process group on its node, if any is left.
-        The runner recorded where the process runs in a `trainer_process` event."""
-        try:
-            events = await self.store.call("events", att.job_id, 0, 10_000)
-        except Exception:
-            return
-        started = [e for e in events if e["event_type"] == "trainer_process" and e["attempt"] == att.attempt]
-        if not started:
-            return
-        data = started[-1]["data"]
-        try:
-            await _await(kill_process_group.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(data["node_id"], soft=False),
-            ).remote(int(data["pgid"])))
-        except Exception as exc:
-            log.warning("[TRACE:%s] could not clean up process group %s: %s", att.trace_id, data, exc)
+        await kill_orphaned_group(self.store, att.job_id, att.attempt, att.trace_id)
 
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+def _unavailable(task: asyncio.Task) -> bool:
+    return not task.cancelled() and isinstance(task.exception(), ray.exceptions.ActorUnavailableError)
 
 
 def _describe(exc: BaseException) -> str:

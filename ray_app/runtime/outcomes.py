@@ -32,7 +32,7 @@ EXIT_CALLBACK_FAILURE = 2  # the contract's "backend unreachable"
 
 def decide(job: dict[str, Any], outcome: dict[str, Any] | None, runner_error: str | None = None) -> Decision:
     """`outcome` is the runner's report of the exit (None when the runner died); `runner_error`
-    says why the runner is gone in that case."""
+    says why the runner is gone in that case, as one sentence (deaths.py)."""
     if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
         return Decision(Action.NOTHING)
     if job["cancel_requested"]:
@@ -45,7 +45,7 @@ def decide(job: dict[str, Any], outcome: dict[str, Any] | None, runner_error: st
             return Decision(Action.RETRY, reason, error_type)
         return Decision(Action.FAIL, reason, error_type)
     if outcome is None:
-        return Decision(Action.RETRY, f"runner actor died: {runner_error or 'unknown cause'}",
+        return Decision(Action.RETRY, runner_error or "the runner actor died (cause unknown)",
                         ErrorType.INFRASTRUCTURE_ERROR.value)
     code = outcome["returncode"]
     if code < 0:

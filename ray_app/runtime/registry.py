@@ -6,7 +6,8 @@ A plugin is a new folder with a manifest; the platform needs no code change to r
     task_types: [object_detection, instance_segmentation, image_classification]
     models: ["yolo11*", "yolov8*"]          # fnmatch patterns; "*" accepts any model
     entrypoints: {train: train.py, predict: predict.py}
-    resources: {num_cpus: 2, num_gpus: 0}  # defaults when the job does not say
+    resources: {num_cpus: 2, num_gpus: 0}  # defaults when the job does not say; `custom:
+                                           # {name: amount}` Ray custom resources it always needs
     requirements: requirements.txt         # the trainer's own dependencies
     env: venv                              # venv | pip | uv | none
     shadows: []                            # platform packages its venv may carry its own
@@ -33,6 +34,9 @@ class Resources(BaseModel):
     num_cpus: float = 1
     num_gpus: float = 0
     memory_mb: int | None = None
+    # Ray custom resources every attempt of this trainer requests (node labels an operator
+    # gives with `ray start --resources`, e.g. {"a100": 1}): its runners go only to such nodes
+    custom: dict[str, float] = Field(default_factory=dict)
 
 
 class Entrypoints(BaseModel):

@@ -18,16 +18,20 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib.util
+import logging
 import os
 import signal
 import time
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_app.config import Settings
 from ray_app.runtime import process_env
 from ray_app.store.actor import StoreClient
+
+log = logging.getLogger("ray_app.controller")
 
 LOG_FLUSH_S = 0.5
 LOG_BATCH = 200
@@ -209,7 +213,9 @@ class TrainerRunner:
                 return {"alive": False, "signalled": None}
         signalled = None
         if group_alive(self.pgid):
-            self._say(f"terminating process group {self.pgid} (SIGTERM, then SIGKILL after {grace_s}s)")
+            message = f"terminating process group {self.pgid} (SIGTERM, then SIGKILL after {grace_s:g}s)"
+            self._say(message)
+            self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] {message}"))
             kill_group(self.pgid, signal.SIGTERM)
             signalled = "SIGTERM"
             deadline = time.monotonic() + grace_s
@@ -234,3 +240,23 @@ def kill_process_group(pgid: int) -> bool:
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
+
+
+async def kill_orphaned_group(store: StoreClient, job_id: str, attempt: int, trace_id: str) -> None:
+    """The runner is gone: end its trainer's process group on its node, if any is left (the
+    runner recorded where the process runs in a `trainer_process` event). A lost node took its
+    processes with it: the task then finds no node, and there is nothing to do."""
+    try:
+        events = await store.call("events", job_id, 0, 10_000)
+    except Exception:
+        return
+    started = [e for e in events if e["event_type"] == "trainer_process" and e["attempt"] == attempt]
+    if not started:
+        return
+    data = started[-1]["data"]
+    try:
+        await kill_process_group.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(data["node_id"], soft=False),
+        ).remote(int(data["pgid"]))
+    except Exception as exc:
+        log.warning("[TRACE:%s] could not clean up process group %s: %s", trace_id, data, exc)

@@ -138,7 +138,7 @@ def test_killing_the_runner_actor_retries_with_resume_from(platform):
     assert job["attempt"] == 2
     assert not alive(pid)  # the old attempt's process died with its actor
     retry = next(e for e in p.events(job_id) if e["event_type"] == "retry")
-    assert "runner actor died" in retry["data"]["reason"]
+    assert "runner actor was killed with ray.kill" in retry["data"]["reason"]
     started = [e for e in p.events(job_id) if e["event_type"] == "started" and e["attempt"] == 2]
     assert started[0]["data"]["resume_from"]
 

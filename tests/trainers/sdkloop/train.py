@@ -15,8 +15,12 @@ def main(sdk: TrainerSDK) -> int:
     sdk.log_params({"model": sdk.env.model_name, "epochs": epochs, "classes": len(classes)})
     ckpt = sdk.work_dir / "last.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    acc = 0.0
-    for epoch in range(1, epochs + 1):
+    acc, start = 0.0, 1
+    if sdk.env.resume_from:  # a retried attempt continues after the checkpoint's epoch
+        done = sdk.download_checkpoint(sdk.env.resume_from, sdk.work_dir / "resume.pt").read_text()
+        start = int(done.split()[1]) + 1
+        sdk.log("INFO", f"resumed from {sdk.env.resume_from} ({done})")
+    for epoch in range(start, epochs + 1):
         if sdk.should_stop:
             return 0
         time.sleep(float(cfg.get("epoch_seconds", 0.2)))

@@ -1,0 +1,109 @@
+"""What faults of the infrastructure do to a job (issue 13): storage that goes away at the last
+checkpoint, a runner whose worker is killed, a trainer that ignores SIGTERM. The platform here
+reaches S3 through a forwarder the tests take down, with a short storage retry window and a short
+SIGTERM -> SIGKILL grace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from ray.util.state import list_actors
+
+from ray_app.datasets import make_classification
+from ray_app.storage.s3 import upload_dataset
+from tests.fixtures.forwarder import TcpForwarder
+from tests.runtime.test_runtime_lifecycle import alive, fake_job, trainer_pid
+
+STORAGE_RETRY_S = 3
+KILL_GRACE_S = 1
+
+
+@pytest.fixture(scope="module")
+def s3_forwarder(s3_server):
+    fwd = TcpForwarder(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    yield fwd
+    fwd.close()
+
+
+@pytest.fixture
+def faults_platform(deployment, sqlite_url, s3_forwarder):
+    yield deployment.deploy(sqlite_url, VTP_S3_ENDPOINT=f"http://127.0.0.1:{s3_forwarder.port}",
+                            VTP_STORAGE_RETRY_S=str(STORAGE_RETRY_S), VTP_KILL_GRACE_S=str(KILL_GRACE_S))
+    if not s3_forwarder._server.is_serving():  # a failed outage test must not leave S3 away
+        s3_forwarder.up()
+
+
+def test_storage_outage_at_the_last_checkpoint_is_retried_from_the_last_one_that_made_it(
+        faults_platform, s3_forwarder, s3_server, tmp_path):
+    p = faults_platform
+    make_classification(tmp_path / "ds", n_images=8, size=32, seed=3)
+    upload_dataset(s3_server.client(), s3_server.bucket, "outage-ckpt-ds", tmp_path / "ds")
+    job_id = p.create_job(framework="sdkloop", model_name="toy", task_type="image_classification",
+                          dataset_id="outage-ckpt-ds", epochs=5, max_attempts=3,
+                          config={"epoch_seconds": 0.4})["id"]
+    first = p.wait_event(job_id, "checkpoint_saved", timeout=90)  # epoch 1's `last` made it
+    assert first["data"]["epoch"] == 1
+    s3_forwarder.down()  # storage unreachable for the rest of attempt 1, its last upload included
+    deadline = time.monotonic() + 90
+    while (job := p.job(job_id))["attempt"] < 2:
+        assert job["state"] != "FAILED", (job["error_type"], job["error"])  # final: not retried
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    s3_forwarder.up()
+    job = p.wait_state(job_id, "SUCCEEDED", timeout=120)
+    assert job["attempt"] == 2
+    retry = next(e for e in p.events(job_id) if e["event_type"] == "retry")
+    assert f"storage unreachable for {STORAGE_RETRY_S}s" in retry["data"]["reason"], retry
+    lines = p.logs(job_id)
+    assert any("reporting done: failed (NETWORK_ERROR" in line for line in lines), lines[-30:]
+    # attempt 2 resumed from what made it to S3 before the outage: epoch 1's checkpoint
+    uri = f"s3://{s3_server.bucket}/checkpoints/job-{job_id}/last.pt"
+    assert any(f"resumed from {uri} (epoch 1)" in line for line in lines), lines[-30:]
+    body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=f"checkpoints/job-{job_id}/last.pt")
+    assert body["Body"].read() == b"epoch 5"
+    epochs = [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]]
+    assert set(epochs) == {1, 2, 3, 4, 5}
+
+
+def runner_pid(job_id: str, attempt: int = 1) -> int:
+    name = f"trainer:job-{job_id}:attempt-{attempt}"
+    actor = next(a for a in list_actors(filters=[("name", "=", name)], limit=10) if a.state == "ALIVE")
+    return int(actor.pid)
+
+
+def test_a_killed_runner_worker_is_explained_in_one_sentence(faults_platform):
+    p = faults_platform
+    job_id = fake_job(p, epochs=5, epoch_seconds=0.7, max_attempts=3)
+    trainer = trainer_pid(p, job_id)
+    p.wait_event(job_id, "checkpoint_saved")
+    pid = runner_pid(job_id)
+    node_id = next(e for e in p.events(job_id) if e["event_type"] == "trainer_process")["data"]["node_id"]
+    os.kill(pid, signal.SIGKILL)  # the runner's worker process, as an OOM killer or operator would
+    job = p.wait_state(job_id, "SUCCEEDED", timeout=90)
+    assert job["attempt"] == 2 and not alive(trainer)
+    reason = next(e for e in p.events(job_id) if e["event_type"] == "retry")["data"]["reason"]
+    assert reason.startswith(f"the runner's worker process (pid {pid}) on node "), reason
+    assert node_id[:12] in reason and "died unexpectedly" in reason
+    assert len(reason) < 250 and "\n" not in reason and "OOM" not in reason, reason
+    # Ray's own words are kept, in the job's log
+    assert any("Worker exit type: SYSTEM_ERROR" in line for line in p.logs(job_id))
+
+
+def test_cancel_of_a_trainer_ignoring_sigterm_takes_the_kill_grace_setting(faults_platform):
+    p = faults_platform
+    job_id = fake_job(p, behaviour="ignore_cancel", epoch_seconds=0.3)
+    pid = trainer_pid(p, job_id)
+    p.wait_state(job_id, "RUNNING", timeout=30)
+    child = p.wait_event(job_id, "child_started", timeout=20)["data"]["pid"]
+    t0 = time.monotonic()
+    p.api("POST", f"/v1/jobs/{job_id}/cancel")
+    p.wait_state(job_id, "CANCELLED", timeout=60)
+    took = time.monotonic() - t0
+    cancel_grace = p.settings.cancel_grace_s
+    assert not alive(pid) and not alive(child)
+    # cancel grace, then SIGTERM, then SIGKILL after VTP_KILL_GRACE_S (not a fixed 5 s)
+    assert cancel_grace + KILL_GRACE_S - 0.5 < took < cancel_grace + KILL_GRACE_S + 3.0, took
+    assert any(f"SIGKILL after {KILL_GRACE_S}s" in line for line in p.logs(job_id, complete=False))
