@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_app import __version__
 from ray_app.api.context import AppContext
@@ -18,6 +21,8 @@ from ray_app.jobs.types import readable
 from ray_app.store.actor import StoreClient
 
 log = logging.getLogger("ray_app.api")
+_UNPARSABLE = "There was an error parsing the body"  # FastAPI's words (fastapi/routing.py)
+_UNPARSABLE_MSG = "the body is not valid JSON text (UTF-8)"
 
 
 def create_app(settings: Settings, store: StoreClient | None = None,
@@ -50,6 +55,16 @@ def create_app(settings: Settings, store: StoreClient | None = None,
         return JSONResponse(status_code=422, content={"detail": [
             {"type": e.get("type"), "loc": readable(list(e.get("loc", ()))), "msg": readable(e.get("msg", ""))}
             for e in exc.errors()]})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:
+            # only FastAPI and Starlette raise 400 here, when a body cannot be parsed (not UTF-8,
+            # broken multipart): the same 422 as any other invalid body, naming the body
+            msg = _UNPARSABLE_MSG if exc.detail == _UNPARSABLE else f"the body could not be parsed: {exc.detail}"
+            return JSONResponse(status_code=422, content={"detail": [
+                {"type": "body_unparsable", "loc": ["body"], "msg": readable(str(msg))}]})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -239,3 +239,10 @@ def test_openapi_lists_the_statuses_routes_return(platform):
     for kind in ("heartbeat", "event", "done", "callbacks"):
         assert {"200", "401", "404", "409", "413", "422"} <= codes(f"/v1/jobs/{{job_id}}/{kind}", "post"), kind
     assert {"200", "401"} <= codes("/v1/trainers", "get") and "503" in codes("/healthz", "get")
+
+
+def test_a_body_that_is_not_utf8_is_422_like_any_invalid_json(platform):
+    p = platform
+    resp = p.http.post(f"{p.base_url}/v1/jobs", content=b'{"framework": "\xff\xfe"}',
+                       headers={**user(p), "Content-Type": "application/json"})
+    assert field_errors(resp) == [("body", "the body is not valid JSON text (UTF-8)")]
