@@ -257,8 +257,22 @@ def jobs_list(state: Optional[str] = None, project: Optional[str] = None, limit:
 def jobs_get(job_id: str, url: Url = None, as_json: AsJson = False) -> None:
     """One job: state, progress, metrics, error, artifacts."""
     job = _api(_client(url).get, job_id)
-    _emit(job, as_json, lambda j: [console.print(f"{k:22} {v}") for k, v in j.items()
-                                   if k not in ("config", "advanced_config")])
+
+    def render(j: dict[str, Any]) -> None:
+        for k, v in j.items():
+            if k not in ("config", "advanced_config", "attempts"):
+                console.print(f"{k:22} {v}")
+        if j.get("attempts"):
+            table = Table("attempt", "outcome", "started", "ended", "node", "exit", "error type", "reason",
+                          "resumed from", title="attempts")
+            for a in j["attempts"]:
+                exit_ = a["signal"] or ("" if a["exit_code"] is None else str(a["exit_code"]))
+                table.add_row(str(a["attempt"]), a["outcome"], a["started_at"] or "", a["ended_at"],
+                              (a["node_id"] or "")[:12], exit_, a["error_type"] or "", a["reason"] or "",
+                              a["resume_from"] or "")
+            console.print(table)
+
+    _emit(job, as_json, render)
 
 
 @jobs_app.command("watch")

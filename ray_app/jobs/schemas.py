@@ -126,6 +126,22 @@ class JobCreate(_Strict):
         return value.strip()
 
 
+class AttemptView(BaseModel):
+    """An attempt that ended: what happened to this try of the job."""
+
+    attempt: int
+    outcome: Literal["retried", "succeeded", "failed", "cancelled"]
+    queued_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    ended_at: Timestamp
+    node_id: str | None = Field(default=None, description="the Ray node its runner ran on")
+    exit_code: int | None = Field(default=None, description="the trainer's exit code (negative: a signal)")
+    signal: str | None = None
+    error_type: str | None = None
+    reason: str | None = None
+    resume_from: str | None = Field(default=None, description="the checkpoint this attempt resumed from")
+
+
 class JobView(_View):
     """A job as the API returns it."""
 
@@ -168,6 +184,7 @@ class JobView(_View):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     last_heartbeat_at: Timestamp | None = None
+    attempts: list[AttemptView] = Field(default_factory=list, description="the attempts that ended, in order")
 
 
 class JobPage(BaseModel):

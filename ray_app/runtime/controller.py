@@ -49,6 +49,12 @@ class AttemptHandle:
     stall_warned: bool = False
 
 
+def _ended(att: AttemptHandle, outcome: dict[str, Any] | None) -> dict[str, Any]:
+    """How an attempt ended, for its row in the job's attempt history (store/attempts.py)."""
+    outcome = outcome or {}
+    return {"node_id": att.node_id, "exit_code": outcome.get("returncode"), "signal": outcome.get("signal")}
+
+
 def _since(ts: datetime | None) -> float | None:
     return None if ts is None else (datetime.now(UTC) - ts).total_seconds()
 
@@ -296,12 +302,14 @@ class Reconciler:
                  outcome or error, decision.action.value, decision.reason)
         if decision.action == Action.CANCEL:
             await self.store.call("transition", job["id"], "CANCELLED",
-                                  "cancelled; no process of the trainer remains", attempt=att.attempt)
+                                  "cancelled; no process of the trainer remains", attempt=att.attempt,
+                                  ended=_ended(att, outcome))
         elif decision.action == Action.RETRY:
-            await self.store.call("requeue", job["id"], att.attempt, decision.reason, decision.error_type)
+            await self.store.call("requeue", job["id"], att.attempt, decision.reason, decision.error_type,
+                                  ended=_ended(att, outcome))
         elif decision.action == Action.FAIL:
             await self.store.call("transition", job["id"], "FAILED", decision.reason,
-                                  attempt=att.attempt, error_type=decision.error_type)
+                                  attempt=att.attempt, error_type=decision.error_type, ended=_ended(att, outcome))
         self.attempts.pop(job["id"], None)
         await self._kill(att)
 
@@ -316,12 +324,17 @@ class Reconciler:
         grace = self.settings.cancel_grace_s if grace_s is None else grace_s
 
         async def finish() -> None:
+            outcome = None
             if att.run is not None and grace > 0:
                 try:
-                    await asyncio.wait_for(asyncio.shield(att.run), timeout=grace)
+                    outcome = await asyncio.wait_for(asyncio.shield(att.run), timeout=grace)
                 except Exception:
                     pass
             await self._kill(att)
+            try:  # the attempt's row was written with the job's end (its done): add node and exit
+                await self.store.call("attempt_exited", att.job_id, att.attempt, _ended(att, outcome))
+            except Exception as exc:
+                log.warning("[TRACE:%s] attempt %d's exit not recorded: %s", att.trace_id, att.attempt, exc)
 
         task = asyncio.create_task(finish())
         self._background.add(task)

@@ -34,6 +34,7 @@ from ray_app.store.actor import StoreClient
 log = logging.getLogger("ray_app.controller")
 
 LOG_FLUSH_S = 0.5
+PLATFORM_ONLY_ENV = frozenset({"VTP_JWT_SECRET", "VTP_API_TOKENS", "VTP_DATABASE_URL"})
 LOG_BATCH = 200
 
 
@@ -130,7 +131,10 @@ class TrainerRunner:
             return {"returncode": -signal.SIGTERM, "signal": "SIGTERM", "pid": None, "pgid": None,
                     "duration_s": 0.0, "not_started": True}
         trainer = await self._trainer_env()
-        env = {**os.environ, **trainer.env, **self.secret_env}
+        # the platform's own secrets stay in the runner: a trainer holding the JWT secret could
+        # forge other jobs' callback tokens, and the API tokens or the database URL are not its own
+        inherited = {k: v for k, v in os.environ.items() if k not in PLATFORM_ONLY_ENV}
+        env = {**inherited, **trainer.env, **self.secret_env}
         gpu_ids = ray.get_gpu_ids()
         env["DEVICE"] = ",".join(str(i) for i in range(len(gpu_ids))) if gpu_ids else "cpu"
         env["PYTHONUNBUFFERED"] = "1"

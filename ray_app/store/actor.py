@@ -53,7 +53,7 @@ def get_or_create_store(settings: Settings) -> ray.actor.ActorHandle:
 # Methods safe to repeat after the store died mid-call: reads, and writes that are idempotent.
 IDEMPOTENT = frozenset(
     {"get_job", "list_jobs", "active_jobs", "events", "metrics", "logs", "request_cancel",
-     "heartbeat", "event", "done", "check_attempt", "create_job", "apply_callbacks"}
+     "heartbeat", "event", "done", "check_attempt", "create_job", "apply_callbacks", "attempt_exited"}
 )
 
 

@@ -81,7 +81,7 @@ def callback_key(kind: str, attempt: int, event_id: str | None, seq: int | None)
 def apply_callbacks(core: JobStoreCore, items: list[tuple[str, str, int, dict[str, Any]]]) -> list[Any]:
     """See JobStoreCore.apply_callbacks."""
     results: list[Any] = [None] * len(items)
-    snapshots: dict[str, tuple[dict[str, Any], int]] = {}
+    snapshots: dict[str, tuple[dict[str, Any], int, list[dict[str, Any]]]] = {}
     try:
         with core.engine.begin() as conn:
             if conn.dialect.name == "sqlite":
@@ -93,7 +93,8 @@ def apply_callbacks(core: JobStoreCore, items: list[tuple[str, str, int, dict[st
             for index, (kind, job_id, token_attempt, body) in enumerate(items):
                 job = core._jobs.get(job_id)
                 if job is not None and job_id not in snapshots:
-                    snapshots[job_id] = (dict(job), core._event_seq.get(job_id, 0))
+                    snapshots[job_id] = (dict(job), core._event_seq.get(job_id, 0),
+                                         list(core._attempts.get(job_id, ())))
                 if kind == "heartbeat" and batch.add(index, job, token_attempt, body):
                     continue
                 batch.flush(results)  # the items before this one are applied first
@@ -111,11 +112,12 @@ def apply_callbacks(core: JobStoreCore, items: list[tuple[str, str, int, dict[st
             core._batch_conn = None
     except BaseException:
         core._batch_conn = None
-        for job_id, (snapshot, seq) in snapshots.items():
+        for job_id, (snapshot, seq, history) in snapshots.items():
             job = core._jobs[job_id]
             job.clear()
             job.update(snapshot)
             core._event_seq[job_id] = seq
+            core._attempts[job_id] = history
             core._metrics_hint.pop(job_id, None)  # it may describe rows that were not committed
         raise
     return results

@@ -19,7 +19,7 @@ from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt
 from ray_app.jobs.schemas import RETRYABLE_ERRORS, DoneIn, ErrorType, EventIn, HeartbeatIn
 from ray_app.jobs.states import JobState, check_transition
 from ray_app.jobs.types import non_finite, readable
-from ray_app.store import bulk, db
+from ray_app.store import attempts, bulk, db
 
 log = logging.getLogger("ray_app.store")
 
@@ -42,6 +42,7 @@ class JobStoreCore:
         self._batch_conn: Any = None  # set while apply_callbacks runs: items share its transaction
         # job id -> [attempt, highest metrics epoch, last epoch written, its metrics] (store/bulk.py)
         self._metrics_hint: dict[str, list[Any]] = {}
+        self._attempts: dict[str, list[dict[str, Any]]] = {}  # job id -> its ended attempts
         self.reload()
 
     # ------------------------------------------------------------------ loading
@@ -52,6 +53,7 @@ class JobStoreCore:
             self._jobs = {r["id"]: r for r in db.rows(conn.execute(select(db.jobs)))}
             self._event_seq = db.max_seq(conn, db.events)
             self._log_seq = db.max_seq(conn, db.logs)
+            self._attempts = attempts.load(conn)
         log.info("job store loaded %d jobs", len(self._jobs))
 
     def _job(self, job_id: str) -> dict[str, Any]:
@@ -91,7 +93,11 @@ class JobStoreCore:
         return dict(job)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._job(job_id))
+        return self._with_history(self._job(job_id))
+
+    def _with_history(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job as reads return it: its row and its ended attempts."""
+        return {**job, "attempts": [attempts.view(row) for row in self._attempts.get(job["id"], ())]}
 
     def list_jobs(
         self,
@@ -113,7 +119,7 @@ class JobStoreCore:
         selected.sort(key=lambda j: j["num"], reverse=True)
         page = selected[:limit]
         next_cursor = page[-1]["num"] if len(selected) > limit else None
-        return [dict(j) for j in page], next_cursor
+        return [self._with_history(j) for j in page], next_cursor
 
     def active_jobs(self) -> list[dict[str, Any]]:
         return [dict(j) for j in self._jobs.values() if not JobState(j["state"]).is_terminal]
@@ -131,7 +137,7 @@ class JobStoreCore:
             self._add_event(conn, job, "platform", "info", "cancel_requested", "cancel requested", {})
             if state == JobState.PENDING:
                 self._transition(conn, job, JobState.CANCELLED, "cancelled before it was queued")
-        return dict(job)
+        return self._with_history(job)
 
     # ------------------------------------------------------------------ controller side
 
@@ -142,6 +148,7 @@ class JobStoreCore:
         reason: str,
         attempt: int | None = None,
         error_type: str | None = None,
+        ended: dict[str, Any] | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         """Compare-and-set: refused (Conflict) when the table forbids it or, with `attempt`,
@@ -154,10 +161,11 @@ class JobStoreCore:
             if target_state == JobState.FAILED:
                 fields.setdefault("error", reason)
                 fields.setdefault("error_type", error_type or ErrorType.UNKNOWN_ERROR.value)
-            self._transition(conn, job, target_state, reason, **fields)
-        return dict(job)
+            self._transition(conn, job, target_state, reason, ended=ended, **fields)
+        return self._with_history(job)
 
-    def requeue(self, job_id: str, attempt: int, reason: str, error_type: str) -> dict[str, Any]:
+    def requeue(self, job_id: str, attempt: int, reason: str, error_type: str,
+                ended: dict[str, Any] | None = None) -> dict[str, Any]:
         """An infrastructure failure of `attempt`: start the next attempt, resuming from the
         last checkpoint, or fail the job when no attempts are left."""
         job = self._job(job_id)
@@ -167,9 +175,11 @@ class JobStoreCore:
             return self.transition(
                 job_id, JobState.FAILED.value,
                 f"{reason} (attempt {attempt} of {job['max_attempts']}; no attempts left)",
-                error_type=error_type,
+                error_type=error_type, ended=ended,
             )
         with self._tx(job) as conn:
+            self._attempts.setdefault(job_id, []).append(
+                attempts.close(conn, job, "retried", reason, error_type, ended))
             self._transition(
                 conn, job, JobState.QUEUED, f"retrying after attempt {attempt} failed: {reason}",
                 attempt=attempt + 1, resume_from=job["last_checkpoint"] or job["resume_from"],
@@ -184,7 +194,16 @@ class JobStoreCore:
                 + (f", resuming from {job['resume_from']}" if job["resume_from"] else ""),
                 {"previous_attempt": attempt, "reason": reason, "resume_from": job["resume_from"]},
             )
-        return dict(job)
+        return self._with_history(job)
+
+    def attempt_exited(self, job_id: str, attempt: int, ended: dict[str, Any]) -> None:
+        """The node and exit of an attempt whose row was written before its process was gone."""
+        row = next((r for r in self._attempts.get(job_id, ()) if r["attempt"] == attempt), None)
+        if row is None:
+            return
+        with self.engine.begin() as conn:
+            changes = attempts.fill(conn, row, ended)
+        row.update(changes)
 
     def add_platform_event(
         self, job_id: str, event_type: str, message: str, level: str = "info", data: dict | None = None
@@ -351,6 +370,7 @@ class JobStoreCore:
         """A database transaction whose failure also undoes the in-memory changes to `job`."""
         snapshot = dict(job)
         seq = self._event_seq.get(job["id"], 0)
+        history = list(self._attempts.get(job["id"], ()))
         try:
             if self._batch_conn is not None:  # inside apply_callbacks: a savepoint of its transaction
                 with self._batch_conn.begin_nested():
@@ -362,6 +382,7 @@ class JobStoreCore:
             job.clear()
             job.update(snapshot)
             self._event_seq[job["id"]] = seq
+            self._attempts[job["id"]] = history
             raise
 
     def _set(self, conn, job: dict[str, Any], **fields: Any) -> None:
@@ -369,7 +390,8 @@ class JobStoreCore:
         conn.execute(update(db.jobs).where(db.jobs.c.id == job["id"]).values(**fields))
         job.update(fields)
 
-    def _transition(self, conn, job: dict[str, Any], target: JobState, reason: str, **fields: Any) -> None:
+    def _transition(self, conn, job: dict[str, Any], target: JobState, reason: str,
+                    ended: dict[str, Any] | None = None, **fields: Any) -> None:
         current = JobState(job["state"])
         check_transition(job["id"], current, target)
         now = db.utcnow()
@@ -377,6 +399,9 @@ class JobStoreCore:
             fields.setdefault("queued_at", now)
         if target.is_terminal:
             fields.setdefault("finished_at", now)
+        if target in (JobState.SUCCEEDED, JobState.CANCELLED):
+            # the job's error describes its outcome; earlier attempts' errors are in their history
+            fields.update(error=None, error_type=None, traceback=None)
         # compare-and-set on the row as well: the database refuses a lost race, not only memory
         result = conn.execute(
             update(db.jobs)
@@ -386,6 +411,9 @@ class JobStoreCore:
         )
         if result.rowcount != 1:
             raise Conflict(f"job {job['id']} changed underneath; transition to {target.value} refused")
+        if target.is_terminal and current != JobState.PENDING:  # an attempt that was queued ends
+            self._attempts.setdefault(job["id"], []).append(attempts.close(
+                conn, job, target.value.lower(), reason, fields.get("error_type"), ended))
         job.update(fields, state=target.value, updated_at=now)
         level = "error" if target == JobState.FAILED else "info"
         self._add_event(conn, job, "platform", level, "state_changed",

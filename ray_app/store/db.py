@@ -149,6 +149,24 @@ logs = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
+# One row per ended attempt: the job's history of tries (store/attempts.py).
+attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("outcome", String(16), nullable=False),  # retried | succeeded | failed | cancelled
+    Column("queued_at", UTCDateTime()),
+    Column("started_at", UTCDateTime()),
+    Column("ended_at", UTCDateTime(), nullable=False),
+    Column("node_id", String(64)),
+    Column("exit_code", Integer),
+    Column("signal", String(16)),
+    Column("error_type", String(32)),
+    Column("reason", Text),
+    Column("resume_from", Text),
+)
+
 # Idempotency keys of applied callbacks: inserting an existing key is the "already applied" test.
 callback_keys = Table(
     "job_callback_keys",

@@ -126,6 +126,20 @@ def test_kill_9_of_trainer_process_retries_with_resume_from(platform):
     assert "killed by SIGKILL" in retry["data"]["reason"]
     started = [e for e in p.events(job_id) if e["event_type"] == "started" and e["attempt"] == 2]
     assert started[0]["data"]["resume_from"].startswith(f"s3://bucket/checkpoints/job-{job_id}/epoch-")
+    # the job's error is its outcome's (none); attempt 1's is in the attempt history (issue 13, 11)
+    assert job["error"] is None and job["error_type"] is None
+    first, second = job["attempts"]
+    assert (first["attempt"], first["outcome"], first["error_type"]) == (1, "retried", "INFRASTRUCTURE_ERROR")
+    assert (first["exit_code"], first["signal"]) == (-9, "SIGKILL") and "SIGKILL" in first["reason"]
+    assert first["node_id"] and first["started_at"] and first["ended_at"] and first["resume_from"] is None
+    assert (second["attempt"], second["outcome"], second["error_type"]) == (2, "succeeded", None)
+    assert second["resume_from"] == started[0]["data"]["resume_from"]
+    # its exit and node are added once the controller has seen the process go (after its done)
+    deadline = time.monotonic() + 30
+    while second["exit_code"] is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        second = p.job(job_id)["attempts"][1]
+    assert (second["exit_code"], second["node_id"]) == (0, first["node_id"])
 
 
 def test_killing_the_runner_actor_retries_with_resume_from(platform):
@@ -185,3 +199,15 @@ def test_trainer_requirements_live_in_its_own_venv(platform):
     assert str(p.settings.venvs_dir) in module_file
     check = subprocess.run([sys.executable, "-c", "import termcolor"], capture_output=True)
     assert check.returncode != 0  # still not in the platform's environment
+
+
+def test_the_trainer_process_gets_no_platform_secret(platform):
+    """The JWT secret would let a trainer forge other jobs' callback tokens (issue 13, review)."""
+    p = platform
+    job_id = fake_job(p, epochs=3, epoch_seconds=1.0)
+    pid = trainer_pid(p, job_id)
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        names = {item.split(b"=", 1)[0].decode() for item in fh.read().split(b"\0") if item}
+    assert "CALLBACK_TOKEN" in names and "JOB_ID" in names
+    assert not names & {"VTP_JWT_SECRET", "VTP_API_TOKENS", "VTP_DATABASE_URL"}, names
+    p.wait_state(job_id, "SUCCEEDED", timeout=60)

@@ -132,3 +132,29 @@ def test_failed_write_leaves_memory_as_the_database(store):
     with pytest.raises(Conflict):
         store.transition(job_id, "PENDING", "not allowed")
     assert store.get_job(job_id) == before
+
+
+def test_attempt_history_and_the_outcome_error(store, database_url):
+    """A job that succeeds after a retry shows no error; each ended attempt is a row (issue 13, 11)."""
+    job_id = running_job(store)
+    store.event(job_id, 1, {"event_type": "checkpoint_saved", "data": {"uri": "s3://b/c/epoch-1.pt"}})
+    ended = {"node_id": "n" * 56, "exit_code": -9, "signal": "SIGKILL"}
+    job = store.requeue(job_id, 1, "trainer process killed by SIGKILL", "INFRASTRUCTURE_ERROR", ended=ended)
+    assert job["error_type"] == "INFRASTRUCTURE_ERROR" and [a["outcome"] for a in job["attempts"]] == ["retried"]
+    store.event(job_id, 2, {"event_type": "started"})
+    store.done(job_id, 2, {"status": "succeeded"})
+    job = store.get_job(job_id)
+    assert (job["state"], job["error"], job["error_type"]) == ("SUCCEEDED", None, None)
+    first, second = job["attempts"]
+    assert first == {**first, "attempt": 1, "outcome": "retried", "exit_code": -9, "signal": "SIGKILL",
+                     "node_id": "n" * 56, "error_type": "INFRASTRUCTURE_ERROR", "resume_from": None}
+    assert first["reason"] == "trainer process killed by SIGKILL" and first["started_at"] <= first["ended_at"]
+    assert (second["attempt"], second["outcome"], second["resume_from"]) == (2, "succeeded", "s3://b/c/epoch-1.pt")
+    store.attempt_exited(job_id, 2, {"node_id": "m", "exit_code": 0, "signal": None})
+    store.attempt_exited(job_id, 2, {"node_id": "other", "exit_code": 3})  # known values stay
+    job = store.get_job(job_id)
+    assert (job["attempts"][1]["node_id"], job["attempts"][1]["exit_code"]) == ("m", 0)
+    assert JobStoreCore(database_url).get_job(job_id)["attempts"] == job["attempts"]  # durable
+    # a job cancelled before it was queued ran no attempt
+    pending = store.create_job(dict(SPEC))
+    assert store.request_cancel(pending["id"])["attempts"] == []
