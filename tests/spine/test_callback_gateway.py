@@ -6,22 +6,8 @@ from __future__ import annotations
 import concurrent.futures
 
 import httpx
-import pytest
 
 from ray_app.api.gateway import gateway_infos
-from tests.fixtures.ports import free_port
-
-
-@pytest.fixture(scope="module")
-def gateway_port():
-    return free_port()
-
-
-@pytest.fixture
-def gw(deployment, sqlite_url, gateway_port):
-    p = deployment.deploy(sqlite_url, VTP_CALLBACK_PORT=str(gateway_port))
-    assert p.settings.callback_base_url == f"http://127.0.0.1:{gateway_port}"
-    return p, f"http://127.0.0.1:{gateway_port}"
 
 
 def _gateway_info() -> dict:

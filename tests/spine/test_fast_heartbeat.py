@@ -17,7 +17,7 @@ from ray_app.api.gateway import create_callback_app
 from ray_app.auth import callback_tokens
 from ray_app.config import Settings
 from ray_app.store.core import JobStoreCore
-from tests.spine.test_store_core import SPEC, running_job
+from tests.spine.test_store_core import running_job
 
 SECRET = "fast-path-test-secret-0123456789abcdef"
 

@@ -14,7 +14,6 @@ import pytest
 import ray
 
 from ray_app.store.actor import get_or_create_store
-from tests.fixtures.ports import free_port
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 JOB = {"framework": "manual", "task_type": "object_detection", "model_name": "any", "dataset_id": "ds-test"}
@@ -49,17 +48,6 @@ def running_job(p) -> str:
     assert p.callback(job_id, "event", {"event_type": "started"}).status_code == 200
     p.wait_state(job_id, "RUNNING", timeout=10)
     return job_id
-
-
-@pytest.fixture(scope="module")
-def gateway_port():
-    return free_port()
-
-
-@pytest.fixture
-def gw(deployment, sqlite_url, gateway_port):
-    p = deployment.deploy(sqlite_url, VTP_CALLBACK_PORT=str(gateway_port))
-    return p, f"http://127.0.0.1:{gateway_port}"
 
 
 # ------------------------------------------------------------------ 1. integers beyond 64 bits
