@@ -163,11 +163,6 @@ def parse_resolved(text: str) -> list[Resolved]:
     return out
 
 
-def _pin_name(line: str) -> str:
-    match = _PINNED.match(line)
-    return canonical(match[1]) if match else ""
-
-
 def build(venvs_root: Path, manifest: TrainerManifest, log: Log = print,
           shadow_limit_mb: float = SHADOW_LIMIT_MB) -> Path:
     """Build (or reuse) the trainer's venv; safe to call from several processes at once."""
@@ -223,7 +218,7 @@ def _resolve(target: Path, requirements: list[str], platform: dict[str, str], lo
     constraints = target / "vtp-constraints.txt"
     pinned = [f"{name}=={version}" for name, version in sorted(platform.items())]
     # the platform's installed versions win over the lock's (they are what the venv will see)
-    locked = [line for line in lock_pins(log) if _pin_name(line) not in platform]
+    locked = [r.line for r in parse_resolved("\n".join(lock_pins(log))) if r.name not in platform]
     constraints.write_text("\n".join(pinned + locked) + "\n")
     out = target / RESOLVED
     compile_cmd = [uv_binary(), "pip", "compile", "-q", "--no-header", "--annotation-style", "line",

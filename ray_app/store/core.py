@@ -256,7 +256,8 @@ class JobStoreCore:
             if hb.metrics and hb.epoch is not None:
                 db.upsert_metrics(conn, job_id, token_attempt, hb.epoch, hb.step, hb.metrics)
                 self._metrics_hint.pop(job_id, None)  # written here, not by the batch path
-            self._warn_non_finite(conn, job, hb.metrics, hb.epoch)
+            if "latest_metrics" in changes:  # a superseded heartbeat's metrics are not news
+                self._warn_non_finite(conn, job, hb.metrics, hb.epoch)
             self._set(conn, job, **changes)
         return {"should_continue": not job["cancel_requested"], "duplicate": False}
 

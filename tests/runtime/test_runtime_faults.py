@@ -15,7 +15,7 @@ from ray.util.state import list_actors
 from ray_app.datasets import make_classification
 from ray_app.storage.s3 import upload_dataset
 from tests.fixtures.forwarder import TcpForwarder
-from tests.runtime.test_runtime_lifecycle import alive, fake_job, trainer_pid
+from tests.runtime.test_runtime_lifecycle import alive, fake_job, stubborn_job, trainer_pid
 
 STORAGE_RETRY_S = 3
 KILL_GRACE_S = 1
@@ -94,10 +94,7 @@ def test_a_killed_runner_worker_is_explained_in_one_sentence(faults_platform):
 
 def test_cancel_of_a_trainer_ignoring_sigterm_takes_the_kill_grace_setting(faults_platform):
     p = faults_platform
-    job_id = fake_job(p, behaviour="ignore_cancel", epoch_seconds=0.3)
-    pid = trainer_pid(p, job_id)
-    p.wait_state(job_id, "RUNNING", timeout=30)
-    child = p.wait_event(job_id, "child_started", timeout=20)["data"]["pid"]
+    job_id, pid, child = stubborn_job(p)
     t0 = time.monotonic()
     p.api("POST", f"/v1/jobs/{job_id}/cancel")
     p.wait_state(job_id, "CANCELLED", timeout=60)

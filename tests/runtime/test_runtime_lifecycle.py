@@ -101,12 +101,18 @@ def test_queued_job_waiting_for_gpus_is_cancelled_at_once(platform):
     assert job["attempt"] == 1
 
 
-def test_cancel_of_trainer_ignoring_stop_and_sigterm_kills_whole_group(platform):
-    p = platform
+def stubborn_job(p) -> tuple[str, int, int]:
+    """A RUNNING job whose trainer ignores the stop and SIGTERM and has started a child:
+    (job id, trainer pid, child pid)."""
     job_id = fake_job(p, behaviour="ignore_cancel", epoch_seconds=0.3)
     pid = trainer_pid(p, job_id)
     p.wait_state(job_id, "RUNNING", timeout=30)
-    child = p.wait_event(job_id, "child_started", timeout=20)["data"]["pid"]
+    return job_id, pid, p.wait_event(job_id, "child_started", timeout=20)["data"]["pid"]
+
+
+def test_cancel_of_trainer_ignoring_stop_and_sigterm_kills_whole_group(platform):
+    p = platform
+    job_id, pid, child = stubborn_job(p)
     assert alive(pid) and alive(child)
     p.api("POST", f"/v1/jobs/{job_id}/cancel")
     job = p.wait_state(job_id, "CANCELLED", timeout=60)
