@@ -18,7 +18,7 @@ from ray_app.api.routes import callbacks, jobs, predict, system
 from ray_app.config import Settings
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.types import readable
-from ray_app.store.actor import StoreClient
+from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.api")
 _UNPARSABLE = "There was an error parsing the body"  # FastAPI's words (fastapi/routing.py)

@@ -18,41 +18,39 @@ import asyncio
 import logging
 from typing import Any
 
-from ray_app.store.actor import StoreClient
+from ray_app.config import Settings
+from ray_app.store.client import CallbackItem, StoreClient
 
 log = logging.getLogger("ray_app.api.batching")
 
-BATCHED = frozenset({"heartbeat", "event"})
 
+class BatchingStoreClient(StoreClient):
+    """A StoreClient whose heartbeat and event calls are batched; every other call is its own."""
 
-class BatchingStoreClient:
-    """A StoreClient whose heartbeat/event calls are batched; every other call passes through."""
-
-    def __init__(self, inner: StoreClient, max_items: int = 256, linger_s: float = 0.001):
-        self.inner = inner
-        self.settings = inner.settings
+    def __init__(self, settings: Settings, handle: Any = None, max_items: int = 256, linger_s: float = 0.001):
+        super().__init__(settings, handle)
         self.max_items = max_items
         self.linger_s = linger_s
-        self._pending: list[tuple[tuple[str, str, int, dict[str, Any]], asyncio.Future]] = []
+        self._pending: list[tuple[CallbackItem, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self.batches = 0
         self.items = 0
 
-    @property
-    def handle(self):  # /healthz pings the store through this
-        return self.inner.handle
+    async def heartbeat(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._enqueue(("heartbeat", job_id, token_attempt, body))
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method not in BATCHED or kwargs or len(args) != 3:
-            return await self.inner.call(method, *args, **kwargs)
+    async def event(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._enqueue(("event", job_id, token_attempt, body))
+
+    async def _enqueue(self, item: CallbackItem) -> Any:
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run(), name="callback-batcher")
         future: asyncio.Future = loop.create_future()
-        job_id, attempt, body = args
-        self._pending.append(((method, job_id, attempt, body), future))
+        self._pending.append((item, future))
+        assert self._wakeup is not None
         self._wakeup.set()
         return await future
 
@@ -67,7 +65,7 @@ class BatchingStoreClient:
                 self._wakeup.clear()
             # a request whose client went away is still applied (it may be retried: idempotent)
             try:
-                results = await self.inner.call("apply_callbacks", [item for item, _ in batch])
+                results = await self.apply_callbacks([item for item, _ in batch])
             except BaseException as exc:  # the whole batch failed: nothing of it was committed
                 for _, future in batch:
                     if not future.done():

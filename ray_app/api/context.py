@@ -11,7 +11,7 @@ from typing import Any
 from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
-from ray_app.store.actor import StoreClient
+from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.api")
 

@@ -44,9 +44,8 @@ def create_callback_app(settings: Settings, store: Any = None) -> FastAPI:
     from ray_app.api.app import create_app
     from ray_app.api.batching import BatchingStoreClient
     from ray_app.api.routes import callbacks
-    from ray_app.store.actor import StoreClient
 
-    store = store or BatchingStoreClient(StoreClient(settings))
+    store = store or BatchingStoreClient(settings)
     # FastAPI's native telemetry looks up the global OpenTelemetry providers on every request
     # (~25 us CPU, environment lookups included) only to find none set: the platform sets none
     app = create_app(settings, store=store, telemetry=_NO_TELEMETRY)

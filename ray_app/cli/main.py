@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ray_app.cli.client import APIError, Client, default_base_url, default_token
 from ray_app.config import Settings
+from ray_app.jobs.states import JobState
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 jobs_app = typer.Typer(no_args_is_help=True, help="Submit and follow training jobs.")
@@ -84,7 +85,7 @@ def demo(
     from ray_app.local.demo import run_demo
 
     job = run_demo(data_dir, port, epochs, console)
-    if job["state"] != "SUCCEEDED":
+    if job["state"] != JobState.SUCCEEDED:
         raise typer.Exit(EXIT_JOB_FAILED)
 
 
@@ -304,7 +305,7 @@ def _finish_watch(client: Client, job_id: str, as_json: bool) -> None:
             console.print(f"  mlflow run         {j['mlflow_run_id']}")
 
     _emit(job, as_json, render)
-    if job["state"] != "SUCCEEDED":
+    if job["state"] != JobState.SUCCEEDED:
         raise typer.Exit(EXIT_JOB_FAILED)
 
 
@@ -326,7 +327,7 @@ def jobs_logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f"
             return
         if not page["items"]:
             job = _api(client.get, job_id)
-            if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            if JobState(job["state"]).is_terminal:
                 # a job turns final on the trainer's `done`, a moment before the runner has stored
                 # the trainer's last lines: wait for the runner's closing line (or a short grace,
                 # for an attempt whose trainer never started)

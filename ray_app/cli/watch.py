@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ray_app.cli.client import Client
-
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+from ray_app.jobs.states import JobState
 SHOWN = ("loss", "train_loss", "box_loss", "val_loss", "mAP50", "metrics/mAP50(B)", "top1", "accuracy")
 
 
@@ -34,6 +33,6 @@ def watch(client: Client, job_id: str, console: Console, interval: float = 1.0) 
             job = client.get(job_id)
             progress.update(task, completed=job["epoch"] or 0, total=job["total_epochs"] or job["epochs"],
                             state=job["state"], metrics=summary(job["latest_metrics"]))
-            if job["state"] in TERMINAL:
+            if JobState(job["state"]).is_terminal:
                 return job
             time.sleep(interval)

@@ -16,6 +16,7 @@ from rich.console import Console
 from ray_app.cli.client import Client
 from ray_app.cli.watch import watch
 from ray_app.datasets import make_detection
+from ray_app.jobs.states import JobState
 from ray_app.local.platform import LocalPlatform
 from ray_app.storage import make_client, object_exists, settings_from, upload_dataset
 
@@ -39,10 +40,10 @@ def ensure_dataset(platform: LocalPlatform, console: Console) -> str:
 
 
 def ensure_job(client: Client, epochs: int, console: Console) -> dict[str, Any]:
-    for state in ("RUNNING", "QUEUED", "PENDING"):
-        running = client.list(project_id=PROJECT, state=state, limit=1)["items"]
+    for state in (JobState.RUNNING, JobState.QUEUED, JobState.PENDING):
+        running = client.list(project_id=PROJECT, state=state.value, limit=1)["items"]
         if running:
-            console.print(f"[dim]following demo job {running[0]['id']} ({state})[/dim]")
+            console.print(f"[dim]following demo job {running[0]['id']} ({state.value})[/dim]")
             return running[0]
     job = client.submit({
         "framework": "ultralytics", "task_type": "object_detection", "model_name": "yolo11n",
@@ -64,7 +65,7 @@ def run_demo(data_dir: Path | None, port: int, epochs: int, console: Console) ->
     job = watch(client, ensure_job(client, epochs, console)["id"], console)
     console.print()
     console.print(f"[bold]{job['state']}[/bold]  job {job['id']}")
-    if job["state"] == "SUCCEEDED":
+    if job["state"] == JobState.SUCCEEDED:
         for name, value in job["final_metrics"].items():
             console.print(f"  {name:24} {value:.4g}" if isinstance(value, float) else f"  {name:24} {value}")
         console.print(f"  checkpoint (best)        {job['artifacts'].get('best')}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from ray_app.auth import callback_tokens
 from ray_app.config import Settings
+from ray_app.jobs.job import Job
 
 # Set for every trainer: nothing may download weights or data at run time (DESIGN §9).
 OFFLINE_ENV = {
@@ -34,39 +34,39 @@ class ContractEnv:
         return {**self.public, **self.secret}
 
 
-def build(settings: Settings, job: dict[str, Any]) -> ContractEnv:
-    attempt = int(job["attempt"])
+def build(settings: Settings, job: Job) -> ContractEnv:
+    attempt = int(job.attempt)
     base = settings.callback_base_url
-    work = f"{settings.data_dir}/work/job-{job['id']}/attempt-{attempt}"
+    work = f"{settings.data_dir}/work/job-{job.id}/attempt-{attempt}"
     config = {
-        **(job.get("config") or {}),
-        "epochs": job["epochs"],
-        "batch": job["batch_size"],
-        "imgsz": job["image_size"],
-        "learning_rate": job["learning_rate"],
-        "advanced_config": job.get("advanced_config") or {},
+        **(job.config or {}),
+        "epochs": job.epochs,
+        "batch": job.batch_size,
+        "imgsz": job.image_size,
+        "learning_rate": job.learning_rate,
+        "advanced_config": job.advanced_config or {},
     }
     bucket = settings.s3_bucket
     public = {
         **OFFLINE_ENV,
-        "JOB_ID": job["id"],
-        "TRACE_ID": job["trace_id"],
-        "PROJECT_ID": job["project_id"],
+        "JOB_ID": job.id,
+        "TRACE_ID": job.trace_id,
+        "PROJECT_ID": job.project_id,
         "ATTEMPT": str(attempt),
         "BACKEND_BASE_URL": base,
         "CALLBACK_URL": f"{base}/v1",
-        "FRAMEWORK": job["framework"],
-        "TASK_TYPE": job["task_type"],
-        "MODEL_NAME": job["model_name"],
-        "DATASET_ID": job["dataset_id"],
-        "DATASET_S3_URI": f"s3://{bucket}/datasets/{job['dataset_id']}",
-        "EPOCHS": str(job["epochs"]),
-        "BATCH_SIZE": str(job["batch_size"]),
-        "LEARNING_RATE": str(job["learning_rate"]),
-        "IMAGE_SIZE": str(job["image_size"]),
-        "IMGSZ": str(job["image_size"]),
+        "FRAMEWORK": job.framework,
+        "TASK_TYPE": job.task_type,
+        "MODEL_NAME": job.model_name,
+        "DATASET_ID": job.dataset_id,
+        "DATASET_S3_URI": f"s3://{bucket}/datasets/{job.dataset_id}",
+        "EPOCHS": str(job.epochs),
+        "BATCH_SIZE": str(job.batch_size),
+        "LEARNING_RATE": str(job.learning_rate),
+        "IMAGE_SIZE": str(job.image_size),
+        "IMGSZ": str(job.image_size),
         "CONFIG": json.dumps(config),
-        "NUM_CPUS": str(job.get("num_cpus") or 1),
+        "NUM_CPUS": str(job.num_cpus or 1),
         "STORAGE_TYPE": settings.storage_type,
         "STORAGE_BUCKET": bucket,
         "EXTERNAL_BUCKET_DATASETS": bucket,
@@ -75,13 +75,13 @@ def build(settings: Settings, job: dict[str, Any]) -> ContractEnv:
         "TMP_DIR": f"{work}/tmp",
         "DATASET_CACHE_DIR": f"{settings.data_dir}/cache/datasets",
     }
-    if job.get("resume_from"):
-        public["RESUME_FROM"] = job["resume_from"]
+    if job.resume_from:
+        public["RESUME_FROM"] = job.resume_from
     if settings.mlflow_tracking_uri:
         public["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
     secret = {
         "CALLBACK_TOKEN": callback_tokens.issue(
-            settings.resolved_jwt_secret(), job["id"], attempt, settings.callback_token_ttl_s
+            settings.resolved_jwt_secret(), job.id, attempt, settings.callback_token_ttl_s
         )
     }
     if settings.s3_endpoint:

@@ -23,12 +23,14 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.jobs.errors import StoreError
+from ray_app.jobs.job import Job
 from ray_app.jobs.schemas import ErrorType
-from ray_app.runtime import contract_env, deaths, process_env, runtime_env
-from ray_app.runtime.outcomes import Action, decide
+from ray_app.jobs.states import JobState
+from ray_app.runtime import contract_env, deaths, process_env, recovery, runtime_env
+from ray_app.runtime.recovery import Action, Decision
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 from ray_app.runtime.runner import TrainerRunner, kill_orphaned_group
-from ray_app.store.actor import StoreClient
+from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.controller")
 
@@ -76,8 +78,8 @@ class Reconciler:
     # ------------------------------------------------------------------ loop
 
     async def tick(self) -> None:
-        jobs = await self.store.call("active_jobs")
-        active = {j["id"] for j in jobs}
+        jobs = await self.store.active_jobs()
+        active = {j.id for j in jobs}
         for job_id in list(self.attempts):
             if job_id not in active:
                 await self._finish(self.attempts.pop(job_id), reason="job is final")
@@ -85,20 +87,20 @@ class Reconciler:
             try:
                 await self._reconcile(job)
             except StoreError as exc:  # lost a race with a callback: the next tick sees the truth
-                log.info("[TRACE:%s] job %s: %s", job["trace_id"], job["id"], exc.detail)
+                log.info("[TRACE:%s] job %s: %s", job.trace_id, job.id, exc.detail)
             except Exception:
-                log.exception("[TRACE:%s] reconcile of job %s failed", job["trace_id"], job["id"])
+                log.exception("[TRACE:%s] reconcile of job %s failed", job.trace_id, job.id)
 
-    async def _reconcile(self, job: dict[str, Any]) -> None:
-        att = self.attempts.get(job["id"])
-        if att is not None and att.attempt != job["attempt"]:  # requeued meanwhile
-            await self._finish(self.attempts.pop(job["id"]), reason="superseded by a new attempt")
+    async def _reconcile(self, job: Job) -> None:
+        att = self.attempts.get(job.id)
+        if att is not None and att.attempt != job.attempt:  # requeued meanwhile
+            await self._finish(self.attempts.pop(job.id), reason="superseded by a new attempt")
             att = None
         if att is None:
             att = await self._attach_or_launch(job)
             if att is None:
                 return
-            self.attempts[job["id"]] = att
+            self.attempts[job.id] = att
         if att.run is not None and att.run.done():
             if _unavailable(att.run):
                 att.run = self._ask_again(att, "run")
@@ -115,63 +117,60 @@ class Reconciler:
                 att.node_id = att.ready.result().get("node_id")
                 att.run = asyncio.create_task(_await(att.actor.run.remote()))
                 att.run.add_done_callback(lambda _: self.wake())
-        if job["state"] == "QUEUED":
+        if job.state is JobState.QUEUED:
             await self._watch_queued(job, att)
-        elif job["state"] == "RUNNING":
+        elif job.state is JobState.RUNNING:
             await self._watch_running(job, att)
 
     # ------------------------------------------------------------------ launching
 
-    async def _attach_or_launch(self, job: dict[str, Any]) -> AttemptHandle | None:
-        name = runtime_env.runner_name(job["id"], job["attempt"])
+    async def _attach_or_launch(self, job: Job) -> AttemptHandle | None:
+        name = runtime_env.runner_name(job.id, job.attempt)
         try:
             actor = ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             actor = None
         if actor is not None:  # a runner from before a controller restart: follow it again
-            att = AttemptHandle(job["id"], job["attempt"], job["trace_id"], actor)
+            att = AttemptHandle(job.id, job.attempt, job.trace_id, actor)
             try:
                 att.placement = ray.util.get_placement_group(name)
             except ValueError:
                 pass
             att.ready = asyncio.create_task(_await(actor.ready.remote()))
-            log.info("[TRACE:%s] re-attached to %s", job["trace_id"], name)
+            log.info("[TRACE:%s] re-attached to %s", job.trace_id, name)
             return att
-        if job["state"] == "RUNNING":
-            await self.store.call("requeue", job["id"], job["attempt"],
-                                  "the runner of the running attempt is gone (platform restarted or node lost)",
-                                  ErrorType.INFRASTRUCTURE_ERROR.value)
+        if job.state is JobState.RUNNING:
+            await self._apply(job, job.attempt, recovery.on_lost(
+                job, "the runner of the running attempt is gone (platform restarted or node lost)"))
             return None
         try:
             actor, placement = await asyncio.to_thread(self._launch, job, name)
         except Exception as exc:
-            await self.store.call("transition", job["id"], "FAILED",
-                                  f"could not prepare the trainer: {_describe(exc)}",
-                                  attempt=job["attempt"], error_type=ErrorType.INFRASTRUCTURE_ERROR.value)
+            await self._apply(job, job.attempt, recovery.on_lost(
+                job, f"could not prepare the trainer: {_describe(exc)}", retryable=False))
             return None
-        if job["state"] == "PENDING":
-            await self.store.call("transition", job["id"], "QUEUED",
-                                  f"runner {name} requested", attempt=job["attempt"])
-        att = AttemptHandle(job["id"], job["attempt"], job["trace_id"], actor, placement=placement)
+        if job.state is JobState.PENDING:
+            await self.store.transition(job.id, JobState.QUEUED, f"runner {name} requested", attempt=job.attempt)
+        att = AttemptHandle(job.id, job.attempt, job.trace_id, actor, placement=placement)
         if placement is not None:
             att.placed = asyncio.create_task(_await(placement.ready()))
         att.ready = asyncio.create_task(_await(actor.ready.remote()))
         att.ready.add_done_callback(lambda _: self.wake())
         return att
 
-    def _launch(self, job: dict[str, Any], name: str) -> tuple[Any, Any]:
+    def _launch(self, job: Job, name: str) -> tuple[Any, Any]:
         try:
-            manifest = self.registry.get(job["framework"])
+            manifest = self.registry.get(job.framework)
         except UnknownTrainer:  # a plugin added after start-up
             self.registry = TrainerRegistry(self.settings.trainer_paths)
-            manifest = self.registry.get(job["framework"])
+            manifest = self.registry.get(job.framework)
         env = contract_env.build(self.settings, job)
         renv = runtime_env.prepare(self.settings, manifest, env.public,
-                                   log=lambda m: log.info("[TRACE:%s] %s", job["trace_id"], m))
-        resources = {"CPU": job["num_cpus"] if job["num_cpus"] is not None else 1,
-                     "GPU": job["num_gpus"] or 0}
-        if job.get("memory_mb"):
-            resources["memory"] = int(job["memory_mb"]) * 1024 * 1024
+                                   log=lambda m: log.info("[TRACE:%s] %s", job.trace_id, m))
+        resources = {"CPU": job.num_cpus if job.num_cpus is not None else 1,
+                     "GPU": job.num_gpus or 0}
+        if job.memory_mb:
+            resources["memory"] = int(job.memory_mb) * 1024 * 1024
         custom = {k: v for k, v in manifest.resources.custom.items() if k not in ("CPU", "GPU", "memory")}
         # the runner's worker starts without the trainer's runtime_env (no setup_worker.py), and
         # the runner applies it to the trainer process itself where it can (process_env.py)
@@ -194,50 +193,49 @@ class Reconciler:
             placement = placement_group([bundle], strategy="STRICT_PACK", name=name, lifetime="detached")
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement, placement_group_bundle_index=0)
-        log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s%s)", job["trace_id"], name,
+        log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s%s)", job.trace_id, name,
                  resources["CPU"], resources["GPU"], "".join(f" {k}={v:g}" for k, v in custom.items()))
         actor = TrainerRunner.options(**options).remote(
-            self.settings_env, job["id"], job["attempt"], job["trace_id"],
+            self.settings_env, job.id, job.attempt, job.trace_id,
             manifest.entrypoints.train, env.secret, process_spec,
         )
         return actor, placement
 
     # ------------------------------------------------------------------ watching
 
-    async def _watch_queued(self, job: dict[str, Any], att: AttemptHandle) -> None:
-        if job["cancel_requested"]:  # nothing has started training: cancel at once
+    async def _watch_queued(self, job: Job, att: AttemptHandle) -> None:
+        if job.cancel_requested:  # nothing has started training: cancel at once
             await self._kill(att)
-            await self.store.call("transition", job["id"], "CANCELLED", "cancelled while queued",
-                                  attempt=att.attempt)
-            self.attempts.pop(job["id"], None)
+            await self.store.transition(job.id, JobState.CANCELLED, "cancelled while queued", attempt=att.attempt)
+            self.attempts.pop(job.id, None)
             return
         waited = time.monotonic() - att.created
         unplaced = att.placed is not None and not att.placed.done()
         if unplaced and waited > self.settings.placement_timeout_s:
             try:
-                custom = self.registry.get(job["framework"]).resources.custom
+                custom = self.registry.get(job.framework).resources.custom
             except UnknownTrainer:
                 custom = {}
             await self._fail(job, att, f"the trainer could not be placed within "
-                             f"{self.settings.placement_timeout_s:g}s: no node has num_gpus={job['num_gpus']:g}, "
-                             f"num_cpus={job['num_cpus']}" + "".join(f", {k}={v:g}" for k, v in custom.items())
+                             f"{self.settings.placement_timeout_s:g}s: no node has num_gpus={job.num_gpus:g}, "
+                             f"num_cpus={job.num_cpus}" + "".join(f", {k}={v:g}" for k, v in custom.items())
                              + " free", ErrorType.RESOURCE_ERROR)
 
-    async def _watch_running(self, job: dict[str, Any], att: AttemptHandle) -> None:
-        if job["cancel_requested"]:
-            waited = _since(job["cancel_requested_at"]) or 0.0
+    async def _watch_running(self, job: Job, att: AttemptHandle) -> None:
+        if job.cancel_requested:
+            waited = _since(job.cancel_requested_at) or 0.0
             if att.terminate is None and waited >= self.settings.cancel_grace_s:
                 att.terminate = asyncio.create_task(
                     _await(att.actor.terminate.remote(self.settings.kill_grace_s)))
             return  # the attempt's end (processes gone) turns into CANCELLED
-        silent = _since(job["last_heartbeat_at"] or job["started_at"])
+        silent = _since(job.last_heartbeat_at or job.started_at)
         if silent is not None and silent > self.settings.heartbeat_timeout_s:
             if await self._actor_alive(att):
                 await self._fail(job, att, f"no heartbeat for {silent:.0f}s (timeout "
                                  f"{self.settings.heartbeat_timeout_s:g}s); the runner is alive, "
                                  "the trainer is not reporting", ErrorType.TIMEOUT_ERROR)
             return  # a dead runner ends the run task: the attempt's end decides
-        stalled = _since(job["last_progress_at"])
+        stalled = _since(job.last_progress_at)
         if stalled is None:
             return
         if stalled > self.settings.stall_timeout_s:
@@ -246,8 +244,8 @@ class Reconciler:
                              ErrorType.TIMEOUT_ERROR)
         elif stalled > self.settings.stall_timeout_s / 2 and not att.stall_warned:
             att.stall_warned = True
-            await self.store.call("add_platform_event", job["id"], "stalled",
-                                  f"no progress for {stalled:.0f}s (epoch={job['epoch']}, step={job['step']}); "
+            await self.store.add_platform_event(job.id, "stalled",
+                                  f"no progress for {stalled:.0f}s (epoch={job.epoch}, step={job.step}); "
                                   f"failing at {self.settings.stall_timeout_s:g}s", "warning")
 
     def _ask_again(self, att: AttemptHandle, method: str) -> asyncio.Task:
@@ -270,15 +268,11 @@ class Reconciler:
         return await deaths.runner_death(self.store, att.actor, att.job_id, att.attempt, att.trace_id,
                                          att.node_id, exc, _describe)
 
-    async def _start_failed(self, job: dict[str, Any], att: AttemptHandle, exc: BaseException) -> None:
+    async def _start_failed(self, job: Job, att: AttemptHandle, exc: BaseException) -> None:
         """Retried when the runner's node or worker was lost; failed when starting it failed."""
         death = await self._runner_death(att, exc)
-        if not death.retryable:
-            await self._fail(job, att, f"runner could not start: {death.reason}", ErrorType.INFRASTRUCTURE_ERROR)
-            return
-        await self.store.call("requeue", job["id"], att.attempt, f"runner could not start: {death.reason}",
-                              ErrorType.INFRASTRUCTURE_ERROR.value)
-        self.attempts.pop(job["id"], None)
+        await self._apply(job, att.attempt, recovery.on_lost(job, f"runner could not start: {death.reason}", death.retryable))
+        self.attempts.pop(job.id, None)
         await self._kill(att)
 
     async def _actor_alive(self, att: AttemptHandle) -> bool:
@@ -290,33 +284,37 @@ class Reconciler:
 
     # ------------------------------------------------------------------ endings
 
-    async def _attempt_ended(self, job: dict[str, Any], att: AttemptHandle) -> None:
+    async def _attempt_ended(self, job: Job, att: AttemptHandle) -> None:
         try:
             outcome, error = att.run.result(), None
         except Exception as exc:
             outcome, error = None, (await self._runner_death(att, exc)).reason
             await self._kill_orphans(att)
-        job = await self.store.call("get_job", job["id"])
-        decision = decide(job, outcome, error)
+        job = await self.store.get_job(job.id)
+        decision = recovery.on_exit(job, outcome, error)
         log.info("[TRACE:%s] attempt %d ended (%s): %s %s", att.trace_id, att.attempt,
                  outcome or error, decision.action.value, decision.reason)
-        if decision.action == Action.CANCEL:
-            await self.store.call("transition", job["id"], "CANCELLED",
-                                  "cancelled; no process of the trainer remains", attempt=att.attempt,
-                                  ended=_ended(att, outcome))
-        elif decision.action == Action.RETRY:
-            await self.store.call("requeue", job["id"], att.attempt, decision.reason, decision.error_type,
-                                  ended=_ended(att, outcome))
-        elif decision.action == Action.FAIL:
-            await self.store.call("transition", job["id"], "FAILED", decision.reason,
-                                  attempt=att.attempt, error_type=decision.error_type, ended=_ended(att, outcome))
-        self.attempts.pop(job["id"], None)
+        await self._apply(job, att.attempt, decision, _ended(att, outcome))
+        self.attempts.pop(job.id, None)
         await self._kill(att)
 
-    async def _fail(self, job: dict[str, Any], att: AttemptHandle, reason: str, error_type: ErrorType) -> None:
-        await self.store.call("transition", job["id"], "FAILED", reason, attempt=att.attempt,
-                              error_type=error_type.value)
-        self.attempts.pop(job["id"], None)
+    async def _apply(self, job: Job, attempt: int, decision: Decision, ended: dict[str, Any] | None = None) -> None:
+        """Carry out the recovery policy's decision on `attempt` (compare-and-set: refused when
+        the job has moved on meanwhile)."""
+        if decision.action is Action.CANCEL:
+            await self.store.transition(job.id, JobState.CANCELLED, "cancelled; no process of the trainer remains",
+                                        attempt=attempt, ended=ended)
+        elif decision.action is Action.RETRY:
+            assert decision.error_type is not None
+            await self.store.requeue(job.id, attempt, decision.reason, decision.error_type, ended=ended)
+        elif decision.action is Action.FAIL:
+            await self.store.transition(job.id, JobState.FAILED, decision.reason, attempt=attempt,
+                                        error_type=decision.error_type, ended=ended)
+
+    async def _fail(self, job: Job, att: AttemptHandle, reason: str, error_type: ErrorType) -> None:
+        await self.store.transition(job.id, JobState.FAILED, reason, attempt=att.attempt,
+                                    error_type=error_type.value)
+        self.attempts.pop(job.id, None)
         await self._finish(att, reason=reason, grace_s=0)
 
     async def _finish(self, att: AttemptHandle, reason: str, grace_s: float | None = None) -> None:
@@ -332,7 +330,7 @@ class Reconciler:
                     pass
             await self._kill(att)
             try:  # the attempt's row was written with the job's end (its done): add node and exit
-                await self.store.call("attempt_exited", att.job_id, att.attempt, _ended(att, outcome))
+                await self.store.attempt_exited(att.job_id, att.attempt, _ended(att, outcome))
             except Exception as exc:
                 log.warning("[TRACE:%s] attempt %d's exit not recorded: %s", att.trace_id, att.attempt, exc)
 

@@ -137,7 +137,7 @@ async def runner_death(store: Any, actor: Any, job_id: str, attempt: int, trace_
     death = await asyncio.to_thread(of_actor, actor, node_id, exc)
     log.warning("[TRACE:%s] attempt %d: %s. Ray said: %s", trace_id, attempt, death.reason, death.raw)
     try:
-        await store.call("append_logs", job_id, attempt, [
+        await store.append_logs(job_id, attempt, [
             ("runner", f"[TRACE:{trace_id}] [RUNNER] {death.reason}. Ray said: {death.raw}")])
     except Exception:  # a log line is not worth losing the attempt's outcome for
         pass

@@ -23,6 +23,8 @@ from typing import Any
 import ray
 
 from ray_app.config import NAMESPACE, Settings
+from ray_app.jobs.job import Job
+from ray_app.jobs.states import JobState
 from ray_app.runtime import contract_env, runtime_env
 from ray_app.runtime.registry import TrainerManifest
 
@@ -33,12 +35,12 @@ class PredictUnavailable(Exception):
     """The job cannot serve predictions (not finished, no checkpoint, no predict entrypoint)."""
 
 
-def checkpoint_of(job: dict[str, Any]) -> str:
-    artifacts = job.get("artifacts") or {}
+def checkpoint_of(job: Job) -> str:
+    artifacts = job.artifacts or {}
     for name in CHECKPOINT_PREFERENCE:
         if artifacts.get(name):
             return artifacts[name]
-    raise PredictUnavailable(f"job {job['id']} reported no checkpoint (artifacts: {sorted(artifacts)})")
+    raise PredictUnavailable(f"job {job.id} reported no checkpoint (artifacts: {sorted(artifacts)})")
 
 
 @ray.remote(max_restarts=1, max_concurrency=1)
@@ -91,13 +93,13 @@ class Predictor:
                 "inference_seconds": round(elapsed, 4), "model_cached": self.calls > 1}
 
 
-def get_or_create(settings: Settings, manifest: TrainerManifest, job: dict[str, Any]) -> Any:
+def get_or_create(settings: Settings, manifest: TrainerManifest, job: Job) -> Any:
     if not manifest.entrypoints.predict:
         raise PredictUnavailable(f"trainer {manifest.name!r} has no predict entrypoint")
-    if job["state"] != "SUCCEEDED":
-        raise PredictUnavailable(f"job {job['id']} is {job['state']}; predictions need a SUCCEEDED job")
+    if job.state is not JobState.SUCCEEDED:
+        raise PredictUnavailable(f"job {job.id} is {job.state.value}; predictions need a SUCCEEDED job")
     checkpoint = checkpoint_of(job)
-    name = runtime_env.predictor_name(job["id"])
+    name = runtime_env.predictor_name(job.id)
     try:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -106,6 +108,6 @@ def get_or_create(settings: Settings, manifest: TrainerManifest, job: dict[str, 
     renv = runtime_env.prepare(settings, manifest, env.public)
     return Predictor.options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        num_cpus=min(job.get("num_cpus") or 1, 1), num_gpus=min(job.get("num_gpus") or 0, 1),
+        num_cpus=min(job.num_cpus or 1, 1), num_gpus=min(job.num_gpus or 0, 1),
         runtime_env=renv,
     ).remote(manifest.entrypoints.predict, checkpoint, env.secret)

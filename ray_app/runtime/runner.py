@@ -29,7 +29,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_app.config import Settings
 from ray_app.runtime import process_env
-from ray_app.store.actor import StoreClient
+from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.controller")
 
@@ -156,8 +156,8 @@ class TrainerRunner:
         self.startup["trainer_spawned_at"] = time.time()
         self._say(f"started {self.entrypoint} pid={self.proc.pid} gpus={gpu_ids or 'none'}")
         # where the process runs, so the controller can end it even if this actor dies
-        await self.store.call(
-            "add_platform_event", self.job_id, "trainer_process",
+        await self.store.add_platform_event(
+            self.job_id, "trainer_process",
             f"trainer process {self.proc.pid} started", "info",
             {"pid": self.proc.pid, "pgid": self.pgid, "attempt": self.attempt, "gpu_ids": gpu_ids,
              "node_id": ray.get_runtime_context().get_node_id(), "startup": self.startup},
@@ -196,7 +196,7 @@ class TrainerRunner:
             return
         batch, self._pending_logs = self._pending_logs, []
         try:
-            await self.store.call("append_logs", self.job_id, self.attempt, batch)
+            await self.store.append_logs(self.job_id, self.attempt, batch)
         except Exception as exc:  # a log line is not worth killing the training for
             self._say(f"could not store {len(batch)} log lines: {type(exc).__name__}: {exc}")
 
@@ -251,7 +251,7 @@ async def kill_orphaned_group(store: StoreClient, job_id: str, attempt: int, tra
     runner recorded where the process runs in a `trainer_process` event). A lost node took its
     processes with it: the task then finds no node, and there is nothing to do."""
     try:
-        events = await store.call("events", job_id, 0, 10_000)
+        events = await store.events(job_id, 0, 10_000)
     except Exception:
         return
     started = [e for e in events if e["event_type"] == "trainer_process" and e["attempt"] == attempt]

@@ -16,9 +16,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt
-from ray_app.jobs.schemas import RETRYABLE_ERRORS, DoneIn, ErrorType, EventIn, HeartbeatIn
+from ray_app.jobs.job import Job
+from ray_app.jobs.schemas import DoneIn, ErrorType, EventIn, HeartbeatIn
 from ray_app.jobs.states import JobState, check_transition
 from ray_app.jobs.types import non_finite, readable
+from ray_app.runtime import recovery
+from ray_app.runtime.recovery import Action
 from ray_app.store import attempts, bulk, db
 
 log = logging.getLogger("ray_app.store")
@@ -166,17 +169,14 @@ class JobStoreCore:
 
     def requeue(self, job_id: str, attempt: int, reason: str, error_type: str,
                 ended: dict[str, Any] | None = None) -> dict[str, Any]:
-        """An infrastructure failure of `attempt`: start the next attempt, resuming from the
-        last checkpoint, or fail the job when no attempts are left."""
+        """Start the next attempt after `attempt` failed, resuming from the last checkpoint.
+        Compare-and-set: refused unless the job is still on `attempt` and has one left (whether
+        to retry is the recovery policy's call, runtime/recovery.py)."""
         job = self._job(job_id)
         if job["attempt"] != attempt:
             raise Conflict(f"job {job_id} is on attempt {job['attempt']}, not {attempt}")
         if job["attempt"] >= job["max_attempts"]:
-            return self.transition(
-                job_id, JobState.FAILED.value,
-                f"{reason} (attempt {attempt} of {job['max_attempts']}; no attempts left)",
-                error_type=error_type, ended=ended,
-            )
+            raise Conflict(f"job {job_id} has no attempts left ({attempt} of {job['max_attempts']})")
         with self._tx(job) as conn:
             self._attempts.setdefault(job_id, []).append(
                 attempts.close(conn, job, "retried", reason, error_type, ended))
@@ -309,23 +309,17 @@ class JobStoreCore:
             level = "info" if d.status == "succeeded" else "error"
             self._add_event(conn, job, "trainer", level, "done", d.error or d.status,
                             {"status": d.status, "error_type": payload["error_type"]})
-            error_type = payload["error_type"] or ErrorType.UNKNOWN_ERROR.value
-            if job["cancel_requested"]:
-                # The controller marks it CANCELLED once the trainer's processes are gone.
-                self._set(conn, job, **fields)
-            elif d.status == "succeeded":
-                self._transition(conn, job, JobState.SUCCEEDED, "trainer reported success",
-                                 progress=100.0, **fields)
-            elif ErrorType(error_type) in RETRYABLE_ERRORS and job["attempt"] < job["max_attempts"]:
-                # retried by the controller once this attempt's process has exited
-                self._set(conn, job, **fields, error=d.error, error_type=error_type,
+            decision = recovery.on_done(Job.model_validate(job), d.status, d.error, payload["error_type"])
+            if decision.action is Action.SUCCEED:
+                self._transition(conn, job, JobState.SUCCEEDED, decision.reason, progress=100.0, **fields)
+            elif decision.action is Action.FAIL:
+                self._transition(conn, job, JobState.FAILED, decision.reason, error=decision.reason,
+                                 error_type=decision.error_type, traceback=d.traceback, **fields)
+            elif d.status == "failed":  # retried (or cancelled) once the process has exited
+                self._set(conn, job, **fields, error=d.error, error_type=decision.error_type,
                           traceback=d.traceback)
-            else:
-                error = d.error or "trainer reported failure"
-                if ErrorType(error_type) in RETRYABLE_ERRORS:
-                    error += f" (attempt {job['attempt']} of {job['max_attempts']}; no attempts left)"
-                self._transition(conn, job, JobState.FAILED, error, error=error,
-                                 error_type=error_type, traceback=d.traceback, **fields)
+            else:  # a success while cancelling: CANCELLED once the processes are gone
+                self._set(conn, job, **fields)
         return {"state": job["state"], "duplicate": False}
 
     def apply_callbacks(self, items: list[tuple[str, str, int, dict[str, Any]]]) -> list[Any]:

@@ -17,27 +17,19 @@ from ray_app.api.gateway import create_callback_app
 from ray_app.auth import callback_tokens
 from ray_app.config import Settings
 from ray_app.store.core import JobStoreCore
+from tests.fixtures.local_store import local_client
 from tests.spine.test_store_core import running_job
 
 SECRET = "fast-path-test-secret-0123456789abcdef"
 
 
-class InProcessStore:
-    """StoreClient's `call`, made directly on a JobStoreCore."""
-
-    def __init__(self, core: JobStoreCore):
-        self.core = core
-        self.settings = None
-
-    async def call(self, method: str, *args, **kwargs):
-        return getattr(self.core, method)(*args, **kwargs)
 
 
 @pytest.fixture
 def setup(tmp_path):
     core = JobStoreCore(f"sqlite:///{tmp_path / 'jobs.db'}")
     settings = Settings(data_dir=tmp_path, jwt_secret=SECRET, max_body_bytes=4096)
-    app = create_callback_app(settings, store=InProcessStore(core))
+    app = create_callback_app(settings, store=local_client(core, settings))
     fast = HeartbeatFastPath(app, app.state.ctx)
     return core, app, fast
 

@@ -13,7 +13,7 @@ import pytest
 
 import ray
 
-from ray_app.store.actor import get_or_create_store
+from ray_app.store.client import get_or_create_store
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 JOB = {"framework": "manual", "task_type": "object_detection", "model_name": "any", "dataset_id": "ds-test"}
@@ -108,7 +108,7 @@ def test_a_stored_record_never_breaks_a_read(platform):
             "image_size": 32, "num_gpus": 0, "num_cpus": 0, "memory_mb": None, "config": {SURROGATE: [SURROGATE]},
             "advanced_config": {"inf": float("inf")}, "max_attempts": 1, "resume_from": None}
     # straight into the store, past the API's validation
-    job = ray.get(get_or_create_store(p.settings).call.remote("create_job", spec, None), timeout=30)
+    job = ray.get(get_or_create_store(p.settings).create_job.remote(spec, None), timeout=30)
     for path in ["/v1/jobs", f"/v1/jobs/{job['id']}", "/v1/jobs?project_id=poison"]:
         resp = p.api("GET", path)
         assert resp.status_code == 200, resp.text

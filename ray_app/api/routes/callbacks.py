@@ -46,7 +46,7 @@ async def heartbeat_reply(ctx: AppContext, job_id: str, claims: CallbackClaims, 
     (api/fast_heartbeat.py): (status, JSON body). A StoreError (401, 404) propagates."""
     _check_body_attempt(claims, body.attempt)
     try:
-        reply = await ctx.store.call("heartbeat", job_id, claims.attempt, body.model_dump(mode="json"))
+        reply = await ctx.store.heartbeat(job_id, claims.attempt, body.model_dump(mode="json"))
     except Conflict as exc:
         # a finished job: tell the trainer to stop, and say why
         return 409, json_bytes({"detail": exc.detail, "should_continue": False})
@@ -69,14 +69,14 @@ _HEARTBEAT_REPLIES = {
 @router.post("/event", response_model=EventReply, responses=_REFUSED, summary="A trainer event")
 async def event(job_id: str, body: EventIn, claims: Callback, ctx: Ctx) -> EventReply:
     _check_body_attempt(claims, body.attempt)
-    return EventReply(**await ctx.store.call("event", job_id, claims.attempt, body.model_dump(mode="json")))
+    return EventReply(**await ctx.store.event(job_id, claims.attempt, body.model_dump(mode="json")))
 
 
 @router.post("/done", response_model=DoneReply, responses=_REFUSED,
              summary="The attempt's final result, accepted once")
 async def done(job_id: str, body: DoneIn, claims: Callback, ctx: Ctx) -> DoneReply:
     _check_body_attempt(claims, body.attempt)
-    return DoneReply(**await ctx.store.call("done", job_id, claims.attempt, body.model_dump(mode="json")))
+    return DoneReply(**await ctx.store.done(job_id, claims.attempt, body.model_dump(mode="json")))
 
 
 @router.post("/callbacks", response_model=CallbackBatchReply, responses=_REFUSED,
@@ -85,7 +85,7 @@ async def callbacks(job_id: str, body: CallbackBatchIn, claims: Callback, ctx: C
     for item in body.items:
         _check_body_attempt(claims, item.body.attempt)
     # one store call, one transaction: a trainer's backlog costs one round trip, not one each
-    outcomes = await ctx.store.call("apply_callbacks", [
+    outcomes = await ctx.store.apply_callbacks([
         (item.kind, job_id, claims.attempt, item.body.model_dump(mode="json")) for item in body.items])
     # about the job or the token, not the item: the whole request is refused, as each alone would be
     refused = next((o for o in outcomes if isinstance(o, StaleAttempt | JobNotFound)), None)

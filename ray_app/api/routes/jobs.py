@@ -42,9 +42,9 @@ async def create_job(body: JobCreate, ctx: Ctx) -> JobView:
         spec["num_gpus"] = manifest.resources.num_gpus
     if body.memory_mb is None:
         spec["memory_mb"] = manifest.resources.memory_mb
-    job = await ctx.store.call("create_job", spec, uuid.uuid4().hex[:16])
+    job = await ctx.store.create_job(spec, uuid.uuid4().hex[:16])
     ctx.nudge_controller()
-    return JobView.model_validate(job)
+    return job
 
 
 @router.get("", response_model=JobPage, summary="List jobs, newest first")
@@ -56,25 +56,23 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,15}$", description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
-    items, next_cursor = await ctx.store.call(
-        "list_jobs", state.value if state else None, project_id, framework,
-        int(cursor) if cursor else None, limit,
-    )
-    return JobPage(items=[JobView.model_validate(j) for j in items],
+    items, next_cursor = await ctx.store.list_jobs(state, project_id, framework,
+                                                   int(cursor) if cursor else None, limit)
+    return JobPage(items=list(items),
                    next_cursor=str(next_cursor) if next_cursor is not None else None)
 
 
 @router.get("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Get a job")
 async def get_job(job_id: str, ctx: Ctx) -> JobView:
-    return JobView.model_validate(await ctx.store.call("get_job", job_id))
+    return await ctx.store.get_job(job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobView, responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE},
              summary="Request cancellation (idempotent)")
 async def cancel_job(job_id: str, ctx: Ctx) -> JobView:
-    job = await ctx.store.call("request_cancel", job_id)
+    job = await ctx.store.request_cancel(job_id)
     ctx.nudge_controller()
-    return JobView.model_validate(job)
+    return job
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=NOT_FOUND, summary="The job's events, in order")
@@ -82,14 +80,14 @@ async def job_events(
     job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventPage:
-    items = await ctx.store.call("events", job_id, after, limit)
+    items = await ctx.store.events(job_id, after, limit)
     return EventPage(items=[EventView.model_validate(e) for e in items],
                      next_after=items[-1]["seq"] if items else None)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricPage, responses=NOT_FOUND, summary="Metric history per epoch")
 async def job_metrics(job_id: str, ctx: Ctx) -> MetricPage:
-    items = await ctx.store.call("metrics", job_id)
+    items = await ctx.store.metrics(job_id)
     return MetricPage(items=[MetricView.model_validate(m) for m in items])
 
 
@@ -98,6 +96,6 @@ async def job_logs(
     job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> LogPage:
-    items = await ctx.store.call("logs", job_id, after, limit)
+    items = await ctx.store.logs(job_id, after, limit)
     return LogPage(items=[LogLine.model_validate(line) for line in items],
                    next_after=items[-1]["seq"] if items else None)

@@ -38,20 +38,20 @@ async def predict(
     conf: Annotated[float, Form(ge=0, le=1, description="detection confidence threshold")] = 0.25,
     top_k: Annotated[int, Form(ge=1, le=100, description="classes per image (classification)")] = 5,
 ) -> PredictResponse:
-    job = await ctx.store.call("get_job", job_id)
+    job = await ctx.store.get_job(job_id)
     images = [(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
     empty = [name for name, data in images if not data]
     if empty:
         raise HTTPException(422, detail=[{"loc": ["body", "files"], "msg": f"empty file(s): {empty}",
                                           "type": "value_error"}])
     try:
-        manifest = ctx.registry.get(job["framework"])
+        manifest = ctx.registry.get(job.framework)
         actor = await asyncio.to_thread(predictor.get_or_create, ctx.settings, manifest, job)
     except (predictor.PredictUnavailable, UnknownTrainer) as exc:
         raise HTTPException(409, detail=str(exc)) from None
     try:
         result = await actor.predict.remote(images, {"conf": conf, "top_k": top_k})
     except RayError as exc:
-        log.error("[TRACE:%s] prediction for job %s failed: %s", job["trace_id"], job_id, exc)
+        log.error("[TRACE:%s] prediction for job %s failed: %s", job.trace_id, job_id, exc)
         raise HTTPException(502, detail=f"prediction failed: {type(exc).__name__}") from None
     return PredictResponse(job_id=job_id, **result)

@@ -19,7 +19,7 @@ router = APIRouter(tags=["system"])
 async def healthz(ctx: Ctx) -> JSONResponse:
     checks: dict[str, str] = {"api": "ok"}
     try:
-        await asyncio.wait_for(ctx.store.handle.ping.remote(), timeout=5)
+        await asyncio.wait_for(ctx.store.ping(), timeout=5)
         checks["job_store"] = "ok"
     except Exception as exc:  # report, never raise: this route exists to say what is wrong
         checks["job_store"] = f"unavailable: {type(exc).__name__}"

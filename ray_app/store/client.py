@@ -1,0 +1,161 @@
+"""StoreClient: the typed way every process talks to the JobStore actor.
+
+One method per store operation, each saying whether it may be repeated after the store died
+mid-call (`Retry`): reads, and writes the store recognises when they come again (idempotency
+keys, `create_job` with a chosen id, compare-and-set by attempt), are retried against a store
+that Ray restarted or that was created again; the others are tried once and the error reaches
+the caller. Jobs come back as `Job`s, not dictionaries.
+
+No SQLAlchemy here: runners and API replicas import this module, and only the store's own process
+needs the database code (store/actor.py is imported when the store must be created).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from ray_app.config import NAMESPACE, STORE_ACTOR, Settings
+from ray_app.jobs.errors import StoreError
+from ray_app.jobs.job import Job
+from ray_app.jobs.states import JobState
+
+log = logging.getLogger("ray_app.store")
+
+Row = dict[str, Any]
+# How an attempt ended, for its history row (store/attempts.py): node_id, exit_code, signal.
+Ended = dict[str, Any]
+# One trainer callback for `apply_callbacks`: (kind, job id, the token's attempt, body).
+CallbackItem = tuple[str, str, int, dict[str, Any]]
+
+
+class Retry(enum.IntEnum):
+    """How many times a call is tried when the store is gone (restarting, or lost)."""
+
+    ONCE = 1  # repeating it could apply it twice
+    SAFE = 5  # a read, or a write the store applies once however often it comes
+
+
+def get_or_create_store(settings: Settings) -> Any:
+    """The store actor's handle: found by name, or created (which needs the database code)."""
+    try:
+        return ray.get_actor(STORE_ACTOR, namespace=NAMESPACE)
+    except ValueError:
+        from ray_app.store.actor import create_store
+
+        return create_store(settings)
+
+
+class StoreClient:
+    """Re-resolves a store that died. `handle` replaces the actor (tests: a store in process)."""
+
+    def __init__(self, settings: Settings, handle: Any = None):
+        self.settings = settings
+        self._handle = handle
+        self._fixed = handle is not None
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            self._handle = get_or_create_store(self.settings)
+        return self._handle
+
+    async def _call(self, retry: Retry, call: Callable[[Any], Awaitable[Any]]) -> Any:
+        for attempt in range(retry):
+            try:
+                return await call(self.handle)
+            except RayTaskError as exc:
+                raise _unwrap(exc) from None
+            except RayActorError:
+                if not self._fixed:
+                    self._handle = None
+                if attempt + 1 >= retry:
+                    raise
+                log.warning("job store unavailable; retrying (%d of %d)", attempt + 1, int(retry))
+                await asyncio.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ jobs
+
+    async def ping(self) -> int:
+        return await self._call(Retry.ONCE, lambda s: s.ping.remote())
+
+    async def create_job(self, spec: dict[str, Any], job_id: str) -> Job:
+        """Safe to repeat: the id is chosen here, and a second create returns the first job."""
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.create_job.remote(spec, job_id)))
+
+    async def get_job(self, job_id: str) -> Job:
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.get_job.remote(job_id)))
+
+    async def list_jobs(self, state: JobState | None = None, project_id: str | None = None,
+                        framework: str | None = None, cursor: int | None = None,
+                        limit: int = 50) -> tuple[list[Job], int | None]:
+        rows, next_cursor = await self._call(Retry.SAFE, lambda s: s.list_jobs.remote(
+            state.value if state else None, project_id, framework, cursor, limit))
+        return [Job.model_validate(r) for r in rows], next_cursor
+
+    async def active_jobs(self) -> list[Job]:
+        return [Job.model_validate(r) for r in await self._call(Retry.SAFE, lambda s: s.active_jobs.remote())]
+
+    async def request_cancel(self, job_id: str) -> Job:
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.request_cancel.remote(job_id)))
+
+    # ------------------------------------------------------------------ the controller's writes
+
+    async def transition(self, job_id: str, target: JobState, reason: str, *, attempt: int | None = None,
+                         error_type: str | None = None, ended: Ended | None = None) -> Job:
+        return Job.model_validate(await self._call(Retry.ONCE, lambda s: s.transition.remote(
+            job_id, target.value, reason, attempt=attempt, error_type=error_type, ended=ended)))
+
+    async def requeue(self, job_id: str, attempt: int, reason: str, error_type: str,
+                      ended: Ended | None = None) -> Job:
+        return Job.model_validate(await self._call(Retry.ONCE, lambda s: s.requeue.remote(
+            job_id, attempt, reason, error_type, ended=ended)))
+
+    async def attempt_exited(self, job_id: str, attempt: int, ended: Ended) -> None:
+        await self._call(Retry.SAFE, lambda s: s.attempt_exited.remote(job_id, attempt, ended))
+
+    async def add_platform_event(self, job_id: str, event_type: str, message: str, level: str = "info",
+                                 data: dict[str, Any] | None = None) -> None:
+        await self._call(Retry.ONCE, lambda s: s.add_platform_event.remote(job_id, event_type, message, level, data))
+
+    async def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]]) -> int:
+        return await self._call(Retry.ONCE, lambda s: s.append_logs.remote(job_id, attempt, lines))
+
+    # ------------------------------------------------------------------ trainer callbacks
+
+    async def heartbeat(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(Retry.SAFE, lambda s: s.heartbeat.remote(job_id, token_attempt, body))
+
+    async def event(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(Retry.SAFE, lambda s: s.event.remote(job_id, token_attempt, body))
+
+    async def done(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(Retry.SAFE, lambda s: s.done.remote(job_id, token_attempt, body))
+
+    async def apply_callbacks(self, items: list[CallbackItem]) -> list[Any]:
+        """Each item's reply, or its StoreError in its place (JobStoreCore.apply_callbacks)."""
+        return await self._call(Retry.SAFE, lambda s: s.apply_callbacks.remote(items))
+
+    # ------------------------------------------------------------------ histories
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[Row]:
+        return await self._call(Retry.SAFE, lambda s: s.events.remote(job_id, after, limit))
+
+    async def metrics(self, job_id: str) -> list[Row]:
+        return await self._call(Retry.SAFE, lambda s: s.metrics.remote(job_id))
+
+    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Row]:
+        return await self._call(Retry.SAFE, lambda s: s.logs.remote(job_id, after, limit))
+
+
+def _unwrap(exc: RayTaskError) -> BaseException:
+    """The store's own error (404/409/401) as itself; anything else stays a RayTaskError."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, StoreError) else exc
