@@ -114,9 +114,9 @@ def of_actor(actor: Any, node_id: str | None, exc: BaseException) -> RunnerDeath
     raw = " ".join(str(exc).split())
     cause, pid, node = None, None, None
     try:
-        from ray._private import state as gcs_state  # the actor table: no public API has the cause
+        from ray_app.runtime import ray_private  # the actor table: no public API has the cause
 
-        info = gcs_state.actors(actor._actor_id.hex())
+        info = ray_private.actor_info(ray_private.actor_id_hex(actor))
         cause, pid = info.get("DeathCause"), info.get("Pid") or None
         node_id = info.get("Address", {}).get("NodeID") or node_id
     except Exception:

@@ -57,11 +57,10 @@ def packages_dir() -> Path:
 
 
 async def _unpack(uri: str, base_dir: Path) -> str:
-    import ray
-    from ray._private.runtime_env.packaging import download_and_unpack_package
+    from ray_app.runtime import ray_private
 
     # file-locked and cached by URI inside Ray's helper: concurrent runners unpack once
-    return await download_and_unpack_package(uri, str(base_dir), gcs_client=ray._private.worker.global_worker.gcs_client)
+    return await ray_private.download_and_unpack(uri, str(base_dir))
 
 
 async def materialize(spec: dict[str, Any], base_dir: Path | None = None) -> TrainerProcessEnv:

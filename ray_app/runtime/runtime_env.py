@@ -55,12 +55,9 @@ def upload_local_dirs(renv: dict[str, Any], scratch_dir: str, log=None) -> dict[
     """
     import logging
 
-    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
-    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+    from ray_app.runtime import ray_private
 
-    logger = log or logging.getLogger("ray_app.runtime_env")
-    renv = upload_working_dir_if_needed(renv, include_gitignore=True, scratch_dir=scratch_dir, logger=logger)
-    return upload_py_modules_if_needed(renv, include_gitignore=True, scratch_dir=scratch_dir, logger=logger)
+    return ray_private.upload_local_dirs(renv, scratch_dir, log or logging.getLogger("ray_app.runtime_env"))
 
 
 def prepare(settings: Settings, manifest: TrainerManifest, public_env: dict[str, str], log=print) -> dict[str, Any]:
