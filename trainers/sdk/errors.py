@@ -106,15 +106,22 @@ class CallbackError(SystemExit):
         return self.reason
 
 
-def error_type_of(exc: BaseException) -> ErrorType:
-    """Best guess of the ErrorType for an arbitrary exception."""
+def error_type_of(exc: BaseException, default: ErrorType = ErrorType.UNKNOWN_ERROR) -> ErrorType:
+    """Best guess of the ErrorType for an arbitrary exception; ``default`` when nothing matches
+    (a trainer passes FRAMEWORK_ERROR: whatever its framework raised).
+
+    Out of memory, by class or text: MemoryError, torch's ``OutOfMemoryError`` (by name: the SDK
+    does not import torch), "CUDA out of memory", a full disk, and a DataLoader worker "killed by
+    signal" (the kernel's OOM killer)."""
     if isinstance(exc, SDKError):
         return exc.error_type
-    text = f"{type(exc).__name__} {exc}".lower()
-    if isinstance(exc, MemoryError) or "out of memory" in text or "no space left" in text:
+    name = type(exc).__name__
+    text = f"{name} {exc}".lower()
+    if (isinstance(exc, MemoryError) or name == "OutOfMemoryError" or "out of memory" in text
+            or "no space left" in text or "killed by signal" in text):
         return ErrorType.RESOURCE_ERROR
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return ErrorType.NETWORK_ERROR
     if isinstance(exc, (ValueError, KeyError, TypeError)) and "config" in text:
         return ErrorType.CONFIG_ERROR
-    return ErrorType.UNKNOWN_ERROR
+    return default

@@ -18,7 +18,6 @@ logged): `DATASET_ID=… MODEL_NAME=test_resnet EPOCHS=2 IMAGE_SIZE=64 STORAGE_B
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -28,43 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules b
 
 # Only light imports here: torch and timm take seconds, and a bad config must fail before them.
 import timm_options  # noqa: E402
-from sdk import CallbackError, ConfigError, ErrorType, SDKError, TrainerSDK, run_main  # noqa: E402
+from sdk import CallbackError, ConfigError, ErrorType, TrainerSDK, run_main  # noqa: E402
+from sdk.errors import error_type_of  # noqa: E402
+from sdk.liveness import Heartbeats  # noqa: E402
 
 HEARTBEAT_EVERY_S = 2.0
-
-
-def error_type_for(exc: BaseException) -> ErrorType:
-    if isinstance(exc, SDKError):
-        return exc.error_type
-    if type(exc).__name__ == "ImageReadError":  # timm_common; also when re-raised from a DataLoader worker
-        return ErrorType.DATASET_ERROR
-    text = f"{type(exc).__name__}: {exc}".lower()
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text \
-            or "killed by signal" in text:  # a DataLoader worker killed by the OOM killer
-        return ErrorType.RESOURCE_ERROR
-    return ErrorType.FRAMEWORK_ERROR
-
-
-class KeepAlive:
-    """Heartbeats from a thread while setup (download, conversion, model build) blocks."""
-
-    def __init__(self, sdk: TrainerSDK, progress: float, every: float = 5.0) -> None:
-        self.sdk, self.progress, self.every = sdk, progress, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="keepalive", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self.sdk.heartbeat(total_epochs=self.sdk.env.epochs, progress=self.progress)
-            if self._stop.wait(self.every):
-                return
-
-    def __enter__(self) -> "KeepAlive":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._stop.set()
 
 
 # ----------------------------------------------------------------------------- main
@@ -75,7 +42,9 @@ def main(sdk: TrainerSDK) -> int:
     except CallbackError:
         raise  # exit 2: the backend cannot be told anything
     except BaseException as exc:  # noqa: BLE001 - reported with its type and traceback
-        etype = error_type_for(exc)
+        # ImageReadError: timm_common's, also when re-raised from a DataLoader worker
+        etype = (ErrorType.DATASET_ERROR if type(exc).__name__ == "ImageReadError"
+                 else error_type_of(exc, default=ErrorType.FRAMEWORK_ERROR))
         sdk.log("ERROR", f"{etype}: {type(exc).__name__}: {exc}")
         sdk.report_failed(etype, f"{type(exc).__name__}: {exc}" if etype == ErrorType.FRAMEWORK_ERROR else str(exc),
                           traceback.format_exc(), epochs_completed=state["epoch"])
@@ -88,7 +57,7 @@ def train(sdk: TrainerSDK, state: dict[str, Any]) -> int:
     opts = timm_options.parse(sdk.env, sdk.get_advanced_config())  # before anything slow
     sdk.report_started(total_epochs=opts.epochs, resume_from=opts.resume_from)
     # heartbeats from a thread until the loop starts: imports, MLflow, download, model build
-    with KeepAlive(sdk, progress=0.0):
+    with Heartbeats(sdk, opts.epochs):
         timm_options.check_model_name(opts.model_name)  # imports timm (and torch)
         import torch
 

@@ -39,6 +39,7 @@ except ImportError:  # run by hand from the repository: the SDK sits next to thi
 import ul_runtime  # noqa: E402  (imports nothing of ultralytics: it must configure it first)
 from sdk import (CallbackError, CheckpointError, DatasetError, ErrorType, SDKError, TrainerSDK,  # noqa: E402
                  run_main)
+from sdk.errors import error_type_of  # noqa: E402
 from sdk.storage import S3Storage  # noqa: E402
 
 PRETRAINED_PREFIX = "models/pretrained/ultralytics"
@@ -70,12 +71,14 @@ def class_ids(root: Path, out: Path, names: dict[int, str]) -> dict[int, Any]:
 
 
 def classify_error(exc: BaseException, phase: str) -> ErrorType:
+    """The SDK's classifier (out of memory, network, ...; FRAMEWORK_ERROR otherwise), and a
+    dataset problem told by Ultralytics' wording while the data is being prepared."""
+    error_type = error_type_of(exc, default=ErrorType.FRAMEWORK_ERROR)
     text = f"{type(exc).__name__}: {exc}".lower()
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text:
-        return ErrorType.RESOURCE_ERROR
-    if phase in ("dataset", "setup") and any(h in text for h in DATASET_HINTS):
+    if (error_type is not ErrorType.RESOURCE_ERROR and phase in ("dataset", "setup")
+            and any(h in text for h in DATASET_HINTS)):
         return ErrorType.DATASET_ERROR
-    return ErrorType.FRAMEWORK_ERROR
+    return error_type
 
 
 class UltralyticsJob:

@@ -14,11 +14,10 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 from typing import Any
 
 import ul_runtime
+from sdk.liveness import Heartbeats  # noqa: F401  (the SDK's keep-alive; imported from here)
 
 PRIMARY = {"detect": "mAP50-95", "segment": "mask_mAP50-95", "classify": "top1"}
 _METRIC = re.compile(r"^metrics/(.+?)(?:\((B|M|P)\))?$")
@@ -30,58 +29,6 @@ _SUMMARY_KEYS = {"Box-P": "precision", "Box-R": "recall", "Box-F1": "f1", "Mask-
 
 class StopTraining(Exception):
     """Raised from a callback once a stop was requested and `last` is saved."""
-
-
-class Heartbeats:
-    """Every heartbeat of the trainer goes through here, and a daemon thread fills the silences
-    (importing, downloading, building the model, a slow batch, validation, uploads) so the
-    platform's heartbeat timeout never fires while this process is alive.
-
-    Only the training loop advances epoch/step, so a real hang inside training is still caught
-    by the platform's stall timeout. Before training the thread counts setup steps (step 1, 2,
-    ...): downloading and preparing are progress too, and no metrics are sent.
-    """
-
-    def __init__(self, sdk: Any, total_epochs: int, interval: float = 5.0) -> None:
-        self.sdk = sdk
-        self.interval = interval
-        self._lock = threading.Lock()
-        # before training: no epoch (a resumed attempt keeps the job's), setup steps count up
-        self._state: dict[str, Any] = {"epoch": None, "total_epochs": total_epochs, "step": 0, "total_steps": None}
-        self._training = False
-        self._last = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vtp-liveness", daemon=True)
-
-    def start(self) -> "Heartbeats":
-        self.beat()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def since_last(self) -> float:
-        return time.monotonic() - self._last
-
-    def beat(self, metrics: dict[str, Any] | None = None, **state: Any) -> None:
-        with self._lock:
-            self._state.update(state)
-            if state.get("epoch"):
-                self._training = True
-            self._last = time.monotonic()
-            snapshot = dict(self._state)
-        if not self._stop.is_set():
-            self.sdk.heartbeat(**snapshot, metrics=metrics)
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            with self._lock:
-                due = time.monotonic() - self._last >= self.interval
-                if due and not self._training:
-                    self._state["step"] += 1
-            if due:
-                self.beat()
 
 
 def friendly(raw: dict[str, Any]) -> dict[str, float]:
