@@ -37,9 +37,7 @@ class AppContext:
 
     def resolve_trainer(self, framework: str, task_type: str, model_name: str) -> TrainerManifest:
         """The trainer for a job; a framework not seen yet rescans the trainer paths once, so a
-        plugin added as a new folder is usable without a restart."""
-        if framework not in self.registry.trainers:
-            self.__dict__["registry"] = TrainerRegistry(self.settings.trainer_paths)
+        plugin added as a new folder is usable without a restart (TrainerRegistry.find)."""
         return self.registry.resolve(framework, task_type, model_name)
 
     def nudge_controller(self) -> None:

@@ -159,11 +159,7 @@ class Reconciler:
         return att
 
     def _launch(self, job: Job, name: str) -> tuple[Any, Any]:
-        try:
-            manifest = self.registry.get(job.framework)
-        except UnknownTrainer:  # a plugin added after start-up
-            self.registry = TrainerRegistry(self.settings.trainer_paths)
-            manifest = self.registry.get(job.framework)
+        manifest = self.registry.find(job.framework)  # rescans once: a plugin added after start-up
         env = contract_env.build(self.settings, job)
         renv = runtime_env.prepare(self.settings, manifest, env.public,
                                    log=lambda m: log.info("[TRACE:%s] %s", job.trace_id, m))

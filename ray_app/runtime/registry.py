@@ -84,10 +84,16 @@ class UnknownTrainer(ValueError):
 
 class TrainerRegistry:
     def __init__(self, paths: Iterable[Path]):
+        self.paths = [Path(p) for p in paths]
         self.trainers: dict[str, TrainerManifest] = {}
         self.problems: list[str] = []
-        for root in paths:
-            for manifest_path in sorted(Path(root).glob(f"*/{MANIFEST}")):
+        self.rescan()
+
+    def rescan(self) -> None:
+        """Read every manifest under the paths again."""
+        self.trainers, self.problems = {}, []
+        for root in self.paths:
+            for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
                 self._load(manifest_path)
 
     def _load(self, path: Path) -> None:
@@ -108,8 +114,16 @@ class TrainerRegistry:
             known = ", ".join(sorted(self.trainers)) or "none"
             raise UnknownTrainer(f"unknown framework {framework!r}; registered: {known}") from None
 
+    def find(self, framework: str) -> TrainerManifest:
+        """get(), but a framework not registered rescans the paths once first: a plugin added as
+        a new folder after start-up is usable without a restart."""
+        if framework not in self.trainers:
+            self.rescan()
+        return self.get(framework)
+
     def resolve(self, framework: str, task_type: str, model_name: str) -> TrainerManifest:
-        manifest = self.get(framework)
+        """The trainer for a job (find(): an unknown framework rescans once)."""
+        manifest = self.find(framework)
         task = getattr(normalize_task_type(task_type), "value", task_type)
         if task not in {t.value for t in manifest.task_types}:
             supported = ", ".join(t.value for t in manifest.task_types)
