@@ -30,15 +30,11 @@ for p in (str(REPO), str(REPO / "trainers")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from ray_app.ports import free_port  # noqa: E402,F401  (harness.free_port, for the scripts)
+
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine() -> dict[str, Any]:

@@ -21,7 +21,8 @@ import psutil
 
 from ray_app.config import Settings
 from ray_app.local import processes
-from ray_app.storage.s3_server import SeaweedS3Server, free_port
+from ray_app.ports import free_port
+from ray_app.storage.s3_server import SeaweedS3Server
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -139,7 +140,7 @@ class LocalPlatform:
             self.log(f"Ray already running at {self.ray_address}")
             return
         if not self.state.ray_port:
-            self.state.ray_port = _free_port_not(6379)
+            self.state.ray_port = free_port()  # never 6379 (ports.RESERVED)
             self.state.dashboard_port = free_port()
         cmd = [RAY, "start", "--head", f"--port={self.state.ray_port}", "--node-ip-address=127.0.0.1",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.state.dashboard_port}",
@@ -182,10 +183,3 @@ class LocalPlatform:
                 "ray_address": self.ray_address, "ray_processes": len(self._ray_processes()),
                 "s3_running": bool(self.state.s3_pid and psutil.pid_exists(self.state.s3_pid)),
                 "health": health}
-
-
-def _free_port_not(*taken: int) -> int:
-    port = free_port()
-    while port in taken:
-        port = free_port()
-    return port

@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray_app.ports import free_port
+
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
 class S3ServerError(RuntimeError):
     pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def find_weed() -> str:
