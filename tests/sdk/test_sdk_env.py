@@ -76,8 +76,10 @@ def test_error_types():
     assert ErrorType.coerce("resource_error") is ErrorType.RESOURCE_ERROR
     assert ErrorType.coerce("TRAINING_ERROR") is ErrorType.FRAMEWORK_ERROR
     assert ErrorType.coerce("nonsense") is ErrorType.UNKNOWN_ERROR
+    # one enum with the platform's (contract.py): trainers report the first eight
     assert {e.value for e in ErrorType} == {"DATASET_ERROR", "CHECKPOINT_ERROR", "CONFIG_ERROR", "RESOURCE_ERROR",
-                                           "NETWORK_ERROR", "FRAMEWORK_ERROR", "VALIDATION_ERROR", "UNKNOWN_ERROR"}
+                                           "NETWORK_ERROR", "FRAMEWORK_ERROR", "VALIDATION_ERROR", "UNKNOWN_ERROR",
+                                           "INFRASTRUCTURE_ERROR", "TIMEOUT_ERROR"}
 
 
 def test_log_format_and_secret_masking(capsys):

@@ -21,21 +21,49 @@ boto3 and httpx (mlflow is optional and imported lazily).
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import sys
 import traceback
-from typing import Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from .core import TrainerSDK  # noqa: E402
-from .datasets import ArchiveLimits, DatasetCache, convert_dataset, validate_dataset  # noqa: E402
-from .env import S3Location, TrainerEnv, normalize_task_type  # noqa: E402
-from .errors import (EXIT_CALLBACK_FAILURE, EXIT_SUCCESS, EXIT_TRAINING_FAILURE, CallbackError,  # noqa: E402
+from . import contract  # noqa: F401  (standard library only: what the platform imports)
+from .contract import format_s3_uri, parse_s3_uri  # noqa: F401
+from .env import S3Location, TrainerEnv, normalize_task_type  # noqa: F401
+from .errors import (EXIT_CALLBACK_FAILURE, EXIT_SUCCESS, EXIT_TRAINING_FAILURE, CallbackError,  # noqa: F401
                      CheckpointError, ConfigError, DatasetError, ErrorType, SDKError, StorageError)
-from .storage import format_s3_uri, parse_s3_uri  # noqa: E402
+
+# The names below pull in httpx, the dataset code and (on first use) boto3 and MLflow: imported on
+# first access (PEP 562), so that `import sdk.contract` (the platform) and `import sdk.errors`
+# stay standard-library only, while `from sdk import TrainerSDK` works as always.
+_LAZY = {
+    "TrainerSDK": ".core",
+    "ArchiveLimits": ".datasets",
+    "DatasetCache": ".datasets",
+    "convert_dataset": ".datasets",
+    "validate_dataset": ".datasets",
+}
+
+if TYPE_CHECKING:
+    from .core import TrainerSDK
+    from .datasets import ArchiveLimits, DatasetCache, convert_dataset, validate_dataset  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # no 1 s+ IMDS probe off EC2
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "1.0.0"
 
@@ -56,6 +84,8 @@ def run_main(main: Callable[..., Any]) -> NoReturn:
     code = EXIT_SUCCESS
     try:
         if inspect.signature(main).parameters:
+            from .core import TrainerSDK
+
             with TrainerSDK() as sdk:
                 rc = main(sdk)
         else:

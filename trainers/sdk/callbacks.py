@@ -14,10 +14,12 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import httpx
 
+from . import contract
+from .contract import merge_heartbeats
 from .log import TraceLogger
 
 
@@ -62,9 +64,9 @@ class CallbackClient:
         return self.base_url is not None
 
     def url(self, kind: str) -> str:
-        return f"{self.base_url}/jobs/{self.job_id}/{kind}"
+        return f"{self.base_url}/jobs/{self.job_id}/{kind}"  # base_url: ".../v1" (contract.callback_path)
 
-    def post(self, kind: str, body: dict[str, Any]) -> Reply:
+    def post(self, kind: str, body: Mapping[str, Any]) -> Reply:
         try:
             resp = self._http.post(self.url(kind), json=body)
         except httpx.HTTPError as exc:
@@ -117,20 +119,10 @@ def _result_reply(result: dict[str, Any]) -> Reply:
     return Reply(outcome, status, data, "ok" if outcome is Outcome.OK else f"HTTP {status}: {result.get('detail')}")
 
 
-_HB_FIELDS = ("epoch", "total_epochs", "step", "total_steps", "progress")
-
-
 def absorb_heartbeat(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The one heartbeat whose effect on the backend equals applying ``old`` then ``new``: the
-    backend takes each non-null progress field from the later heartbeat and merges metrics
-    (per epoch and into the latest metrics). Identity (event_id, seq) stays ``new``'s."""
-    merged = dict(new)
-    for name in _HB_FIELDS:
-        if merged.get(name) is None and old.get(name) is not None:
-            merged[name] = old[name]
-    if old.get("metrics"):
-        merged["metrics"] = {**old["metrics"], **(new.get("metrics") or {})}
-    return merged
+    contract's merge rule (contract.merge_heartbeats). Identity (event_id, seq) stays ``new``'s."""
+    return merge_heartbeats(old, new)
 
 
 @dataclass
@@ -178,7 +170,7 @@ class BackgroundSender:
         # queued callbacks go out together (POST .../callbacks) while the backend takes them;
         # a backend without the batch route (404/405) gets them one by one from then on
         self._batch_ok = max_batch > 1
-        self._max_batch = max_batch
+        self._max_batch = min(max_batch, contract.MAX_CALLBACK_BATCH)
         self._cond = threading.Condition()
         self._closing = False
         self._wake = threading.Event()  # interrupts a backoff sleep: close(), or once per flush()
@@ -327,7 +319,7 @@ class BackgroundSender:
         and its reply returned: a backend that does not take it in a batch gets the items as it
         would without it, then ``final`` on its own route."""
         sent = [*items, final.item] if final else items
-        body = {"items": [{"kind": item.kind, "body": item.body} for item in sent]}
+        body = contract.batch_body((item.kind, item.body) for item in sent)
         what = f"{len(items)} queued callbacks" + (f" and {final.item.kind}" if final else "")
         reply = self._post_retrying("callbacks", body, what, deadline=final.deadline if final else None)
         results = reply.data.get("results") if reply.outcome is Outcome.OK else None

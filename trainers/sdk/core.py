@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 import traceback as tb_module
@@ -10,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import contract
 from .callbacks import BackgroundSender, CallbackClient, Outcome
 from .datasets import DatasetCache
 from .env import TrainerEnv
@@ -21,21 +21,8 @@ from .signals import StopSignals
 from .storage import CheckpointUploader, S3Storage
 
 
-def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | str]:
-    """Numbers only; bools and strings are not metrics. A non-finite value is news (a NaN loss:
-    training diverged), so it is sent as the contract spells it, "NaN", "Infinity" or
-    "-Infinity" (JSON has no such numbers), and the platform warns about it."""
-    out: dict[str, float | str] = {}
-    for k, v in (metrics or {}).items():
-        if hasattr(v, "item"):  # numpy / torch scalars
-            try:
-                v = v.item()
-            except Exception:
-                continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            v = float(v)
-            out[str(k)] = v if math.isfinite(v) else "NaN" if math.isnan(v) else "Infinity" if v > 0 else "-Infinity"
-    return out
+# the contract's metric cleaning (numbers only, non-finite ones by name), by its old name
+_clean_metrics = contract.wire_metrics
 
 
 class TrainerSDK(StorageMixin):
@@ -119,6 +106,7 @@ class TrainerSDK(StorageMixin):
 
     # ----- low-level callbacks -----
     def _envelope(self) -> dict[str, Any]:
+        """The envelope fields of a new callback (contract.envelope): a fresh idempotency key."""
         return {"event_id": str(uuid.uuid4()), "attempt": self.env.attempt, "seq": next(self._seq),
                 "trace_id": self.env.trace_id}
 
@@ -126,12 +114,8 @@ class TrainerSDK(StorageMixin):
                   total_steps: int | None = None, progress: float | None = None,
                   metrics: Mapping[str, Any] | None = None) -> None:
         """Queue a heartbeat; returns at once. A reply should_continue=false sets should_stop."""
-        if progress is None:
-            progress = self._progress(epoch, total_epochs, step, total_steps)
-        body = self._envelope() | {
-            "epoch": epoch, "total_epochs": total_epochs, "step": step, "total_steps": total_steps,
-            "progress": round(min(max(float(progress or 0.0), 0.0), 100.0), 3),
-            "metrics": _clean_metrics(metrics)}
+        body = contract.heartbeat_body(epoch=epoch, total_epochs=total_epochs, step=step, total_steps=total_steps,
+                                       progress=progress, metrics=metrics, **self._envelope())
         if epoch is not None:
             self._last_epoch = epoch
         if self._sender:
@@ -148,13 +132,16 @@ class TrainerSDK(StorageMixin):
     def event(self, event_type: str, message: str = "", level: str = "info",
               data: Mapping[str, Any] | None = None) -> None:
         """Queue an event; returns at once. Events are delivered in order, at least once."""
-        level = {"warn": "warning", "critical": "error"}.get(level, level)
-        if level not in ("info", "warning", "error"):
-            level = "info"
-        body = self._envelope() | {"level": level, "event_type": str(event_type),
-                                   "message": self.logger.mask(str(message)), "data": dict(data or {})}
+        if not contract.valid_event_type(str(event_type)):
+            fixed = contract.coerce_event_type(event_type)
+            self.logger.warning(f"event type {event_type!r} is not one the platform accepts "
+                                f"({contract.EVENT_TYPE_PATTERN}, at most {contract.MAX_EVENT_TYPE} characters): "
+                                f"sent as {fixed!r}")
+            event_type = fixed
+        body = contract.event_body(event_type, self.logger.mask(str(message)), level, data, **self._envelope())
         if self._sender:
             self._sender.submit("event", body)
+        level = body["level"]
         self.logger.log(level, f"event {event_type}: {message}" if message else f"event {event_type}")
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -172,7 +159,7 @@ class TrainerSDK(StorageMixin):
                 self.logger.info(f"done already reported ({self._done.get('status')}); ignoring {status}")
                 return self._done
             self._done = {"status": status, "pending": True}
-        if status not in ("succeeded", "failed"):
+        if status not in contract.DONE_STATUSES:
             raise ValueError("status must be 'succeeded' or 'failed'")
         # queued behind the run's other MLflow calls; drains while the callbacks flush below
         self.mlflow.end("FINISHED" if status == "succeeded" else "FAILED")
@@ -183,16 +170,13 @@ class TrainerSDK(StorageMixin):
         budget = self._mlflow_budget()
         if not self.mlflow.wait(max(0.0, budget - (time.monotonic() - t0))):
             self.logger.warning(f"mlflow still busy after {budget:.0f}s: reporting done without waiting for it")
-        body = self._envelope() | {
-            "status": status, "error": self.logger.mask(error) if error else None,
-            "error_type": str(ErrorType.coerce(error_type)) if status == "failed" else None,
-            "traceback": self.logger.mask(traceback) if traceback else None,
-            "final_metrics": _clean_metrics(final_metrics),
-            "artifacts": {str(k): str(v) for k, v in (artifacts or {}).items() if v},
-            "mlflow_run_id": self.mlflow.run_id,  # known once the queued start has run
-            "training_time_seconds": round(training_time_seconds if training_time_seconds is not None
-                                           else elapsed, 3)}
-        body.pop("seq")
+        body = contract.done_body(
+            status, error=self.logger.mask(str(error)) if error else None, error_type=error_type,
+            traceback=self.logger.mask(traceback) if traceback else None, final_metrics=final_metrics,
+            artifacts=artifacts,
+            mlflow_run_id=self.mlflow.run_id,  # known once the queued start has run
+            training_time_seconds=training_time_seconds if training_time_seconds is not None else elapsed,
+            **self._envelope())  # without seq: done is once per attempt
         self.logger.info(f"reporting done: {status}" + (f" ({body['error_type']}: {error})" if error else ""))
         if not self._done_client.enabled:
             self._done = {"status": status, "dry_run": True}
@@ -221,14 +205,7 @@ class TrainerSDK(StorageMixin):
         self.logger.error(f"callback failure, exit code 2: {reason}")
         raise CallbackError(reason)
 
-    @staticmethod
-    def _progress(epoch: int | None, total_epochs: int | None, step: int | None,
-                  total_steps: int | None) -> float:
-        if not epoch or not total_epochs:
-            return 100.0 * step / total_steps if step and total_steps else 0.0
-        if step is not None and total_steps:
-            return 100.0 * ((epoch - 1) + step / total_steps) / total_epochs
-        return 100.0 * epoch / total_epochs
+    _progress = staticmethod(contract.progress_percent)
 
     # ----- seed 001 reporting API -----
     def report_started(self, stage: str = "training", total_epochs: int | None = None,

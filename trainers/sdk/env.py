@@ -14,35 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import contract
+from .contract import TASK_ALIASES as TASK_ALIASES, TASK_TYPES as TASK_TYPES  # re-exported
 from .errors import ConfigError
-
-TASK_TYPES = (
-    "object_detection",
-    "instance_segmentation",
-    "image_classification",
-    "semantic_segmentation",
-    "pose_estimation",
-)
-TASK_ALIASES = {
-    "detection": "object_detection",
-    "detect": "object_detection",
-    "segmentation": "instance_segmentation",
-    "segment": "instance_segmentation",
-    "classification": "image_classification",
-    "classify": "image_classification",
-    "pose": "pose_estimation",
-}
 
 
 def normalize_task_type(value: str | None) -> str:
-    """DICE task name for ``value`` (accepting seed 001's short names); '' if unset."""
+    """DICE task name for ``value`` (the contract's rule: a DICE name or an alias, any case);
+    '' if unset. ConfigError for anything else."""
     if not value:
         return ""
-    v = value.strip().lower()
-    v = TASK_ALIASES.get(v, v)
-    if v not in TASK_TYPES:
-        raise ConfigError(f"TASK_TYPE={value!r} is not one of {', '.join(TASK_TYPES)}")
-    return v
+    try:
+        return contract.normalize_task_type(value)
+    except ValueError as exc:
+        raise ConfigError(f"TASK_TYPE={value!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

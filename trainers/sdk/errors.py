@@ -6,46 +6,11 @@ retry (infrastructure errors) or not (dataset/config/validation errors).
 """
 from __future__ import annotations
 
-import enum
+from .contract import EXIT_CALLBACK_FAILURE, EXIT_SUCCESS, EXIT_TRAINING_FAILURE, ErrorType
 
-# Exit codes of the contract (seed 001, DESIGN §3).
-EXIT_SUCCESS = 0
-EXIT_TRAINING_FAILURE = 1
-EXIT_CALLBACK_FAILURE = 2
-
-
-class ErrorType(str, enum.Enum):
-    """Why a job failed. A ``str`` enum so it serialises as its name in JSON."""
-
-    DATASET_ERROR = "DATASET_ERROR"
-    CHECKPOINT_ERROR = "CHECKPOINT_ERROR"
-    CONFIG_ERROR = "CONFIG_ERROR"
-    RESOURCE_ERROR = "RESOURCE_ERROR"
-    NETWORK_ERROR = "NETWORK_ERROR"
-    FRAMEWORK_ERROR = "FRAMEWORK_ERROR"
-    VALIDATION_ERROR = "VALIDATION_ERROR"
-    UNKNOWN_ERROR = "UNKNOWN_ERROR"
-    # Seed 001's example uses TRAINING_ERROR; an enum alias keeps such trainers working while
-    # the wire value stays one of the contract's names.
-    TRAINING_ERROR = "FRAMEWORK_ERROR"
-
-    def __str__(self) -> str:  # "DATASET_ERROR", not "ErrorType.DATASET_ERROR"
-        return self.value
-
-    @classmethod
-    def coerce(cls, value: "ErrorType | str | None") -> "ErrorType":
-        """Accept an ErrorType, its name (any case) or None; unknown names become UNKNOWN_ERROR."""
-        if isinstance(value, ErrorType):
-            return value
-        if not value:
-            return cls.UNKNOWN_ERROR
-        name = str(value).strip().upper()
-        if name in cls.__members__:
-            return cls.__members__[name]
-        try:
-            return cls(name)
-        except ValueError:
-            return cls.UNKNOWN_ERROR
+# the contract's exit codes and error types (contract.py), re-exported where they always were
+__all__ = ["EXIT_SUCCESS", "EXIT_TRAINING_FAILURE", "EXIT_CALLBACK_FAILURE", "ErrorType", "SDKError",
+           "DatasetError", "CheckpointError", "ConfigError", "StorageError", "CallbackError", "error_type_of"]
 
 
 class SDKError(Exception):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from .contract import artifact_key, checkpoint_key
 from .datasets import DatasetCache, convert_dataset, fetch_into_cache, find_root, materialize, resolve_source
 from .env import S3Location, TrainerEnv
 from .errors import CheckpointError, ConfigError, SDKError, StorageError
@@ -126,8 +127,7 @@ class StorageMixin:
         name = re.sub(r"^epoch_(\d+)$", r"epoch-\1", str(name))
         if not _CKPT_NAME.match(name):
             raise CheckpointError(f"invalid checkpoint name {name!r} (use best, last or epoch-N)")
-        fname = name if Path(name).suffix else f"{name}.pt"
-        uri = self._checkpoint_uploader().submit(local_path, f"checkpoints/job-{self.env.job_id}/{fname}", name,
+        uri = self._checkpoint_uploader().submit(local_path, checkpoint_key(self.env.job_id, name), name,
                                                  epoch=self._last_epoch)
         if wait:
             errors = self.wait_for_uploads()
@@ -153,10 +153,7 @@ class StorageMixin:
     def upload_file(self, local_path: str | Path, key_suffix: str, content_type: str | None = None,
                     **_: Any) -> str:
         """Upload an artifact (blocking) to ``s3://{bucket}/artifacts/job-{id}/{key_suffix}``."""
-        suffix = str(key_suffix).lstrip("/")
-        if ".." in Path(suffix).parts:
-            raise ValueError(f"invalid artifact key {key_suffix!r}")
-        storage, key = self._storage("checkpoints"), f"artifacts/job-{self.env.job_id}/{suffix}"
+        storage, key = self._storage("checkpoints"), artifact_key(self.env.job_id, str(key_suffix))
         return retry_unreachable(lambda: storage.upload_file(local_path, key, content_type=content_type),
                                  self.storage_retry_s, f"the upload of {key}", self.logger.warning)
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from .contract import format_s3_uri as format_s3_uri, parse_s3_uri as parse_s3_uri  # the contract's; re-exported
 from .env import S3Location
 from .errors import StorageError
 
@@ -23,21 +24,6 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # no 1 s+ IMDS probe
 
 MB = 1024 * 1024
 T = TypeVar("T")
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> (bucket, key); the key may be empty."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    rest = uri[5:]
-    bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"s3 URI without a bucket: {uri!r}")
-    return bucket, key
-
-
-def format_s3_uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key.lstrip('/')}"
 
 
 def _boto_errors() -> tuple[type[BaseException], ...]:

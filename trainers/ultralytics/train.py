@@ -39,6 +39,7 @@ except ImportError:  # run by hand from the repository: the SDK sits next to thi
 import ul_runtime  # noqa: E402  (imports nothing of ultralytics: it must configure it first)
 from sdk import (CallbackError, CheckpointError, DatasetError, ErrorType, SDKError, TrainerSDK,  # noqa: E402
                  run_main)
+from sdk.contract import checkpoint_key  # noqa: E402
 from sdk.errors import error_type_of  # noqa: E402
 from sdk.storage import S3Storage  # noqa: E402
 
@@ -264,7 +265,7 @@ class UltralyticsJob:
     def restore_best(self, target: Path) -> None:
         """A resumed attempt starts from the job's best so far: final evaluation and `best` stay
         the job's best, not only this attempt's."""
-        key = f"checkpoints/job-{self.env.job_id}/best.pt"
+        key = checkpoint_key(self.env.job_id, "best")
         if self.storage is not None and self.storage.head(key):
             self.storage.download_file(key, target)
 
@@ -340,7 +341,7 @@ class UltralyticsJob:
         ul_checkpoints.tag(path, {"task": plan.task, "task_type": self.env.task_type, "job_id": self.env.job_id,
                                   "model": plan.model_stem, "imgsz": self.env.image_size, **classes})
         last_uri = sdk.upload_checkpoint(path, "last")
-        best_key = f"checkpoints/job-{self.env.job_id}/best.pt"
+        best_key = checkpoint_key(self.env.job_id, "best")
         best_uri = self.storage.uri(best_key) if self.storage is not None and self.storage.head(best_key) else last_uri
         final = friendly(info.get("train_metrics") or {})
         final["epochs_completed"] = self.env.epochs

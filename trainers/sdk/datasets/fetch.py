@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
-from ..storage import S3Storage, parse_s3_uri
+from ..contract import dataset_archive_key, dataset_prefix, format_s3_uri, parse_s3_uri
+from ..storage import S3Storage
 from .archive import ArchiveLimits, safe_extract
 from .cache import DatasetCache
 
@@ -77,13 +78,14 @@ def resolve_source(storage: S3Storage, dataset_id: str | None, dataset_uri: str 
         if "/" in dataset_id or dataset_id in (".", ".."):
             raise DatasetError(f"invalid dataset id {dataset_id!r}")
         bucket = storage.bucket
-        src = _archive_source(storage, bucket, f"datasets/{dataset_id}.zip")
+        archive, prefix = dataset_archive_key(dataset_id), dataset_prefix(dataset_id)
+        src = _archive_source(storage, bucket, archive)
         if src:
             return src
-        src = _prefix_source(storage, bucket, f"datasets/{dataset_id}/")
+        src = _prefix_source(storage, bucket, prefix)
         if src:
             return src
-        tried += [f"s3://{bucket}/datasets/{dataset_id}.zip", f"s3://{bucket}/datasets/{dataset_id}/"]
+        tried += [format_s3_uri(bucket, archive), format_s3_uri(bucket, prefix)]
     if not tried:
         raise DatasetError("no dataset given: set DATASET_ID or DATASET_S3_URI")
     raise DatasetError(f"dataset not found; tried {', '.join(tried)}")
