@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from ray_app.store import migrate
+
 metadata = MetaData()
 
 
@@ -191,7 +193,9 @@ def make_engine(url: str) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    # the schema is Alembic's (store/migrations): an empty database is created, an older one
+    # upgraded, one made by create_all() before Alembic adopted; safe with concurrent starts
+    migrate.upgrade(engine)
     return engine
 
 
