@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"
-VERSION_TABLE = "alembic_version"  # Alembic's default
+VERSION_TABLE = "vtp_schema_version"  # not Alembic's default: MLflow uses that one (migrations/env.py)
 # the tables the baseline creates: any of them without an alembic_version is a pre-Alembic database
 BASELINE_TABLES = ("jobs", "job_events", "job_metrics", "job_logs", "job_attempts",
                    "job_callback_keys")

@@ -50,7 +50,7 @@ def version(engine) -> str | None:
 
 def schema_diff(engine) -> list:
     with engine.connect() as conn:
-        return compare_metadata(MigrationContext.configure(conn), db.metadata)
+        return compare_metadata(MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE}), db.metadata)
 
 
 def schema(engine) -> dict:

@@ -18,6 +18,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from ray_app.store import db
+from ray_app.store.migrate import VERSION_TABLE
 
 config = context.config
 target_metadata = db.metadata
@@ -38,6 +39,9 @@ def _configure(connection) -> None:
         # SQLite cannot ALTER most things: a revision's op.batch_alter_table() copies the table
         render_as_batch=connection.dialect.name == "sqlite",
         render_item=render_item,
+        # not Alembic's default `alembic_version`: MLflow's own migrations use that name, and a
+        # team may well point both at one PostgreSQL database
+        version_table=VERSION_TABLE,
     )
 
 
