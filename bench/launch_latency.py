@@ -89,8 +89,13 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=15)
     ap.add_argument("--reference", type=int, default=5)
     ap.add_argument("--no-gateway", action="store_true", help="callbacks through Serve, not the gateway")
+    ap.add_argument("--public-runtime-env", action="store_true",
+                    help="VTP_POOLED_RUNNERS=false: the runner gets Ray's runtime_env (public API) instead of "
+                         "unpacking the packages itself (runtime/ray_private.py)")
     args = ap.parse_args()
     extra = {} if args.no_gateway else {"VTP_CALLBACK_PORT": str(harness.free_port())}
+    if args.public_runtime_env:
+        extra["VTP_POOLED_RUNNERS"] = "false"
     t0 = time.monotonic()
     with harness.platform(num_cpus=4, **extra) as (_dep, p):
         print(f"platform up in {time.monotonic() - t0:.1f}s")
