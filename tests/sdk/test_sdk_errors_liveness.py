@@ -1,10 +1,12 @@
-"""The SDK's error classifier (shared by the trainers) and its keep-alive heartbeats."""
+"""Helpers the trainers share from the SDK: the error classifier, the keep-alive heartbeats and
+the lenient number-from-environment knob."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from sdk.env import env_number
 from sdk.errors import ConfigError, ErrorType, error_type_of
 from sdk.liveness import Heartbeats
 
@@ -51,3 +53,14 @@ def test_heartbeats_fill_silences_until_stopped():
     assert [b["step"] for b in sdk.beats] == sorted(b["step"] for b in sdk.beats)  # setup steps count up
     time.sleep(1.5)
     assert len(sdk.beats) == n  # stopped
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, 7.0), ("", 7.0), ("  ", 7.0), ("x", 7.0), ("2.5", 2.5), ("3", 3.0)])
+def test_env_number(raw, expected, monkeypatch):
+    env = {} if raw is None else {"VTP_KNOB": raw}
+    assert env_number("VTP_KNOB", 7.0, env) == expected
+    monkeypatch.delenv("VTP_KNOB", raising=False)
+    if raw is not None:
+        monkeypatch.setenv("VTP_KNOB", raw)
+    assert env_number("VTP_KNOB", 7.0) == expected
+    assert env_number("VTP_KNOB", None) == (None if expected == 7.0 else expected)

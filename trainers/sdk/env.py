@@ -75,6 +75,19 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def env_number(name: str, default: float | None, env: Mapping[str, str] | None = None) -> float | None:
+    """A numeric tuning knob from the environment (``os.environ`` unless ``env`` is given):
+    ``default`` when it is unset, empty or not a number. Lenient on purpose: a bad knob must not
+    fail a job (the contract's own variables are strict: _int/_float raise ConfigError)."""
+    raw = (os.environ if env is None else env).get(name)
+    if raw is None or not str(raw).strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        return default
+
+
 def storage_locations(env: Mapping[str, str]) -> tuple[S3Location | None, S3Location | None]:
     """(datasets location, checkpoints location) from the environment; None when unconfigured."""
     stype = (_get(env, "STORAGE_TYPE", default="minio") or "minio").lower()

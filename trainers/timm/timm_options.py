@@ -5,11 +5,11 @@ timm (``create_optimizer_v2`` / ``create_scheduler_v2``), which checks them.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdk import ConfigError, TrainerEnv
+from sdk.env import env_number
 
 _NUM = (int, float)
 _UNSET = object()
@@ -154,10 +154,7 @@ def parse(env: TrainerEnv, advanced: dict[str, Any]) -> Options:
         raise ConfigError("; ".join(problems))
     if not env.model_name:
         raise ConfigError("MODEL_NAME is not set")
-    try:
-        num_cpus = float(os.environ.get("NUM_CPUS") or 0)
-    except ValueError:
-        num_cpus = 0.0
+    num_cpus = env_number("NUM_CPUS", 0.0)
     return Options(model_name=env.model_name, epochs=env.epochs, batch_size=env.batch_size,
                    lr=env.learning_rate, image_size=env.image_size, device=env.device,
                    num_cpus=num_cpus, resume_from=env.resume_from, adv=adv, given=dict(advanced))

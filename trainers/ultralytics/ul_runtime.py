@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from sdk.env import env_number
+
 OFFLINE_VARS = {
     "YOLO_OFFLINE": "1",          # is_online() is False: no hub, no pip checks, no analytics
     "YOLO_AUTOINSTALL": "False",  # never pip-install a missing package at run time
@@ -70,10 +72,8 @@ def configure_settings(base_dir: str | os.PathLike) -> Path:
 
 def job_cpus(default: int = 1) -> int:
     """The whole CPUs the job was given (NUM_CPUS, e.g. "2" or "1.5"), at most the machine's."""
-    raw = os.environ.get("NUM_CPUS") or ""
-    try:
-        value = float(raw)
-    except ValueError:
+    value = env_number("NUM_CPUS", None)
+    if value is None:
         return max(1, min(default, os.cpu_count() or 1))
     return max(1, min(int(math.floor(value)) or 1, os.cpu_count() or 1))
 

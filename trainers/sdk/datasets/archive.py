@@ -14,6 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..env import env_number
 from ..errors import DatasetError
 
 GiB = 1024 ** 3
@@ -28,13 +29,8 @@ class ArchiveLimits:
 
     @classmethod
     def from_env(cls) -> "ArchiveLimits":
-        def num(name: str, default: float) -> float:
-            try:
-                return float(os.environ.get(name) or default)
-            except ValueError:
-                return default
-        return cls(max_total_bytes=int(num("VTP_ARCHIVE_MAX_BYTES", cls.max_total_bytes)),
-                   max_ratio=num("VTP_ARCHIVE_MAX_RATIO", cls.max_ratio))
+        return cls(max_total_bytes=int(env_number("VTP_ARCHIVE_MAX_BYTES", cls.max_total_bytes)),
+                   max_ratio=env_number("VTP_ARCHIVE_MAX_RATIO", cls.max_ratio))
 
 
 def member_problem(name: str) -> str | None:

@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..env import env_number
+
 GiB = 1024 ** 3
 
 
@@ -51,10 +53,7 @@ class DatasetCache:
     def __init__(self, root: str | os.PathLike, max_bytes: int | None = None) -> None:
         self.root = Path(root)
         if max_bytes is None:
-            try:
-                max_bytes = int(float(os.environ.get("VTP_DATASET_CACHE_MAX_BYTES") or 20 * GiB))
-            except ValueError:
-                max_bytes = 20 * GiB
+            max_bytes = int(env_number("VTP_DATASET_CACHE_MAX_BYTES", 20 * GiB))
         self.max_bytes = max_bytes
         self._inuse_fds: dict[str, int] = {}  # key -> fd holding a shared in-use lock
         for sub in ("entries", "meta", "locks", "inuse", "tmp"):
