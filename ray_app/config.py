@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_bucket: str = "vision-platform"
     s3_region: str = "us-east-1"
+    # job logs: the database keeps each job's newest lines; older ones move to S3 in chunks
+    # (store/log_archive.py; without S3 configured every line stays in the database)
+    log_db_lines: int = Field(default=20_000, ge=1, description="lines of each job's log kept in the database")
+    log_archive_chunk: int = Field(default=5_000, ge=1, description="lines per S3 object of older log lines")
+    log_archive_interval_s: float = Field(default=30.0, gt=0, description="how often the controller moves them")
     mlflow_tracking_uri: str | None = None
 
     @field_validator("trainer_paths", mode="before")
