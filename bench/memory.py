@@ -133,7 +133,7 @@ def main() -> None:
 
         bare = BareActor.remote()
         runner = TrainerRunner.options(name="trainer:bench-idle", namespace=NAMESPACE, num_cpus=0).remote(
-            p.settings.to_env(), "bench-idle", 1, "trace-bench", "train.py", {})
+            p.settings, "bench-idle", 1, "trace-bench", "train.py", {})
         ray.get([bare.ping.remote(), runner.ready.remote()])
         time.sleep(3)
         points = {"idle": measure()}

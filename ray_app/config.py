@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -181,8 +182,18 @@ class Settings(BaseSettings):
                 "production start-up refused; set: " + ", ".join(missing)
             )
 
+    @classmethod
+    def from_env(cls, overrides: Mapping[str, str] | None = None) -> "Settings":
+        """The platform's settings, read where the platform starts (the CLI, `vtp deploy`, the
+        Serve application builder): the VTP_* environment, with ``overrides`` (VTP_* names, e.g.
+        a Serve config's args) over it. The actors get this object, pickled, in their
+        constructors (JobController, TrainerRunner, CallbackGateway, the Serve replica): none of
+        them reads VTP_* variables again."""
+        return cls(**{k[4:].lower(): v for k, v in (overrides or {}).items() if k.startswith("VTP_")})
+
     def to_env(self) -> dict[str, str]:
-        """The settings as VTP_* variables, to hand to Ray processes (actors, Serve replicas)."""
+        """The settings as VTP_* variables: for a process outside Ray started with them (`vtp
+        up`'s `ray start`, `ray job submit`), and as the gateway's configuration key."""
         env: dict[str, str] = {}
         for name, value in self.model_dump().items():
             if value is None or value == []:

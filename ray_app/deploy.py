@@ -12,19 +12,19 @@ import time
 
 import httpx
 
-from ray_app.config import NAMESPACE
+from ray_app.config import NAMESPACE, Settings
 
 APP_NAME = "vtp"
 
 
-def deploy_platform(env: dict[str, str], http_port: int, address: str | None = None,
+def deploy_platform(settings: Settings, http_port: int, address: str | None = None,
                     wait_s: float = 180.0) -> str:
-    """Start Serve on 127.0.0.1:`http_port` (if not started) and (re)deploy the API with the
-    VTP_* settings in `env`; returns the API URL once /healthz answers."""
+    """Start Serve on 127.0.0.1:`http_port` (if not started) and (re)deploy the API with
+    `settings` (the replica gets the object); returns the API URL once /healthz answers."""
     import ray
     from ray import serve
 
-    from ray_app.api.serve import build
+    from ray_app.api.serve import PlatformAPI
 
     connected_here = not ray.is_initialized()
     if connected_here:
@@ -32,7 +32,7 @@ def deploy_platform(env: dict[str, str], http_port: int, address: str | None = N
                  logging_level="ERROR")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(build(env), name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(PlatformAPI.bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
     finally:
         if connected_here:
             ray.shutdown()

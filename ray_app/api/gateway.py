@@ -58,8 +58,9 @@ def create_callback_app(settings: Settings, store: Any = None) -> FastAPI:
     return app
 
 
-def _config_key(settings_env: dict[str, str], port: int) -> str:
-    return hashlib.sha256(json.dumps([sorted(settings_env.items()), port]).encode()).hexdigest()[:16]
+def _config_key(settings: Settings, port: int) -> str:
+    """Tells a gateway started with other settings (a redeploy) from the current one."""
+    return hashlib.sha256(json.dumps([sorted(settings.to_env().items()), port]).encode()).hexdigest()[:16]
 
 
 def gateway_actor_name(index: int) -> str:
@@ -92,13 +93,11 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
 class CallbackGateway:
     """uvicorn on its own thread and event loop (uvloop and httptools where installed)."""
 
-    def __init__(self, settings_env: dict[str, str], port: int):
+    def __init__(self, settings: Settings, port: int):
         import uvicorn
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        os.environ.update(settings_env)
-        self.key = _config_key(settings_env, port)
-        settings = Settings()
+        self.key = _config_key(settings, port)
         from ray_app.api.fast_heartbeat import HeartbeatFastPath
 
         self.app = create_callback_app(settings)
@@ -139,8 +138,7 @@ def ensure_gateway(settings: Settings) -> list[Any]:
     """Start the gateway's processes (or find the running ones) on this node; one started with
     other settings (a redeploy) is replaced, and processes beyond `callback_processes` are
     stopped. Returns their handles once all are serving."""
-    env = settings.to_env()
-    key = _config_key(env, settings.callback_port)
+    key = _config_key(settings, settings.callback_port)
     for extra in range(settings.callback_processes, MAX_CALLBACK_PROCESSES):
         try:
             ray.kill(ray.get_actor(gateway_actor_name(extra), namespace=NAMESPACE), no_restart=True)
@@ -148,11 +146,11 @@ def ensure_gateway(settings: Settings) -> list[Any]:
             break
     # started together: each process's start-up (imports, Settings) overlaps the others'
     with concurrent.futures.ThreadPoolExecutor(settings.callback_processes) as pool:
-        return list(pool.map(lambda i: _ensure_process(gateway_actor_name(i), env, key, settings.callback_port),
+        return list(pool.map(lambda i: _ensure_process(gateway_actor_name(i), settings, key, settings.callback_port),
                              range(settings.callback_processes)))
 
 
-def _ensure_process(name: str, env: dict[str, str], key: str, port: int) -> Any:
+def _ensure_process(name: str, settings: Settings, key: str, port: int) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node_id = ray.get_runtime_context().get_node_id()
@@ -162,7 +160,7 @@ def _ensure_process(name: str, env: dict[str, str], key: str, port: int) -> Any:
                 name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                 # http_host is this node's address: serve callbacks next to the Serve replica
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
-            ).remote(env, port)
+            ).remote(settings, port)
             info = ray.get(actor.info.remote(), timeout=60)
         except ray.exceptions.RayActorError:
             time.sleep(0.2)  # a replaced gateway on its way out, or its port still held

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ray import serve
@@ -24,9 +23,8 @@ from ray_app.config import Settings
 )
 @serve.ingress()
 class PlatformAPI:
-    def __init__(self, settings_env: dict[str, str] | None = None):
-        os.environ.update(settings_env or {})
-        self.settings = Settings()
+    def __init__(self, settings: Settings):
+        self.settings = settings  # read by build(), where the application is deployed
         self.settings.check_production()
         from ray_app.runtime.controller import ensure_controller
 
@@ -45,6 +43,9 @@ class PlatformAPI:
 
 def build(args: dict[str, Any]) -> serve.Application:
     """Application builder: `args` (from serve_config.yaml or `serve run ... key=value`) are
-    VTP_* settings; anything unset comes from the environment."""
+    VTP_* settings; anything unset comes from the environment, read here, once: for `serve
+    deploy`/`serve run` of serve_config.yaml that is the build task's (the `ray start`
+    environment plus the application's runtime_env env_vars), for `vtp up`/`vtp deploy` the
+    deploying process's. The replica gets the Settings object."""
     env = {k if k.startswith("VTP_") else f"VTP_{k.upper()}": str(v) for k, v in (args or {}).items()}
-    return PlatformAPI.bind(env)
+    return PlatformAPI.bind(Settings.from_env(env))

@@ -103,15 +103,11 @@ def deploy(port: Annotated[int, typer.Option(help="API port (Serve HTTP proxy)",
            address: Annotated[Optional[str], typer.Option(help="Ray address; default: this job's cluster")] = None) -> None:
     """Deploy the API onto a running Ray cluster (e.g. inside `ray job submit`), with the VTP_*
     settings of the environment."""
-    import os
-
     from ray_app.deploy import deploy_platform
 
-    settings = Settings()
+    settings = Settings.from_env({"VTP_HTTP_PORT": str(port)})  # the environment, read once here
     settings.check_production()
-    env = {k: v for k, v in os.environ.items() if k.startswith("VTP_")}
-    env["VTP_HTTP_PORT"] = str(port)
-    url = deploy_platform(env, port, address=address)
+    url = deploy_platform(settings, port, address=address)
     console.print(f"platform deployed: {url} (docs: {url}/docs)")
 
 

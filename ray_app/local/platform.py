@@ -70,7 +70,7 @@ class LocalPlatform:
         env = self.state.env
         if not env:
             return self.settings
-        return Settings(**{k[4:].lower(): v for k, v in env.items() if k.startswith("VTP_")})
+        return Settings.from_env(env)
 
     # ------------------------------------------------------------------ urls
 
@@ -155,7 +155,7 @@ class LocalPlatform:
     def _deploy(self) -> None:
         from ray_app.deploy import deploy_platform
 
-        deploy_platform(self.state.env, self.state.http_port, address=self.ray_address)
+        deploy_platform(self.platform_settings(), self.state.http_port, address=self.ray_address)
 
     # ------------------------------------------------------------------ down / status
 

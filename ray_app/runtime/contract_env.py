@@ -74,6 +74,9 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         "WORK_DIR": work,
         "TMP_DIR": f"{work}/tmp",
         "DATASET_CACHE_DIR": f"{settings.data_dir}/cache/datasets",
+        # the one platform setting the SDK reads (how long it retries unreachable storage); the
+        # runner no longer has the platform's VTP_* settings in its environment to pass on
+        "VTP_STORAGE_RETRY_S": str(settings.storage_retry_s),
     }
     if job.resume_from:
         public["RESUME_FROM"] = job.resume_from

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,7 +68,6 @@ class Reconciler:
         self.store = StoreClient(settings)
         self.registry = TrainerRegistry(settings.trainer_paths)
         self.attempts: dict[str, AttemptHandle] = {}
-        self.settings_env = settings.to_env()
         self._background: set[asyncio.Task] = set()  # held so the loop does not drop them mid-way
         # called when something an attempt waited on has happened (its runner is ready, its run
         # ended): the loop then reacts at once instead of at its next tick
@@ -192,7 +190,7 @@ class Reconciler:
         log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s%s)", job.trace_id, name,
                  resources["CPU"], resources["GPU"], "".join(f" {k}={v:g}" for k, v in custom.items()))
         actor = TrainerRunner.options(**options).remote(
-            self.settings_env, job.id, job.attempt, job.trace_id,
+            self.settings, job.id, job.attempt, job.trace_id,
             manifest.entrypoints.train, env.secret, process_spec,
         )
         return actor, placement
@@ -373,10 +371,11 @@ def _describe(exc: BaseException) -> str:
 class JobController:
     """The actor: the reconcile loop runs on its own thread with its own event loop."""
 
-    def __init__(self, settings_env: dict[str, str]):
+    def __init__(self, settings: Settings):
+        # the platform's Settings object (read from the environment once, where the platform
+        # starts); nothing here reads VTP_* variables again
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        os.environ.update(settings_env)
-        self.reconciler = Reconciler(Settings())
+        self.reconciler = Reconciler(settings)
         self.ticks = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -413,4 +412,4 @@ class JobController:
 def ensure_controller(settings: Settings) -> Any:
     return JobController.options(
         name=CONTROLLER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-    ).remote(settings.to_env())
+    ).remote(settings)

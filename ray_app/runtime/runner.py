@@ -77,15 +77,14 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 
 @ray.remote(max_restarts=0, max_concurrency=8)
 class TrainerRunner:
-    def __init__(self, settings_env: dict[str, str], job_id: str, attempt: int, trace_id: str,
+    def __init__(self, settings: Settings, job_id: str, attempt: int, trace_id: str,
                  entrypoint: str, secret_env: dict[str, str], process_spec: dict[str, Any] | None = None):
         # where an attempt's start-up time goes (reported in its `trainer_process` event): the
         # worker process spawned (with a runtime_env, or without: then possibly before the job,
         # an idle worker Ray hands over), Ray and this module imported, the trainer's packages
         # ready, run() called
         self.startup = {"worker_process_at": _process_started_at(), "runner_init_at": time.time()}
-        os.environ.update(settings_env)
-        self.store = StoreClient(Settings())
+        self.store = StoreClient(settings)  # the controller's Settings: no VTP_* parsed here
         self.job_id, self.attempt, self.trace_id = job_id, attempt, trace_id
         self.entrypoint = entrypoint
         self.secret_env = secret_env
