@@ -17,19 +17,17 @@ nothing a client can send may later break a read or a response. So, for every bo
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from sdk import contract
+from sdk.contract import INF as INF, MAX_SEQ as MAX_SEQ, NAN as NAN, NEG_INF as NEG_INF  # re-exported
+from sdk.contract import NON_FINITE as NON_FINITE, wire_float
 
-MAX_DEPTH = 32
-# JavaScript's largest exact integer: sequence numbers and cursors stay exact in every client
-MAX_SEQ = 2**53 - 1
-_NOT_TEXT = re.compile("[\ud800-\udfff\x00]")  # surrogates, and NUL (PostgreSQL text refuses it)
-
-NAN, INF, NEG_INF = "NaN", "Infinity", "-Infinity"
-NON_FINITE = frozenset({NAN, INF, NEG_INF})
+# the limits and wire forms are the contract's (trainers/sdk/contract.py), shared with the SDK
+MAX_DEPTH = contract.MAX_JSON_DEPTH
+_NOT_TEXT = contract.INVALID_TEXT  # surrogates, and NUL (PostgreSQL text refuses it)
 
 
 def check_text(value: str) -> str:
@@ -74,8 +72,8 @@ def metric_value(value: Any) -> float | int | str | None:
             value = float(value)  # a metric, not an id: kept as the nearest float
         except OverflowError:
             value = math.inf if value > 0 else -math.inf
-    if isinstance(value, float) and not math.isfinite(value):
-        return NAN if math.isnan(value) else INF if value > 0 else NEG_INF
+    if isinstance(value, float):
+        return wire_float(value)
     return value
 
 
@@ -90,8 +88,8 @@ def readable(value: Any, depth: int = 0) -> Any:
     A stored value must never make a read or a response fail."""
     if isinstance(value, str):
         return _NOT_TEXT.sub("\ufffd", value) if _NOT_TEXT.search(value) else value
-    if isinstance(value, float) and not math.isfinite(value):
-        return NAN if math.isnan(value) else INF if value > 0 else NEG_INF
+    if isinstance(value, float):
+        return wire_float(value)
     if isinstance(value, dict):
         if depth > MAX_DEPTH:
             return {}
@@ -113,7 +111,7 @@ def rfc3339(value: datetime) -> str:
 
 Text = Annotated[str, AfterValidator(check_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
-MetricName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_text)]
+MetricName = Annotated[str, Field(min_length=1, max_length=contract.MAX_METRIC_NAME), AfterValidator(check_text)]
 MetricValue = Annotated[
     float | int | str | None,
     PlainValidator(metric_value),
@@ -125,9 +123,9 @@ Metrics = dict[MetricName, MetricValue]
 
 # strict, bounded numbers: `true` is not 1, and every value fits its database column
 Seq = Annotated[int, Field(strict=True, ge=0, le=MAX_SEQ)]
-Attempt = Annotated[int, Field(strict=True, ge=1, le=1000)]
-Epoch = Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
-Step = Annotated[int, Field(strict=True, ge=0, le=10**15)]
+Attempt = Annotated[int, Field(strict=True, ge=1, le=contract.MAX_ATTEMPT)]
+Epoch = Annotated[int, Field(strict=True, ge=0, le=contract.MAX_EPOCH)]
+Step = Annotated[int, Field(strict=True, ge=0, le=contract.MAX_STEP)]
 Timestamp = Annotated[datetime, BeforeValidator(as_utc), PlainSerializer(rfc3339, return_type=str, when_used="json"),
                       WithJsonSchema({"type": "string", "format": "date-time",
                                       "examples": ["2026-11-30T21:50:00.000000Z"]})]

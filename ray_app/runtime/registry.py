@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ray_app.jobs.schemas import TaskType, normalize_task_type
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sdk.contract import TaskType, normalize_task_type
 
 MANIFEST = "trainer.yaml"
+
+
+def dice_name(task_type: str) -> str:
+    """The DICE name of a task type or alias (the contract's rule); an unknown one as it is."""
+    try:
+        return normalize_task_type(task_type)
+    except ValueError:
+        return task_type
 
 
 class Resources(BaseModel):
@@ -59,9 +66,16 @@ class TrainerManifest(BaseModel):
     shadows: list[str] = Field(default_factory=list)
     folder: Path = Field(default=Path("."), exclude=True)
 
+    # a manifest may name its tasks by the contract's aliases too (detect, classification, ...)
+    @field_validator("task_types", mode="before")
+    @classmethod
+    def _task_names(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [normalize_task_type(v) if isinstance(v, str) else v for v in value]
+        return value
+
     def supports(self, task_type: str, model_name: str) -> bool:
-        task = normalize_task_type(task_type)
-        task = getattr(task, "value", task)
+        task = dice_name(task_type)
         return task in {t.value for t in self.task_types} and any(
             fnmatch.fnmatchcase(model_name, pattern) for pattern in self.models
         )
@@ -124,7 +138,7 @@ class TrainerRegistry:
     def resolve(self, framework: str, task_type: str, model_name: str) -> TrainerManifest:
         """The trainer for a job (find(): an unknown framework rescans once)."""
         manifest = self.find(framework)
-        task = getattr(normalize_task_type(task_type), "value", task_type)
+        task = dice_name(task_type)
         if task not in {t.value for t in manifest.task_types}:
             supported = ", ".join(t.value for t in manifest.task_types)
             raise UnknownTrainer(

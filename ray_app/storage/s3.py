@@ -1,6 +1,7 @@
 """Platform-side S3 helpers: build a client from settings, ensure buckets, put datasets where
 trainers look for them (``datasets/{id}.zip`` or ``datasets/{id}/``), check objects, and handle
-``s3://`` URIs. Independent of ``trainers/sdk`` on purpose: the platform never imports trainer code.
+``s3://`` URIs. The URI form and the key layout are the trainer contract's (``sdk.contract``, standard
+library only): the platform imports nothing else of the trainer SDK.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import boto3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
+from sdk.contract import dataset_archive_key, dataset_prefix  # noqa: E402
+from sdk.contract import format_s3_uri as format_s3_uri, parse_s3_uri as parse_s3_uri  # noqa: E402  (re-exported)
 
 MB = 1024 * 1024
 
@@ -84,19 +87,6 @@ def make_client(settings: Any) -> Any:
                       response_checksum_validation="when_required"))
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket:
-        raise ValueError(f"s3 URI without a bucket: {uri!r}")
-    return bucket, key
-
-
-def format_s3_uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key.lstrip('/')}"
-
-
 def ensure_bucket(client: Any, bucket: str) -> None:
     try:
         client.head_bucket(Bucket=bucket)
@@ -139,13 +129,13 @@ def upload_dataset(client: Any, bucket: str, dataset_id: str, path: str | os.Pat
     transfer = transfer or TransferConfig(multipart_threshold=16 * MB, multipart_chunksize=16 * MB,
                                           max_concurrency=4)
     if path.is_file():
-        key = f"datasets/{dataset_id}.zip"
+        key = dataset_archive_key(dataset_id)
         client.upload_file(str(path), bucket, key, Config=transfer,
                            ExtraArgs={"ContentType": "application/zip"})
         return format_s3_uri(bucket, key)
     if not path.is_dir():
         raise FileNotFoundError(path)
-    prefix = f"datasets/{dataset_id}/"
+    prefix = dataset_prefix(dataset_id)
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
         ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"

@@ -50,6 +50,15 @@ def test_guide_trainer_runs_as_a_plugin(platform, s3_server, guide_trainer, tmp_
     assert "dataset_loaded" in kinds and "checkpoint_saved" in kinds
     metrics = p.api("GET", f"/v1/jobs/{job['id']}/metrics").json()["items"]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    # resuming from its checkpoint restores what it saved: the loss goes on from epoch 3's
+    resumed = p.create_job(framework="mytrainer", model_name="resnet18", task_type="classify",
+                           dataset_id="guide-ds", epochs=5, resume_from=job["artifacts"]["last"])
+    assert resumed["task_type"] == "image_classification"  # the contract's alias, stored as the DICE name
+    resumed = p.wait_state(resumed["id"], "SUCCEEDED", timeout=180)
+    assert resumed["final_metrics"]["loss"] == pytest.approx(0.7 ** 5)
+    metrics = p.api("GET", f"/v1/jobs/{resumed['id']}/metrics").json()["items"]
+    assert [(m["epoch"], m["metrics"]["loss"]) for m in metrics] == [(4, pytest.approx(0.7 ** 4)),
+                                                                      (5, pytest.approx(0.7 ** 5))]
     # the model name is checked against the plugin's manifest patterns
     r = p.api("POST", "/v1/jobs", json={"framework": "mytrainer", "model_name": "yolo11n",
                                         "task_type": "image_classification", "dataset_id": "guide-ds"})

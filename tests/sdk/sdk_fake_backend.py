@@ -1,5 +1,9 @@
 """The platform's callback API in miniature, for the SDK tests: a real HTTP server (FastAPI
-under uvicorn on loopback) implementing the callback contract with idempotency."""
+under uvicorn on loopback) implementing the callback contract with idempotency.
+
+Every body it receives is validated with the platform's own models (ray_app/jobs/callback_models.py)
+and refused with 422 as the platform would refuse it; the refusals are recorded (`invalid`), and
+the SDK tests' fixture fails a test whose SDK sent one (tests/sdk/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,20 +16,38 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 
 from tests.fixtures.s3 import TRAINERS_DIR  # noqa: F401  (puts the SDK on sys.path)
+from ray_app.jobs.callback_models import BODY_MODELS
+from ray_app.jobs.types import readable
 from ray_app.storage import free_port
+
+
+def refusal(model: type[BaseModel], body: Any) -> dict[str, Any] | None:
+    """The platform's 422 body for ``body`` (ray_app/api/app.py: loc and msg, no input), or None
+    when the platform's model accepts it."""
+    try:
+        model.model_validate(body)
+    except ValidationError as exc:
+        return {"detail": [{"type": e.get("type"), "loc": readable(["body", *e.get("loc", ())]),
+                            "msg": readable(e.get("msg", ""))} for e in exc.errors()]}
+    return None
 
 TOKEN = "test-callback-token-123456"
 
 
 class FakeBackend:
-    """The platform's callback API in miniature. ``mode``: up | down (503) | slow (hang, then
+    """The platform's callback API in miniature, validating as the platform does. ``mode``: up | down (503) | slow (hang, then
     503) | lost_reply (apply, then answer 503 as if the reply was lost). ``delay``: seconds
     every request takes before it is handled (a slow but working backend). ``batch``: whether it
     has the batch route (an older platform does not)."""
 
+    instances: list["FakeBackend"] = []  # every one made, for the SDK tests' validity check
+
     def __init__(self, batch: bool = True, batch_done: bool = True) -> None:
+        FakeBackend.instances.append(self)
+        self.invalid: list[tuple[str, Any, dict[str, Any]]] = []  # (route, body, 422 detail)
         self.batch = batch  # serve POST .../callbacks (queued callbacks in one request)
         self.batch_done = batch_done  # ... and take `done` as its last item (else 422, as before)
         self.batched_done = 0  # dones that came in a batch
@@ -84,11 +106,16 @@ class FakeBackend:
                 if refused is not None:
                     return refused
                 results = []
-                items = (await request.json())["items"]
-                if any(item["kind"] == "done" for item in items):
-                    if not self.batch_done:
+                body = await request.json()
+                items = body.get("items") if isinstance(body, dict) else None
+                if isinstance(items, list) and any(isinstance(i, dict) and i.get("kind") == "done" for i in items):
+                    if not self.batch_done:  # an older platform: done is not a batch item there
                         return JSONResponse({"detail": [{"loc": ["body", "items"], "msg": "bad kind"}]},
                                             status_code=422)
+                refused = self.validate("callbacks", body)
+                if refused is not None:
+                    return refused
+                if items[-1]["kind"] == "done":
                     self.batched_done += 1
                 for item in items:
                     status, reply = apply(item["kind"], item["body"])
@@ -106,12 +133,24 @@ class FakeBackend:
             refused = await admit(kind, request)
             if refused is not None:
                 return refused
-            status, reply = apply(kind, await request.json())
+            body = await request.json()
+            refused = self.validate(kind, body)
+            if refused is not None:
+                return refused
+            status, reply = apply(kind, body)
             if self.mode == "lost_reply":
                 return JSONResponse({"detail": "reply lost"}, status_code=503)
             return JSONResponse(reply, status_code=status)
 
         return app
+
+    def validate(self, route: str, body: Any) -> JSONResponse | None:
+        """None when the platform's model for the route accepts the body; else its 422."""
+        detail = refusal(BODY_MODELS[route], body)
+        if detail is None:
+            return None
+        self.invalid.append((route, body, detail))
+        return JSONResponse(detail, status_code=422)
 
     def start(self) -> None:
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error",

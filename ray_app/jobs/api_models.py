@@ -1,0 +1,164 @@
+"""Request and response bodies of the job API (users, frontends, the CLI; DESIGN §3b).
+
+The task types and their aliases are the trainer contract's (``sdk.contract``): the API accepts
+exactly what a trainer's TASK_TYPE and a manifest's task_types accept. The callback bodies are in
+``ray_app/jobs/callback_models.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from sdk.contract import TaskType, normalize_task_type
+
+from ray_app.jobs.model_bases import Strict, View
+from ray_app.jobs.states import JobState
+from ray_app.jobs.types import JsonObject, Text, Timestamp, finite_float
+
+
+def task_type_input(value: Any) -> Any:
+    """A task type as given (a DICE name or an alias, any case) -> its DICE name; refused with the
+    accepted names otherwise."""
+    return normalize_task_type(value) if isinstance(value, str) else value
+
+
+class JobCreate(Strict):
+    """POST /v1/jobs."""
+
+    framework: Text = Field(min_length=1, max_length=64, examples=["ultralytics"])
+    task_type: TaskType = Field(examples=["object_detection"], description="a DICE task name, or one of its "
+                                "aliases (detection/detect, segmentation/segment, classification/classify, pose)")
+    model_name: Text = Field(min_length=1, max_length=128, examples=["yolo11n"])
+    dataset_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._\-/]+$")
+    epochs: int = Field(default=10, strict=True, ge=1, le=100_000)
+    batch_size: int = Field(default=16, strict=True, ge=1, le=65_536)
+    learning_rate: float = finite_float(default=0.01, gt=0, le=10)
+    image_size: int = Field(default=640, strict=True, ge=8, le=8192)
+    project_id: Text = Field(default="default", min_length=1, max_length=128)
+    num_gpus: float = finite_float(default=0, ge=0, le=64)
+    num_cpus: float | None = finite_float(default=None, ge=0, le=512)
+    memory_mb: int | None = Field(default=None, strict=True, ge=1, le=2**24, description="at most 16 TiB")
+    config: JsonObject = Field(default_factory=dict, description="framework arguments")
+    advanced_config: JsonObject = Field(default_factory=dict)
+    max_attempts: int | None = Field(default=None, strict=True, ge=1, le=20)
+    resume_from: Text | None = Field(default=None, max_length=1024, description="checkpoint URI")
+
+    _normalize_task = field_validator("task_type", mode="before")(task_type_input)
+
+    @field_validator("framework", "model_name")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class AttemptView(BaseModel):
+    """An attempt that ended: what happened to this try of the job."""
+
+    attempt: int
+    outcome: Literal["retried", "succeeded", "failed", "cancelled"]
+    queued_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    ended_at: Timestamp
+    node_id: str | None = Field(default=None, description="the Ray node its runner ran on")
+    exit_code: int | None = Field(default=None, description="the trainer's exit code (negative: a signal)")
+    signal: str | None = None
+    error_type: str | None = None
+    reason: str | None = None
+    resume_from: str | None = Field(default=None, description="the checkpoint this attempt resumed from")
+
+
+class JobView(View):
+    """A job as the API returns it."""
+
+    id: str
+    trace_id: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    framework: str
+    task_type: str
+    model_name: str
+    dataset_id: str
+    project_id: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    image_size: int
+    num_gpus: float
+    num_cpus: float | None
+    memory_mb: int | None
+    config: dict[str, Any]
+    advanced_config: dict[str, Any]
+    progress: float = 0.0
+    epoch: int | None = None
+    total_epochs: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    latest_metrics: dict[str, Any] = Field(default_factory=dict)
+    final_metrics: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    mlflow_run_id: str | None = None
+    resume_from: str | None = None
+    last_checkpoint: str | None = None
+    cancel_requested: bool = False
+    training_time_seconds: float | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    last_heartbeat_at: Timestamp | None = None
+    attempts: list[AttemptView] = Field(default_factory=list, description="the attempts that ended, in order")
+    output_complete: bool = Field(
+        default=False, description="the current attempt's output is all in the logs: its trainer has exited "
+        "and the runner stored its last line (a log reader following a final job can stop)")
+
+
+class JobPage(BaseModel):
+    items: list[JobView]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+
+
+class EventView(View):
+    seq: int
+    attempt: int
+    level: str
+    event_type: str
+    message: str
+    data: dict[str, Any]
+    source: Literal["trainer", "platform"]
+    created_at: Timestamp
+
+
+class EventPage(BaseModel):
+    items: list[EventView]
+    next_after: int | None
+
+
+class MetricView(View):
+    attempt: int
+    epoch: int
+    step: int | None
+    metrics: dict[str, Any]
+    updated_at: Timestamp
+
+
+class MetricPage(BaseModel):
+    items: list[MetricView]
+
+
+class LogLine(View):
+    seq: int
+    attempt: int
+    stream: str
+    line: str
+    created_at: Timestamp
+
+
+class LogPage(BaseModel):
+    items: list[LogLine]
+    next_after: int | None
