@@ -30,7 +30,7 @@ from ray_app.api.context import AppContext
 from ray_app.api.deps import cached_claims
 from ray_app.api.routes.callbacks import heartbeat_reply, json_bytes
 from ray_app.jobs.errors import StoreError
-from ray_app.jobs.schemas import HeartbeatIn
+from ray_app.jobs.callback_models import HeartbeatIn
 
 log = logging.getLogger("ray_app.api.gateway")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ray_app.jobs.schemas import JobView
+from ray_app.jobs.api_models import JobView
 
 
 class Job(JobView):

@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.job import Job
-from ray_app.jobs.schemas import ErrorType
+from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState
 from ray_app.runtime import contract_env, deaths, process_env, recovery, runtime_env
 from ray_app.runtime.recovery import Action, Decision

@@ -19,7 +19,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ray_app.jobs.schemas import ErrorType
+from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState
 
 # An attempt that failed for one of these reasons is retried while attempts are left.

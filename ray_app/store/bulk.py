@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ray_app.jobs.errors import Conflict, StoreError
-from ray_app.jobs.schemas import HeartbeatIn
+from ray_app.jobs.callback_models import HeartbeatIn
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import non_finite
 from ray_app.store import db

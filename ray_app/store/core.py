@@ -17,7 +17,8 @@ from sqlalchemy import select, update
 
 from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt
 from ray_app.jobs.job import Job
-from ray_app.jobs.schemas import DoneIn, ErrorType, EventIn, HeartbeatIn
+from ray_app.jobs.callback_models import DoneIn, EventIn, HeartbeatIn
+from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState, check_transition
 from ray_app.jobs.types import non_finite, readable
 from ray_app.runtime import recovery

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from ray_app.jobs.schemas import HeartbeatIn
+from ray_app.jobs.callback_models import HeartbeatIn
 from sdk.core import _clean_metrics
 
 

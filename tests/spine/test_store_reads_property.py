@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ray_app.jobs.schemas import EventIn, EventPage, EventView, HeartbeatIn, JobCreate, JobPage, JobView, MetricPage, MetricView
+from ray_app.jobs.api_models import EventPage, EventView, JobCreate, JobPage, JobView, MetricPage, MetricView
+from ray_app.jobs.callback_models import EventIn, HeartbeatIn
 from ray_app.store.core import JobStoreCore
 
 HOSTILE_TEXT = st.one_of(

@@ -12,7 +12,7 @@ from ray_app.api.deps import Callback, Ctx
 from ray_app.api.documented import CALLBACK_UNAUTHORIZED, CONFLICT, NOT_FOUND, TOO_LARGE
 from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt, StoreError
-from ray_app.jobs.schemas import (
+from ray_app.jobs.callback_models import (
     CallbackBatchIn,
     CallbackBatchReply,
     CallbackItemResult,

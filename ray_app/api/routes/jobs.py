@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from ray_app.api.deps import Ctx, User
 from ray_app.api.documented import CONFLICT, NOT_FOUND, TOO_LARGE, UNAUTHORIZED
-from ray_app.jobs.schemas import (
+from ray_app.jobs.api_models import (
     EventPage,
     EventView,
     JobCreate,
