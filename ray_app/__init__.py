@@ -1,7 +1,8 @@
 """Vision Training Platform on Ray.
 
 Folders, one concept each:
-  jobs/     the job model: states (the transition table), schemas (the API and trainer contract)
+  jobs/     the job model: states (the transition table), the API's and the callbacks' bodies
+            (the trainer contract itself: trainers/sdk/contract.py, imported as sdk.contract)
   store/    durable job state: the SQL database and the detached JobStore actor (single writer)
   auth/     API tokens for users, JWT callback tokens for trainers
   api/      the HTTP layer (FastAPI hosted by Ray Serve), kept thin

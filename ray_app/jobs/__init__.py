@@ -1,1 +1,2 @@
-"""The job model: the state machine and the schemas shared by the API and the trainer contract."""
+"""The job model: the state machine, the job API's bodies and the trainer callbacks' bodies
+(whose vocabulary and limits are the trainer contract's, sdk.contract)."""
