@@ -120,6 +120,7 @@ def apply_callbacks(core: JobStoreCore, items: list[tuple[str, str, int, dict[st
             core._attempts[job_id] = history
             core._metrics_hint.pop(job_id, None)  # it may describe rows that were not committed
         raise
+    core.forget_final(snapshots)  # committed: a job the batch made final leaves memory
     return results
 
 

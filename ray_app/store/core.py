@@ -3,6 +3,12 @@
 The JobStore actor (store/actor.py) wraps one instance; being the only writer is what makes the
 compare-and-set transitions and the idempotency checks race-free. This class has no Ray in it,
 so it is tested directly as well as through the actor.
+
+Memory holds the live jobs only (not yet SUCCEEDED, FAILED or CANCELLED): a job leaves it once
+its final transition is committed, and an operation on a final job (a late callback, a repeated
+done or cancel, the controller's last look) reads its row from the database on demand. The API
+reads jobs, lists and histories without this class (store/reads.py); its own read methods use
+the same functions, so both return the same dictionaries.
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from ray_app.jobs.errors import Conflict, JobNotFound, StaleAttempt
+from ray_app.jobs.errors import Conflict, StaleAttempt
 from ray_app.jobs.job import Job
 from ray_app.jobs.callback_models import DoneIn, EventIn, HeartbeatIn
 from sdk.contract import ErrorType
@@ -23,9 +29,12 @@ from ray_app.jobs.states import JobState, check_transition
 from ray_app.jobs.types import non_finite, readable
 from ray_app.runtime import recovery
 from ray_app.runtime.recovery import Action
-from ray_app.store import attempts, bulk, db
+from ray_app.store import attempts, bulk, db, reads
 
 log = logging.getLogger("ray_app.store")
+
+_LIVE_STATES = tuple(s.value for s in JobState if not s.is_terminal)
+_ABSENT = object()
 
 JOB_DEFAULTS: dict[str, Any] = {
     "progress": 0.0,
@@ -52,27 +61,77 @@ class JobStoreCore:
     # ------------------------------------------------------------------ loading
 
     def reload(self) -> None:
-        """Rebuild the in-memory view from the database (start-up, after a restart)."""
+        """Rebuild the in-memory view of the live jobs from the database (start-up, after a
+        restart); final jobs stay in the database."""
+        live = select(db.jobs.c.id).where(db.jobs.c.state.in_(_LIVE_STATES))
         with self.engine.connect() as conn:
-            self._jobs = {r["id"]: r for r in db.rows(conn.execute(select(db.jobs)))}
-            self._event_seq = db.max_seq(conn, db.events)
-            self._log_seq = db.max_seq(conn, db.logs)
-            self._attempts = attempts.load(conn)
-        log.info("job store loaded %d jobs", len(self._jobs))
+            self._jobs = {r["id"]: r for r in db.rows(conn.execute(
+                select(db.jobs).where(db.jobs.c.state.in_(_LIVE_STATES))))}
+            self._event_seq = db.max_seq(conn, db.events, live)  # type: ignore[arg-type]
+            self._log_seq = db.max_seq(conn, db.logs, live)  # type: ignore[arg-type]
+            self._attempts = reads.attempt_rows(conn, live)
+        self._metrics_hint = {}
+        log.info("job store loaded %d live jobs", len(self._jobs))
 
     def _job(self, job_id: str) -> dict[str, Any]:
         job = self._jobs.get(job_id)
         if job is None:
-            raise JobNotFound(f"job {job_id} not found")
+            job = self._load(job_id)
+            if job is None:
+                raise reads.not_found(job_id)
         return job
+
+    def _load(self, job_id: str) -> dict[str, Any] | None:
+        """A job that is not in memory, from the database: a final job's row, returned and not
+        kept (an operation on it reads what it needs, and _tx lets go of it after). A live one
+        not in memory (never expected: this is the only writer) is taken into memory."""
+        if self._batch_conn is not None:
+            job = reads.job_row(self._batch_conn, job_id)
+        else:
+            with self.engine.connect() as conn:
+                job = reads.job_row(conn, job_id)
+        if job is not None and not JobState(job["state"]).is_terminal:
+            with self.engine.connect() as conn:
+                history = reads.attempt_rows(conn, [job_id]).get(job_id)
+            if history:
+                self._attempts[job_id] = history
+            self._jobs[job_id] = job
+        return job
+
+    def _history(self, job_id: str, conn: Any = None) -> list[dict[str, Any]]:
+        """The job's attempt rows: in memory for a live job (or one this transaction changed),
+        else from the database (with `conn`, inside its transaction)."""
+        history = self._attempts.get(job_id)
+        if history is not None:
+            return history
+        if job_id in self._jobs:
+            return []
+        if conn is not None:
+            return reads.attempt_rows(conn, [job_id]).get(job_id, [])
+        with self.engine.connect() as c:
+            return reads.attempt_rows(c, [job_id]).get(job_id, [])
+
+    def _forget(self, job_id: str) -> None:
+        """A final job leaves memory (its transition is committed)."""
+        for held in (self._jobs, self._event_seq, self._log_seq, self._attempts, self._metrics_hint):
+            held.pop(job_id, None)
+
+    def forget_final(self, job_ids: Any) -> None:
+        """After a batch's commit (store/bulk.py): its jobs that are now final leave memory."""
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None and JobState(job["state"]).is_terminal:
+                self._forget(job_id)
 
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
         """Create a job. With `job_id` (chosen by the caller) a repeated call returns the job
         created the first time, so a create retried after a store restart makes no twin."""
-        if job_id is not None and job_id in self._jobs:
-            return dict(self._jobs[job_id])
+        if job_id is not None:
+            existing = self._jobs.get(job_id) or self._load(job_id)
+            if existing is not None:
+                return dict(existing)
         now = db.utcnow()
         job = {
             **JOB_DEFAULTS,
@@ -100,8 +159,9 @@ class JobStoreCore:
         return self._with_history(self._job(job_id))
 
     def _with_history(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The job as reads return it: its row and its ended attempts."""
-        return {**job, "attempts": [attempts.view(row) for row in self._attempts.get(job["id"], ())]}
+        """The job as reads return it (reads.with_history, the one shape for the store and the
+        reader): its row and its ended attempts."""
+        return reads.with_history(job, self._history(job["id"]))
 
     def list_jobs(
         self,
@@ -111,19 +171,10 @@ class JobStoreCore:
         cursor: int | None = None,
         limit: int = 50,
     ) -> tuple[list[dict[str, Any]], int | None]:
-        """Newest first; `cursor` is the `num` of the last job of the previous page."""
-        selected = [
-            j
-            for j in self._jobs.values()
-            if (state is None or j["state"] == state)
-            and (project_id is None or j["project_id"] == project_id)
-            and (framework is None or j["framework"] == framework)
-            and (cursor is None or j["num"] < cursor)
-        ]
-        selected.sort(key=lambda j: j["num"], reverse=True)
-        page = selected[:limit]
-        next_cursor = page[-1]["num"] if len(selected) > limit else None
-        return [self._with_history(j) for j in page], next_cursor
+        """Newest first; `cursor` is the `num` of the last job of the previous page. In SQL
+        (reads.list_jobs): memory holds the live jobs only."""
+        with self.engine.connect() as conn:
+            return reads.list_jobs(conn, state, project_id, framework, cursor, limit)
 
     def active_jobs(self) -> list[dict[str, Any]]:
         return [dict(j) for j in self._jobs.values() if not JobState(j["state"]).is_terminal]
@@ -179,8 +230,8 @@ class JobStoreCore:
         if job["attempt"] >= job["max_attempts"]:
             raise Conflict(f"job {job_id} has no attempts left ({attempt} of {job['max_attempts']})")
         with self._tx(job) as conn:
-            self._attempts.setdefault(job_id, []).append(
-                attempts.close(conn, job, "retried", reason, error_type, ended))
+            self._attempts[job_id] = [*self._history(job_id, conn),
+                                      attempts.close(conn, job, "retried", reason, error_type, ended)]
             self._transition(
                 conn, job, JobState.QUEUED, f"retrying after attempt {attempt} failed: {reason}",
                 attempt=attempt + 1, resume_from=job["last_checkpoint"] or job["resume_from"],
@@ -199,7 +250,7 @@ class JobStoreCore:
 
     def attempt_exited(self, job_id: str, attempt: int, ended: dict[str, Any]) -> None:
         """The node and exit of an attempt whose row was written before its process was gone."""
-        row = next((r for r in self._attempts.get(job_id, ()) if r["attempt"] == attempt), None)
+        row = next((r for r in self._history(job_id) if r["attempt"] == attempt), None)
         if row is None:
             return
         with self.engine.begin() as conn:
@@ -215,19 +266,27 @@ class JobStoreCore:
 
     def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]]) -> int:
         if not lines:
-            return self._log_seq.get(job_id, 0)
+            with self.engine.connect() as conn:
+                return self._last_log_seq(conn, job_id)
         self._job(job_id)
         now = db.utcnow()
-        seq = self._log_seq.get(job_id, 0)
-        values = []
-        for stream, line in lines:
-            seq += 1
-            values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream,
-                           # a trainer may print anything: a NUL would fail the write on PostgreSQL
-                           "line": readable(line[:16384]), "created_at": now})
         with self.engine.begin() as conn:
+            seq = self._last_log_seq(conn, job_id)
+            values = []
+            for stream, line in lines:
+                seq += 1
+                values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream,
+                               # a trainer may print anything: a NUL would fail the write on PostgreSQL
+                               "line": readable(line[:16384]), "created_at": now})
             conn.execute(db.logs.insert(), values)
-        self._log_seq[job_id] = seq
+        if job_id in self._jobs:  # a final job's next seq is read from the database
+            self._log_seq[job_id] = seq  # once committed
+        return seq
+
+    def _last_log_seq(self, conn, job_id: str) -> int:
+        seq = self._log_seq.get(job_id)
+        if seq is None:
+            seq = db.max_seq(conn, db.logs, [job_id]).get(job_id, 0)
         return seq
 
     # ------------------------------------------------------------------ trainer callbacks
@@ -336,37 +395,27 @@ class JobStoreCore:
     # ------------------------------------------------------------------ histories
 
     def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
-        self._job(job_id)
         with self.engine.connect() as conn:
-            return db.rows(conn.execute(
-                select(db.events).where(db.events.c.job_id == job_id, db.events.c.seq > after)
-                .order_by(db.events.c.seq).limit(limit)
-            ))
+            return reads.events(conn, job_id, after, limit)
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
-        self._job(job_id)
         with self.engine.connect() as conn:
-            return db.rows(conn.execute(
-                select(db.metrics).where(db.metrics.c.job_id == job_id)
-                .order_by(db.metrics.c.attempt, db.metrics.c.epoch)
-            ))
+            return reads.metrics(conn, job_id)
 
     def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        self._job(job_id)
         with self.engine.connect() as conn:
-            return db.rows(conn.execute(
-                select(db.logs).where(db.logs.c.job_id == job_id, db.logs.c.seq > after)
-                .order_by(db.logs.c.seq).limit(limit)
-            ))
+            return reads.logs(conn, job_id, after, limit)
 
     # ------------------------------------------------------------------ internals
 
     @contextmanager
     def _tx(self, job: dict[str, Any]) -> Iterator[Any]:
-        """A database transaction whose failure also undoes the in-memory changes to `job`."""
+        """A database transaction whose failure also undoes the in-memory changes to `job`.
+        Once it is committed, a job that is final leaves memory (one read from the database for
+        this operation leaves it at once); inside a batch, after the batch's commit."""
         snapshot = dict(job)
-        seq = self._event_seq.get(job["id"], 0)
-        history = list(self._attempts.get(job["id"], ()))
+        job_id = job["id"]
+        held = [(d, d.get(job_id, _ABSENT)) for d in (self._event_seq, self._log_seq, self._attempts)]
         try:
             if self._batch_conn is not None:  # inside apply_callbacks: a savepoint of its transaction
                 with self._batch_conn.begin_nested():
@@ -377,9 +426,17 @@ class JobStoreCore:
         except BaseException:
             job.clear()
             job.update(snapshot)
-            self._event_seq[job["id"]] = seq
-            self._attempts[job["id"]] = history
+            for d, value in held:
+                if value is _ABSENT:
+                    d.pop(job_id, None)
+                else:
+                    d[job_id] = value
             raise
+        if self._jobs.get(job_id) is not job:  # not held: read for this operation only
+            for d, _ in held:
+                d.pop(job_id, None)
+        elif self._batch_conn is None and JobState(job["state"]).is_terminal:
+            self._forget(job_id)
 
     def _set(self, conn, job: dict[str, Any], **fields: Any) -> None:
         fields["updated_at"] = db.utcnow()
@@ -408,8 +465,13 @@ class JobStoreCore:
         if result.rowcount != 1:
             raise Conflict(f"job {job['id']} changed underneath; transition to {target.value} refused")
         if target.is_terminal and current != JobState.PENDING:  # an attempt that was queued ends
-            self._attempts.setdefault(job["id"], []).append(attempts.close(
-                conn, job, target.value.lower(), reason, fields.get("error_type"), ended))
+            self._attempts[job["id"]] = [*self._history(job["id"], conn), attempts.close(
+                conn, job, target.value.lower(), reason, fields.get("error_type"), ended)]
+        if target.is_terminal or fields.get("attempt", job["attempt"]) != job["attempt"]:
+            # the attempt is over: its callbacks' idempotency keys have done their work (a late
+            # callback of it is refused as a stale attempt, or by the final job; a repeated done
+            # is recognised by the stored done body), so the table holds live attempts' keys only
+            conn.execute(delete(db.callback_keys).where(db.callback_keys.c.job_id == job["id"]))
         job.update(fields, state=target.value, updated_at=now)
         level = "error" if target == JobState.FAILED else "info"
         self._add_event(conn, job, "platform", level, "state_changed",
@@ -431,7 +493,10 @@ class JobStoreCore:
                             {"metrics": turned, "epoch": epoch})
 
     def _add_event(self, conn, job, source, level, event_type, message, data) -> None:
-        seq = self._event_seq.get(job["id"], 0) + 1
+        seq = self._event_seq.get(job["id"])
+        if seq is None:  # a job not in memory (final, or just created)
+            seq = db.max_seq(conn, db.events, [job["id"]]).get(job["id"], 0)
+        seq += 1
         conn.execute(db.events.insert().values(
             job_id=job["id"], seq=seq, attempt=job["attempt"], level=level, event_type=event_type,
             message=message, data=data, source=source, created_at=db.utcnow(),

@@ -19,13 +19,13 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection, Engine
 
 from ray_app.jobs.errors import JobNotFound
 from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
-from ray_app.store import attempts, db
+from ray_app.store import db
 from ray_app.store.log_archive import LogArchive
 
 Row = dict[str, Any]
@@ -34,13 +34,17 @@ Row = dict[str, Any]
 # ---------------------------------------------------------------- shaping (shared with the store)
 
 
-def with_history(job: Row, history: attempts.History) -> Row:
-    """The job as reads return it (the store's and the reader's, one shape): its row, its ended
-    attempts (oldest first), and whether the current attempt's output is all stored. `history`
+def with_history(job: Row, history: list[Row]) -> Row:
+    """The job as reads return it (the store's and the reader's, one shape): its row and its
+    ended attempts, oldest first, as the API shows them; where attempt rows record whether an
+    attempt's output is all stored, `output_complete` says it of the current attempt. `history`
     is the job's attempt rows (store/attempts.py)."""
-    current = next((r for r in history if r["attempt"] == job["attempt"]), None)
-    return {**job, "attempts": attempts.view(history),
-            "output_complete": bool(current and current["output_complete"])}
+    shaped = {**job, "attempts": [{k: v for k, v in row.items() if k != "job_id"}
+                                  for row in history if row["ended_at"] is not None]}
+    if "output_complete" in db.attempts.c:
+        current = next((r for r in history if r["attempt"] == job["attempt"]), None)
+        shaped["output_complete"] = bool(current and current["output_complete"])
+    return shaped
 
 
 def not_found(job_id: str) -> JobNotFound:
@@ -55,10 +59,18 @@ def job_row(conn: Connection, job_id: str) -> Row | None:
     return dict(row._mapping) if row is not None else None
 
 
-def attempt_rows(conn: Connection, job_ids: Iterable[str]) -> dict[str, attempts.History]:
-    """The attempt rows of each job (oldest first), by job id; jobs without any are absent."""
-    ids = list(dict.fromkeys(job_ids))
-    return attempts.load(conn, ids) if ids else {}
+def attempt_rows(conn: Connection, job_ids: Iterable[str] | Select) -> dict[str, list[Row]]:
+    """The attempt rows of each job (oldest first), by job id; jobs without any are absent.
+    `job_ids`: ids, or a SELECT of them."""
+    ids = job_ids if isinstance(job_ids, Select) else list(dict.fromkeys(job_ids))
+    history: dict[str, list[Row]] = {}
+    if isinstance(ids, list) and not ids:
+        return history
+    stmt = (select(db.attempts).where(db.attempts.c.job_id.in_(ids))
+            .order_by(db.attempts.c.job_id, db.attempts.c.attempt))
+    for row in db.rows(conn.execute(stmt)):
+        history.setdefault(row["job_id"], []).append(row)
+    return history
 
 
 def get_job(conn: Connection, job_id: str) -> Row:

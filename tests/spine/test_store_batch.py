@@ -77,7 +77,9 @@ def test_mixed_batch_one_commit_each_item_its_own_result(store):
     assert store.get_job(queued)["state"] == "RUNNING" and store.get_job(queued)["epoch"] == 1
     assert store.get_job(pending) == pending_before and _keys(store, pending) == 0
     assert store.get_job(finished) == finished_before
-    assert _keys(store, job_id) == 3  # hb-0, hb-1, e1
+    # the batch's done ended the attempt: its keys (hb-0, hb-1, e1) went with it; the live
+    # queued job keeps its own (s, q1)
+    assert _keys(store, job_id) == 0 and _keys(store, queued) == 2
 
 
 def test_batch_results_survive_a_reload(store, database_url):
