@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
 from ray_app.store.client import StoreClient
+
+if TYPE_CHECKING:
+    from ray_app.store.reads import AsyncJobReader
 
 log = logging.getLogger("ray_app.api")
 
@@ -22,6 +25,16 @@ class AppContext:
     store: StoreClient
     # callback tokens this app has verified, with their claims; see deps.require_callback
     verified_tokens: dict[str, CallbackClaims] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def reads(self) -> AsyncJobReader:
+        """Jobs, lists and histories read by SQL on this replica's own engine, outside the
+        JobStore actor (the single writer), so a long read never delays a heartbeat."""
+        from ray_app.store.log_archive import LogArchive  # SQLAlchemy: on first read only
+        from ray_app.store.reads import AsyncJobReader, JobReader
+
+        return AsyncJobReader(JobReader(self.settings.resolved_database_url,
+                                        archive=LogArchive.from_settings(self.settings)))
 
     @cached_property
     def api_tokens(self) -> list[str]:

@@ -377,6 +377,10 @@ class JobController:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.reconciler = Reconciler(settings)
         self.ticks = 0
+        # old log lines to S3, on a thread of its own: never the store's (the single writer) work
+        from ray_app.store.log_archive import start_archiving
+
+        self._archiving = start_archiving(self.reconciler.settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         threading.Thread(target=asyncio.run, args=(self._run(),), daemon=True, name="reconcile").start()

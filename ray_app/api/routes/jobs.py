@@ -1,4 +1,7 @@
-"""The job API for users: create, list, get, cancel, and the job's histories."""
+"""The job API for users: create, list, get, cancel, and the job's histories.
+
+Writes go to the JobStore actor (ctx.store); reads are SQL on the replica's own engine (ctx.reads,
+store/reads.py), so they never queue behind, or delay, the single writer."""
 
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,15}$", description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
-    items, next_cursor = await ctx.store.list_jobs(state, project_id, framework,
+    items, next_cursor = await ctx.reads.list_jobs(state, project_id, framework,
                                                    int(cursor) if cursor else None, limit)
     return JobPage(items=list(items),
                    next_cursor=str(next_cursor) if next_cursor is not None else None)
@@ -64,7 +67,7 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobView, responses=NOT_FOUND, summary="Get a job")
 async def get_job(job_id: str, ctx: Ctx) -> JobView:
-    return await ctx.store.get_job(job_id)
+    return await ctx.reads.get_job(job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobView, responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE},
@@ -80,14 +83,14 @@ async def job_events(
     job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventPage:
-    items = await ctx.store.events(job_id, after, limit)
+    items = await ctx.reads.events(job_id, after, limit)
     return EventPage(items=[EventView.model_validate(e) for e in items],
                      next_after=items[-1]["seq"] if items else None)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricPage, responses=NOT_FOUND, summary="Metric history per epoch")
 async def job_metrics(job_id: str, ctx: Ctx) -> MetricPage:
-    items = await ctx.store.metrics(job_id)
+    items = await ctx.reads.metrics(job_id)
     return MetricPage(items=[MetricView.model_validate(m) for m in items])
 
 
@@ -96,6 +99,6 @@ async def job_logs(
     job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> LogPage:
-    items = await ctx.store.logs(job_id, after, limit)
+    items = await ctx.reads.logs(job_id, after, limit)
     return LogPage(items=[LogLine.model_validate(line) for line in items],
                    next_after=items[-1]["seq"] if items else None)

@@ -38,7 +38,7 @@ async def predict(
     conf: Annotated[float, Form(ge=0, le=1, description="detection confidence threshold")] = 0.25,
     top_k: Annotated[int, Form(ge=1, le=100, description="classes per image (classification)")] = 5,
 ) -> PredictResponse:
-    job = await ctx.store.get_job(job_id)
+    job = await ctx.reads.get_job(job_id)
     images = [(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
     empty = [name for name, data in images if not data]
     if empty:
