@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from sdk.contract import dataset_uri
+
 from ray_app.auth import callback_tokens
 from ray_app.config import Settings
 from ray_app.jobs.job import Job
@@ -59,7 +61,7 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         "TASK_TYPE": job.task_type,
         "MODEL_NAME": job.model_name,
         "DATASET_ID": job.dataset_id,
-        "DATASET_S3_URI": f"s3://{bucket}/datasets/{job.dataset_id}",
+        "DATASET_S3_URI": dataset_uri(bucket, job.dataset_id),
         "EPOCHS": str(job.epochs),
         "BATCH_SIZE": str(job.batch_size),
         "LEARNING_RATE": str(job.learning_rate),

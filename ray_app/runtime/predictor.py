@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from sdk.contract import S3_SCHEME, parse_s3_uri
 
 from ray_app.config import NAMESPACE, Settings
 from ray_app.jobs.job import Job
@@ -62,11 +63,11 @@ class Predictor:
         self.calls = 0
 
     def _fetch(self, uri: str) -> Path:
-        if not uri.startswith("s3://"):
+        if not uri.startswith(S3_SCHEME):
             return Path(uri)
         import boto3
 
-        bucket, _, key = uri[5:].partition("/")
+        bucket, key = parse_s3_uri(uri)
         target = Path(tempfile.mkdtemp(prefix="vtp-predict-")) / Path(key).name
         boto3.client(
             "s3", endpoint_url=os.environ.get("S3_ENDPOINT") or None,
