@@ -184,8 +184,8 @@ def main() -> None:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             job_ids = list(pool.map(lambda _: p.create_job(epochs=100_000)["id"], range(args.jobs)))
         store = ray.get_actor(STORE_ACTOR, namespace=NAMESPACE)
-        ray.get([store.call.remote("transition", j, "QUEUED", "bench", attempt=1) for j in job_ids])
-        ray.get([store.call.remote("event", j, 1, {"event_type": "started", "event_id": f"start-{j}"})
+        ray.get([store.transition.remote(j, "QUEUED", "bench", attempt=1) for j in job_ids])
+        ray.get([store.event.remote(j, 1, {"event_type": "started", "event_id": f"start-{j}"})
                  for j in job_ids])
         assert all(p.job(j)["state"] == "RUNNING" for j in job_ids[:5])
         tmp = Path(tempfile.mkdtemp(prefix="vtp-bench-ingest-"))

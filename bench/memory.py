@@ -66,8 +66,8 @@ def populate(store, n: int) -> list[str]:
     ids = [uuid.uuid4().hex[:16] for _ in range(n)]
     refs = []
     for k, job_id in enumerate(ids):
-        refs.append(store.call.remote("create_job", dict(SPEC), job_id))
-        refs.append(store.call.remote("transition", job_id, "QUEUED", "bench", attempt=1))
+        refs.append(store.create_job.remote(dict(SPEC), job_id))
+        refs.append(store.transition.remote(job_id, "QUEUED", "bench", attempt=1))
         items = [("event", job_id, 1, {"event_id": f"s-{job_id}", "event_type": "started",
                                         "message": "training started"})]
         for e in range(1, 11):
@@ -78,11 +78,11 @@ def populate(store, n: int) -> list[str]:
                                                    "message": f"epoch {e}",
                                                    "data": {"checkpoint_path": f"s3://b/checkpoints/job-{job_id}/last.pt",
                                                             "name": "last", "epoch": e}}))
-        refs.append(store.call.remote("apply_callbacks", items))
-        refs.append(store.call.remote("append_logs", job_id, 1, [
+        refs.append(store.apply_callbacks.remote(items))
+        refs.append(store.append_logs.remote(job_id, 1, [
             ("stdout", f"[TRACE:x] [INFO] epoch {i // 5} batch {i % 5}: loss=0.{i:03d} some more log text here")
             for i in range(50)]))
-        refs.append(store.call.remote("done", job_id, 1, {
+        refs.append(store.done.remote(job_id, 1, {
             "event_id": f"d-{job_id}", "status": "succeeded", "final_metrics": {"mAP50": 0.9},
             "artifacts": {"best": f"s3://b/checkpoints/job-{job_id}/best.pt"}, "training_time_seconds": 12.5}))
         if len(refs) >= 500:
