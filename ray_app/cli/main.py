@@ -310,26 +310,27 @@ def jobs_logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f"
               url: Url = None) -> None:
     """The trainer's output; --follow keeps printing until the job ends."""
     client = _client(url)
-    after, exited, final_since = 0, set(), None
+    after, final_since, last_look = 0, None, False
     while True:
         page = _api(client.logs, job_id, after)
         for line in page["items"]:
             sys.stdout.write(line["line"] + "\n")
-            if line["stream"] == "runner" and "trainer exited" in line["line"]:
-                exited.add(line["attempt"])
         sys.stdout.flush()
         after = page["next_after"] or after
-        if not follow:
+        if page["items"]:
+            continue  # more may be there already: read on before waiting
+        if not follow or last_look:
             return
-        if not page["items"]:
-            job = _api(client.get, job_id)
-            if JobState(job["state"]).is_terminal:
-                # a job turns final on the trainer's `done`, a moment before the runner has stored
-                # the trainer's last lines: wait for the runner's closing line (or a short grace,
-                # for an attempt whose trainer never started)
-                final_since = final_since or time.monotonic()
-                if job["attempt"] in exited or time.monotonic() - final_since > LOG_TAIL_GRACE_S:
-                    return
+        job = _api(client.get, job_id)
+        if JobState(job["state"]).is_terminal:
+            # a job turns final on the trainer's `done`, a moment before the runner has stored
+            # the trainer's last lines: wait until the store says the attempt's output is
+            # complete (or a short grace, for an attempt whose trainer never started), then
+            # read once more, since the last lines were stored with that fact
+            final_since = final_since or time.monotonic()
+            last_look = job["output_complete"] or time.monotonic() - final_since > LOG_TAIL_GRACE_S
+            if last_look:
+                continue
         time.sleep(1)
 
 

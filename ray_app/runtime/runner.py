@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import importlib.util
+import importlib.machinery
 import logging
 import os
 import signal
@@ -138,8 +138,9 @@ class TrainerRunner:
         env["DEVICE"] = ",".join(str(i) for i in range(len(gpu_ids))) if gpu_ids else "cpu"
         env["PYTHONUNBUFFERED"] = "1"
         # the SDK shipped by runtime_env.py_modules, for the trainer's `import sdk`: found, not
-        # imported (importing it here would cost the attempt boto3's import time, ~0.3-0.5 s)
-        spec = importlib.util.find_spec("sdk")
+        # imported (importing it here would cost the attempt boto3's import time, ~0.3-0.5 s).
+        # On sys.path only: the platform's own install maps `sdk` to the repository's copy too
+        spec = importlib.machinery.PathFinder.find_spec("sdk")
         if spec is not None and spec.origin:
             root = os.path.dirname(os.path.dirname(spec.origin))
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -154,12 +155,14 @@ class TrainerRunner:
         self.pgid = self.proc.pid  # start_new_session: the child leads its own process group
         self.startup["trainer_spawned_at"] = time.time()
         self._say(f"started {self.entrypoint} pid={self.proc.pid} gpus={gpu_ids or 'none'}")
-        # where the process runs, so the controller can end it even if this actor dies
+        # where the process runs, on the attempt's row, so the controller can end it even if this
+        # actor dies; the job's event tells the user where it runs and how long starting took
+        node_id = ray.get_runtime_context().get_node_id()
+        await self.store.attempt_started(self.job_id, self.attempt, node_id, self.proc.pid, self.pgid)
         await self.store.add_platform_event(
-            self.job_id, "trainer_process",
-            f"trainer process {self.proc.pid} started", "info",
-            {"pid": self.proc.pid, "pgid": self.pgid, "attempt": self.attempt, "gpu_ids": gpu_ids,
-             "node_id": ray.get_runtime_context().get_node_id(), "startup": self.startup},
+            self.job_id, "trainer_process", f"trainer process {self.proc.pid} started", "info",
+            {"pid": self.proc.pid, "attempt": self.attempt, "gpu_ids": gpu_ids, "node_id": node_id,
+             "startup": self.startup},
         )
         flusher = asyncio.create_task(self._flush_logs_forever())
         try:
@@ -182,7 +185,7 @@ class TrainerRunner:
             outcome["signal"] = signal.Signals(-returncode).name
         self._say(f"trainer exited: {outcome}")
         self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] trainer exited with code {returncode}"))
-        await self._flush_logs()
+        await self._flush_logs(final=True)
         return outcome
 
     async def _flush_logs_forever(self) -> None:
@@ -190,12 +193,14 @@ class TrainerRunner:
             await asyncio.sleep(LOG_FLUSH_S)
             await self._flush_logs()
 
-    async def _flush_logs(self) -> None:
-        if not self._pending_logs:
+    async def _flush_logs(self, final: bool = False) -> None:
+        """`final`: the trainer has exited and these are its last lines (the store records that
+        the attempt's output is complete)."""
+        if not self._pending_logs and not final:
             return
         batch, self._pending_logs = self._pending_logs, []
         try:
-            await self.store.append_logs(self.job_id, self.attempt, batch)
+            await self.store.append_logs(self.job_id, self.attempt, batch, final=final)
         except Exception as exc:  # a log line is not worth killing the training for
             self._say(f"could not store {len(batch)} log lines: {type(exc).__name__}: {exc}")
 
@@ -247,16 +252,14 @@ def kill_process_group(pgid: int) -> bool:
 
 async def kill_orphaned_group(store: StoreClient, job_id: str, attempt: int, trace_id: str) -> None:
     """The runner is gone: end its trainer's process group on its node, if any is left (the
-    runner recorded where the process runs in a `trainer_process` event). A lost node took its
+    runner recorded where the process runs on the attempt's row). A lost node took its
     processes with it: the task then finds no node, and there is nothing to do."""
     try:
-        events = await store.events(job_id, 0, 10_000)
+        data = await store.attempt_process(job_id, attempt)
     except Exception:
         return
-    started = [e for e in events if e["event_type"] == "trainer_process" and e["attempt"] == attempt]
-    if not started:
+    if data is None:
         return
-    data = started[-1]["data"]
     try:
         await kill_process_group.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(data["node_id"], soft=False),

@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ray_app.jobs.errors import Conflict, StoreError
+from sdk import contract
+
 from ray_app.jobs.callback_models import HeartbeatIn
+from ray_app.jobs.errors import Conflict, StoreError
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import non_finite
 from ray_app.store import db
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ray_app.store")
 
-BATCHABLE = frozenset({"heartbeat", "event", "done"})
 _RUNNING = JobState.RUNNING.value
 
 # (index in the batch, job row in memory, attempt, body, idempotency key)
@@ -56,7 +57,7 @@ def heartbeat_changes(job: dict[str, Any], hb: HeartbeatIn, now: Any) -> dict[st
         return changes  # alive, but what it reports is already superseded
     if (hb.epoch, hb.step) != (job["epoch"], job["step"]) or job["last_progress_at"] is None:
         changes["last_progress_at"] = now  # progress: what the stall timeout watches
-    for name in ("epoch", "total_epochs", "step", "total_steps"):
+    for name in contract.HEARTBEAT_OVERRIDES:
         value = getattr(hb, name)
         if value is not None:
             changes[name] = value
@@ -99,9 +100,10 @@ def apply_callbacks(core: JobStoreCore, items: list[tuple[str, str, int, dict[st
                     continue
                 batch.flush(results)  # the items before this one are applied first
                 try:
-                    if kind not in BATCHABLE:
+                    apply = {"heartbeat": core.heartbeat, "event": core.event, "done": core.done}.get(kind)
+                    if apply is None:
                         raise Conflict(f"{kind!r} cannot be applied in a callback batch")
-                    results[index] = getattr(core, kind)(job_id, token_attempt, body)
+                    results[index] = apply(job_id, token_attempt, body)
                 except StoreError as exc:
                     results[index] = exc
                 except Exception as exc:  # isolated like a StoreError; reported as a 500

@@ -118,6 +118,13 @@ class StoreClient:
         return Job.model_validate(await self._call(Retry.ONCE, lambda s: s.requeue.remote(
             job_id, attempt, reason, error_type, ended=ended)))
 
+    async def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int) -> None:
+        await self._call(Retry.SAFE, lambda s: s.attempt_started.remote(job_id, attempt, node_id, pid, pgid))
+
+    async def attempt_process(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+        """Where the attempt's trainer process runs: node_id, pid, pgid (None before it started)."""
+        return await self._call(Retry.SAFE, lambda s: s.attempt_process.remote(job_id, attempt))
+
     async def attempt_exited(self, job_id: str, attempt: int, ended: Ended) -> None:
         await self._call(Retry.SAFE, lambda s: s.attempt_exited.remote(job_id, attempt, ended))
 
@@ -125,8 +132,9 @@ class StoreClient:
                                  data: dict[str, Any] | None = None) -> None:
         await self._call(Retry.ONCE, lambda s: s.add_platform_event.remote(job_id, event_type, message, level, data))
 
-    async def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]]) -> int:
-        return await self._call(Retry.ONCE, lambda s: s.append_logs.remote(job_id, attempt, lines))
+    async def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]], final: bool = False) -> int:
+        """`final`: the attempt's last lines; its output is then recorded as complete."""
+        return await self._call(Retry.ONCE, lambda s: s.append_logs.remote(job_id, attempt, lines, final))
 
     # ------------------------------------------------------------------ trainer callbacks
 

@@ -21,10 +21,12 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from sdk import contract
+from sdk.contract import ErrorType
+
+from ray_app.jobs.callback_models import DoneIn, EventIn, HeartbeatIn
 from ray_app.jobs.errors import Conflict, StaleAttempt
 from ray_app.jobs.job import Job
-from ray_app.jobs.callback_models import DoneIn, EventIn, HeartbeatIn
-from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState, check_transition
 from ray_app.jobs.types import non_finite, readable
 from ray_app.runtime import recovery
@@ -55,7 +57,7 @@ class JobStoreCore:
         self._batch_conn: Any = None  # set while apply_callbacks runs: items share its transaction
         # job id -> [attempt, highest metrics epoch, last epoch written, its metrics] (store/bulk.py)
         self._metrics_hint: dict[str, list[Any]] = {}
-        self._attempts: dict[str, list[dict[str, Any]]] = {}  # job id -> its ended attempts
+        self._attempts: dict[str, attempts.History] = {}  # job id -> its attempts' rows
         self.reload()
 
     # ------------------------------------------------------------------ loading
@@ -98,7 +100,7 @@ class JobStoreCore:
             self._jobs[job_id] = job
         return job
 
-    def _history(self, job_id: str, conn: Any = None) -> list[dict[str, Any]]:
+    def _history(self, job_id: str, conn: Any = None) -> attempts.History:
         """The job's attempt rows: in memory for a live job (or one this transaction changed),
         else from the database (with `conn`, inside its transaction)."""
         history = self._attempts.get(job_id)
@@ -160,7 +162,8 @@ class JobStoreCore:
 
     def _with_history(self, job: dict[str, Any]) -> dict[str, Any]:
         """The job as reads return it (reads.with_history, the one shape for the store and the
-        reader): its row and its ended attempts."""
+        reader): its row, its ended attempts, and whether the current attempt's output is all
+        stored."""
         return reads.with_history(job, self._history(job["id"]))
 
     def list_jobs(
@@ -230,8 +233,8 @@ class JobStoreCore:
         if job["attempt"] >= job["max_attempts"]:
             raise Conflict(f"job {job_id} has no attempts left ({attempt} of {job['max_attempts']})")
         with self._tx(job) as conn:
-            self._attempts[job_id] = [*self._history(job_id, conn),
-                                      attempts.close(conn, job, "retried", reason, error_type, ended)]
+            self._attempts[job_id] = attempts.close(conn, self._history(job_id, conn), job, "retried",
+                                                    reason, error_type, ended)
             self._transition(
                 conn, job, JobState.QUEUED, f"retrying after attempt {attempt} failed: {reason}",
                 attempt=attempt + 1, resume_from=job["last_checkpoint"] or job["resume_from"],
@@ -248,14 +251,24 @@ class JobStoreCore:
             )
         return self._with_history(job)
 
+    def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int) -> None:
+        """The runner started the attempt's trainer process: where it runs, so that the
+        controller can end it even if the runner dies."""
+        job = self._job(job_id)
+        with self._tx(job) as conn:
+            self._attempts[job_id] = attempts.started(conn, self._history(job_id, conn), job_id, attempt,
+                                                      node_id, pid, pgid)
+
+    def attempt_process(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+        """Where the attempt's trainer process runs (node_id, pid, pgid), if it started."""
+        self._job(job_id)
+        return attempts.process(self._history(job_id), attempt)
+
     def attempt_exited(self, job_id: str, attempt: int, ended: dict[str, Any]) -> None:
-        """The node and exit of an attempt whose row was written before its process was gone."""
-        row = next((r for r in self._history(job_id) if r["attempt"] == attempt), None)
-        if row is None:
-            return
-        with self.engine.begin() as conn:
-            changes = attempts.fill(conn, row, ended)
-        row.update(changes)
+        """The node and exit of an attempt whose row was closed before its process was gone."""
+        job = self._job(job_id)
+        with self._tx(job) as conn:
+            self._attempts[job_id] = attempts.fill(conn, self._history(job_id, conn), job_id, attempt, ended)
 
     def add_platform_event(
         self, job_id: str, event_type: str, message: str, level: str = "info", data: dict | None = None
@@ -264,21 +277,21 @@ class JobStoreCore:
         with self._tx(job) as conn:
             self._add_event(conn, job, "platform", level, event_type, message, data or {})
 
-    def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]]) -> int:
-        if not lines:
+    def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]], final: bool = False) -> int:
+        """Store output lines; `final`: the attempt's last ones (its process has exited), recorded
+        on its attempt row in the same transaction, so a reader knows it has everything."""
+        job = self._job(job_id)
+        if final:
+            with self._tx(job) as conn:
+                seq = self._write_logs(conn, job_id, attempt, lines)
+                self._attempts[job_id] = attempts.output_complete(conn, self._history(job_id, conn),
+                                                                  job_id, attempt)
+        elif lines:
+            with self.engine.begin() as conn:
+                seq = self._write_logs(conn, job_id, attempt, lines)
+        else:
             with self.engine.connect() as conn:
                 return self._last_log_seq(conn, job_id)
-        self._job(job_id)
-        now = db.utcnow()
-        with self.engine.begin() as conn:
-            seq = self._last_log_seq(conn, job_id)
-            values = []
-            for stream, line in lines:
-                seq += 1
-                values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream,
-                               # a trainer may print anything: a NUL would fail the write on PostgreSQL
-                               "line": readable(line[:16384]), "created_at": now})
-            conn.execute(db.logs.insert(), values)
         if job_id in self._jobs:  # a final job's next seq is read from the database
             self._log_seq[job_id] = seq  # once committed
         return seq
@@ -287,6 +300,21 @@ class JobStoreCore:
         seq = self._log_seq.get(job_id)
         if seq is None:
             seq = db.max_seq(conn, db.logs, [job_id]).get(job_id, 0)
+        return seq
+
+    def _write_logs(self, conn, job_id: str, attempt: int, lines: list[tuple[str, str]]) -> int:
+        """Insert the lines after the job's last one; returns the new last seq."""
+        seq = self._last_log_seq(conn, job_id)
+        if not lines:
+            return seq
+        now = db.utcnow()
+        values = []
+        for stream, line in lines:
+            seq += 1
+            values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream,
+                           # a trainer may print anything: a NUL would fail the write on PostgreSQL
+                           "line": readable(line[:16384]), "created_at": now})
+        conn.execute(db.logs.insert(), values)
         return seq
 
     # ------------------------------------------------------------------ trainer callbacks
@@ -333,10 +361,10 @@ class JobStoreCore:
             self._add_event(conn, job, "trainer", ev.level.value, ev.event_type, ev.message, ev.data)
             if ev.event_type == "started" and job["state"] == JobState.QUEUED.value:
                 self._transition(conn, job, JobState.RUNNING, "trainer started", started_at=db.utcnow())
-            if ev.event_type == "checkpoint_saved":
-                uri = _checkpoint_uri(ev.data)
-                name = str(ev.data.get("name") or ev.data.get("kind") or "")
-                if uri and (name != "best" or not job["last_checkpoint"]):
+            if ev.event_type == contract.CHECKPOINT_SAVED:
+                uri = ev.data.get(contract.CHECKPOINT_URI_KEY)
+                name = ev.data.get(contract.CHECKPOINT_NAME_KEY)
+                if isinstance(uri, str) and uri and (name != "best" or not job["last_checkpoint"]):
                     self._set(conn, job, last_checkpoint=uri)
         return {"duplicate": False}
 
@@ -465,8 +493,8 @@ class JobStoreCore:
         if result.rowcount != 1:
             raise Conflict(f"job {job['id']} changed underneath; transition to {target.value} refused")
         if target.is_terminal and current != JobState.PENDING:  # an attempt that was queued ends
-            self._attempts[job["id"]] = [*self._history(job["id"], conn), attempts.close(
-                conn, job, target.value.lower(), reason, fields.get("error_type"), ended)]
+            self._attempts[job["id"]] = attempts.close(conn, self._history(job["id"], conn), job,
+                                                       target.value.lower(), reason, fields.get("error_type"), ended)
         if target.is_terminal or fields.get("attempt", job["attempt"]) != job["attempt"]:
             # the attempt is over: its callbacks' idempotency keys have done their work (a late
             # callback of it is refused as a stale attempt, or by the final job; a repeated done
@@ -504,14 +532,5 @@ class JobStoreCore:
         self._event_seq[job["id"]] = seq
 
 
-
 def _without_key(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k != "event_id"}
-
-
-def _checkpoint_uri(data: dict[str, Any]) -> str | None:
-    for name in ("uri", "checkpoint_uri", "checkpoint_path", "path"):
-        value = data.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return None

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     bindparam,
+    false,
     create_engine,
     event,
     func,
@@ -151,22 +152,27 @@ logs = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
-# One row per ended attempt: the job's history of tries (store/attempts.py).
+# One row per attempt: the job's history of tries (store/attempts.py). Written when the
+# attempt's process starts (node, pid, pgid) or when it ends, whichever comes first.
 attempts = Table(
     "job_attempts",
     metadata,
     Column("job_id", String(64), primary_key=True),
     Column("attempt", Integer, primary_key=True),
-    Column("outcome", String(16), nullable=False),  # retried | succeeded | failed | cancelled
+    Column("outcome", String(16)),  # retried | succeeded | failed | cancelled; NULL while it runs
     Column("queued_at", UTCDateTime()),
     Column("started_at", UTCDateTime()),
-    Column("ended_at", UTCDateTime(), nullable=False),
+    Column("ended_at", UTCDateTime()),  # NULL while it runs
     Column("node_id", String(64)),
     Column("exit_code", Integer),
     Column("signal", String(16)),
     Column("error_type", String(32)),
     Column("reason", Text),
     Column("resume_from", Text),
+    Column("pid", Integer),  # the trainer process, and its process group (start_new_session)
+    Column("pgid", Integer),
+    # the runner stored the attempt's last output line: a log reader has everything
+    Column("output_complete", Boolean, nullable=False, server_default=false()),
 )
 
 # Idempotency keys of applied callbacks: inserting an existing key is the "already applied" test.

@@ -36,14 +36,13 @@ Row = dict[str, Any]
 
 def with_history(job: Row, history: list[Row]) -> Row:
     """The job as reads return it (the store's and the reader's, one shape): its row and its
-    ended attempts, oldest first, as the API shows them; where attempt rows record whether an
-    attempt's output is all stored, `output_complete` says it of the current attempt. `history`
+    ended attempts, oldest first, as the API shows them, and `output_complete`: whether the
+    current attempt's output is all stored. `history`
     is the job's attempt rows (store/attempts.py)."""
     shaped = {**job, "attempts": [{k: v for k, v in row.items() if k != "job_id"}
                                   for row in history if row["ended_at"] is not None]}
-    if "output_complete" in db.attempts.c:
-        current = next((r for r in history if r["attempt"] == job["attempt"]), None)
-        shaped["output_complete"] = bool(current and current["output_complete"])
+    current = next((r for r in history if r["attempt"] == job["attempt"]), None)
+    shaped["output_complete"] = bool(current and current["output_complete"])
     return shaped
 
 

@@ -158,7 +158,7 @@ def _plan(running, queued, pending):
         ("heartbeat", queued, 1, {"event_id": "q0", "epoch": 0, "metrics": {"x": 1}}),  # QUEUED -> RUNNING
         ("heartbeat", queued, 1, {"event_id": "q1", "epoch": 0, "metrics": {"y": 2}}),  # then fast
         ("heartbeat", queued, 1, {"event_id": "q0", "epoch": 0}),  # dup of the slow one
-        ("event", running, 1, {"event_id": "e", "event_type": "checkpoint_saved", "data": {"uri": "s3://c"}}),
+        ("event", running, 1, {"event_id": "e", "event_type": "checkpoint_saved", "data": {"checkpoint_path": "s3://c"}}),
         ("heartbeat", running, 1, {"event_id": "c", "epoch": 3, "progress": 50.0}),
         ("heartbeat", pending, 1, {"event_id": "p", "epoch": 1}),  # PENDING: refused, key not kept
         ("heartbeat", running, 2, {"event_id": "s", "epoch": 9}),  # stale attempt

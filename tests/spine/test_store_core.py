@@ -140,7 +140,7 @@ def test_failed_write_leaves_memory_as_the_database(store):
 def test_attempt_history_and_the_outcome_error(store, database_url):
     """A job that succeeds after a retry shows no error; each ended attempt is a row (issue 13, 11)."""
     job_id = running_job(store)
-    store.event(job_id, 1, {"event_type": "checkpoint_saved", "data": {"uri": "s3://b/c/epoch-1.pt"}})
+    store.event(job_id, 1, {"event_type": "checkpoint_saved", "data": {"checkpoint_path": "s3://b/c/epoch-1.pt"}})
     ended = {"node_id": "n" * 56, "exit_code": -9, "signal": "SIGKILL"}
     job = store.requeue(job_id, 1, "trainer process killed by SIGKILL", "INFRASTRUCTURE_ERROR", ended=ended)
     assert job["error_type"] == "INFRASTRUCTURE_ERROR" and [a["outcome"] for a in job["attempts"]] == ["retried"]
@@ -161,3 +161,31 @@ def test_attempt_history_and_the_outcome_error(store, database_url):
     # a job cancelled before it was queued ran no attempt
     pending = store.create_job(dict(SPEC))
     assert store.request_cancel(pending["id"])["attempts"] == []
+
+
+def test_attempt_rows_hold_the_process_and_whether_its_output_is_complete(database_url):
+    store = JobStoreCore(database_url)
+    job_id = running_job(store)
+    assert store.attempt_process(job_id, 1) is None  # no process reported yet
+    store.attempt_started(job_id, 1, "node-a", 4321, 4321)
+    assert store.attempt_process(job_id, 1) == {"node_id": "node-a", "pid": 4321, "pgid": 4321}
+    job = store.get_job(job_id)
+    assert job["attempts"] == [] and job["output_complete"] is False  # the running attempt is not history yet
+    store.append_logs(job_id, 1, [("stdout", "epoch 1")])
+    assert store.get_job(job_id)["output_complete"] is False
+    store.requeue(job_id, 1, "node lost", "INFRASTRUCTURE_ERROR", ended={"exit_code": -9, "signal": "SIGKILL"})
+    # the runner's last lines arrive after the requeue: recorded on attempt 1, not on attempt 2
+    store.append_logs(job_id, 1, [("runner", "trainer exited with code -9")], final=True)
+    job = store.get_job(job_id)
+    assert job["output_complete"] is False and job["attempt"] == 2
+    [first] = job["attempts"]
+    assert (first["outcome"], first["node_id"], first["pid"], first["exit_code"], first["signal"]) == (
+        "retried", "node-a", 4321, -9, "SIGKILL")
+    assert first["output_complete"] is True
+    store.event(job_id, 2, {"event_type": "started"})
+    store.attempt_started(job_id, 2, "node-b", 99, 99)
+    store.append_logs(job_id, 2, [], final=True)  # an attempt may end with nothing left to say
+    again = JobStoreCore(database_url)  # durable, and reloaded
+    assert again.get_job(job_id)["output_complete"] is True
+    assert again.attempt_process(job_id, 2) == {"node_id": "node-b", "pid": 99, "pgid": 99}
+    assert [line["line"] for line in again.logs(job_id)] == ["epoch 1", "trainer exited with code -9"]

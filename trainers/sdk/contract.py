@@ -192,6 +192,24 @@ STANDARD_EVENT_TYPES: tuple[str, ...] = (
     "started", "dataset_loaded", "model_initialized", "validation_complete", "checkpoint_saved",
     "error", "stopped", "resumed")
 
+# `checkpoint_saved`: a checkpoint reached storage. Its data names it and says where it is; the
+# platform resumes a retried attempt from the newest `last` (or any name but `best`, or `best`
+# when nothing else was saved). These two keys are the only ones the platform reads.
+CHECKPOINT_SAVED = "checkpoint_saved"
+CHECKPOINT_NAME_KEY = "name"
+CHECKPOINT_URI_KEY = "checkpoint_path"
+
+
+def checkpoint_saved_data(name: str, uri: str, size_bytes: int | None = None,
+                          epoch: int | None = None) -> dict[str, Any]:
+    """The data of a `checkpoint_saved` event."""
+    data: dict[str, Any] = {CHECKPOINT_NAME_KEY: name, CHECKPOINT_URI_KEY: uri}
+    if size_bytes is not None:
+        data["size_bytes"] = size_bytes
+    if epoch is not None:
+        data["epoch"] = epoch
+    return data
+
 # --------------------------------------------------------------------------- limits
 
 MAX_CALLBACK_BATCH = 256  # items in one POST .../callbacks

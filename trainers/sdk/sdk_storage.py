@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import contract
 from .contract import artifact_key, checkpoint_key
 from .datasets import DatasetCache, convert_dataset, fetch_into_cache, find_root, materialize, resolve_source
 from .env import S3Location, TrainerEnv
@@ -107,11 +108,9 @@ class StorageMixin:
         return self.env.setting("VTP_STORAGE_RETRY_S", DEFAULT_STORAGE_RETRY_S)
 
     def _on_checkpoint_uploaded(self, name: str, uri: str, size: int, epoch: int | None = None) -> None:
-        data: dict[str, Any] = {"name": name, "checkpoint_path": uri, "size_bytes": size}
         epoch = epoch if epoch is not None else self._last_epoch  # the epoch the snapshot holds
-        if epoch is not None:
-            data["epoch"] = epoch
-        self.event("checkpoint_saved", f"checkpoint {name} uploaded to {uri}", data=data)
+        self.event(contract.CHECKPOINT_SAVED, f"checkpoint {name} uploaded to {uri}",
+                   data=contract.checkpoint_saved_data(name, uri, size, epoch))
 
     def _checkpoint_uploader(self) -> CheckpointUploader:
         if self._uploader is None:
