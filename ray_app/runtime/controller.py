@@ -17,18 +17,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.job import Job
 from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState
-from ray_app.runtime import contract_env, deaths, process_env, recovery, runtime_env
+from ray_app.runtime import deaths, launch, recovery, runtime_env
 from ray_app.runtime.recovery import Action, Decision
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
-from ray_app.runtime.runner import TrainerRunner, kill_orphaned_group
+from ray_app.runtime.runner import kill_orphaned_group
 from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.controller")
@@ -130,10 +128,7 @@ class Reconciler:
             actor = None
         if actor is not None:  # a runner from before a controller restart: follow it again
             att = AttemptHandle(job.id, job.attempt, job.trace_id, actor)
-            try:
-                att.placement = ray.util.get_placement_group(name)
-            except ValueError:
-                pass
+            att.placement = launch.find_placement(name)
             att.ready = asyncio.create_task(_await(actor.ready.remote()))
             log.info("[TRACE:%s] re-attached to %s", job.trace_id, name)
             return att
@@ -157,43 +152,9 @@ class Reconciler:
         return att
 
     def _launch(self, job: Job, name: str) -> tuple[Any, Any]:
-        manifest = self.registry.find(job.framework)  # rescans once: a plugin added after start-up
-        env = contract_env.build(self.settings, job)
-        renv = runtime_env.prepare(self.settings, manifest, env.public,
-                                   log=lambda m: log.info("[TRACE:%s] %s", job.trace_id, m))
-        resources = {"CPU": job.num_cpus if job.num_cpus is not None else 1,
-                     "GPU": job.num_gpus or 0}
-        if job.memory_mb:
-            resources["memory"] = int(job.memory_mb) * 1024 * 1024
-        custom = {k: v for k, v in manifest.resources.custom.items() if k not in ("CPU", "GPU", "memory")}
-        # the runner's worker starts without the trainer's runtime_env (no setup_worker.py), and
-        # the runner applies it to the trainer process itself where it can (process_env.py)
-        runner_renv, process_spec = process_env.split(renv, pooled=self.settings.pooled_runners)
-        options: dict[str, Any] = {
-            "name": name, "namespace": NAMESPACE, "lifetime": "detached", "max_restarts": 0,
-            "num_cpus": resources["CPU"], "num_gpus": resources["GPU"],
-        }
-        if runner_renv:
-            options["runtime_env"] = runner_renv
-        if "memory" in resources:
-            options["memory"] = resources["memory"]
-        if custom:
-            options["resources"] = custom
-        # Reserve the resources first: "not placed" then means exactly "no node has them free",
-        # apart from the time a worker and its runtime_env take to start.
-        placement = None
-        bundle = {k: v for k, v in {**resources, **custom}.items() if v}
-        if bundle:
-            placement = placement_group([bundle], strategy="STRICT_PACK", name=name, lifetime="detached")
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                placement, placement_group_bundle_index=0)
-        log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s%s)", job.trace_id, name,
-                 resources["CPU"], resources["GPU"], "".join(f" {k}={v:g}" for k, v in custom.items()))
-        actor = TrainerRunner.options(**options).remote(
-            self.settings, job.id, job.attempt, job.trace_id,
-            manifest.entrypoints.train, env.secret, process_spec,
-        )
-        return actor, placement
+        # in a thread: the registry may rescan its folders (a plugin added after start-up) and
+        # the trainer's venv may have to be built
+        return launch.launch_runner(self.settings, self.registry.find(job.framework), job, name)
 
     # ------------------------------------------------------------------ watching
 
@@ -340,15 +301,7 @@ class Reconciler:
                 await asyncio.wait_for(_await(att.actor.terminate.remote(grace)), grace + 10)
             except Exception:
                 await self._kill_orphans(att)
-        try:
-            ray.kill(att.actor, no_restart=True)
-        except Exception:
-            pass
-        if att.placement is not None:
-            try:
-                remove_placement_group(att.placement)
-            except Exception:
-                pass
+        launch.remove(att.actor, att.placement)
 
     async def _kill_orphans(self, att: AttemptHandle) -> None:
         await kill_orphaned_group(self.store, att.job_id, att.attempt, att.trace_id)
