@@ -58,18 +58,40 @@ def train(sdk: TrainerSDK, state: dict[str, Any]) -> int:
     sdk.report_started(total_epochs=opts.epochs, resume_from=opts.resume_from)
     # heartbeats from a thread until the loop starts: imports, MLflow, download, model build
     with Heartbeats(sdk, opts.epochs):
+        run = TimmRun(sdk, opts, state)
+    run.announce()
+    for epoch in range(state["epoch"] + 1, opts.epochs + 1):
+        if not run.train_epoch(epoch):
+            break
+        run.validate(epoch)
+        state["epoch"] = epoch
+        run.save_epoch(epoch)
+    # cancel (or SIGTERM): keep the work done so far and exit 0; the platform marks the job CANCELLED
+    if sdk.should_stop and state["epoch"] < opts.epochs:
+        run.save_stopped()
+        return 0
+    run.complete(time.monotonic() - t_start)
+    return 0
+
+
+class TimmRun:
+    """One training run: what the loop needs, built while the keep-alive thread beats (imports,
+    MLflow, dataset, model, resume), and the steps of an epoch."""
+
+    def __init__(self, sdk: TrainerSDK, opts: timm_options.Options, state: dict[str, Any]):
         timm_options.check_model_name(opts.model_name)  # imports timm (and torch)
         import torch
 
         import timm_common as common
         import timm_setup as setup
 
+        self.sdk, self.opts, self.state, self.torch, self.common, self.setup = sdk, opts, state, torch, common, setup
         if sdk.task_type and sdk.task_type != "image_classification":
             raise ConfigError(f"the timm trainer does image_classification, not {sdk.task_type}")
-        device = common.torch_device(opts.device)
+        self.device = device = common.torch_device(opts.device)
         if opts.num_cpus:
             torch.set_num_threads(max(1, int(opts.num_cpus)))
-        amp = device.type == "cuda" and opts.amp is not False
+        self.amp = amp = device.type == "cuda" and opts.amp is not False
         if opts.amp and device.type != "cuda":
             sdk.log("INFO", "amp is GPU-only: training in float32 on the CPU")
         sdk.start_mlflow_run()
@@ -77,144 +99,164 @@ def train(sdk: TrainerSDK, state: dict[str, Any]) -> int:
 
         src_root = sdk.download_dataset()
         folder = sdk.convert_dataset(src_root, "imagefolder", val_fraction=opts.val_fraction, seed=opts.seed)
-        class_dirs, class_names, class_ids = setup.class_info(src_root, folder / "train")
-        num_classes = len(class_dirs)
-        model, model_kwargs, source = setup.build_model(sdk, opts, num_classes)
+        self.class_dirs, self.class_names, self.class_ids = setup.class_info(src_root, folder / "train")
+        self.num_classes = num_classes = len(self.class_dirs)
+        self.model, self.model_kwargs, self.source = setup.build_model(sdk, opts, num_classes)
         resume = None
         if opts.resume_from:
-            resume = setup.load_resume(sdk, opts, class_names)
-            model.load_state_dict(resume["model"])
-        data_config = common.data_config_for(model, opts.image_size, opts.adv)
-        mixup, criterion = setup.build_loss(opts, num_classes)
-        train_dl, val_dl, workers = setup.build_loaders(opts, folder, class_dirs, data_config, device,
-                                                        mixup_on=mixup is not None)
-        model.to(device)
-        optimizer, scheduler = setup.build_optimization(opts, model, len(train_dl))
-        scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        best = {"top1": -1.0, "epoch": 0, "uri": None}
-        metrics: dict[str, Any] = {}
+            resume = setup.load_resume(sdk, opts, self.class_names)
+            self.model.load_state_dict(resume["model"])
+        self.data_config = common.data_config_for(self.model, opts.image_size, opts.adv)
+        self.mixup, self.criterion = setup.build_loss(opts, num_classes)
+        self.train_dl, self.val_dl, self.workers = setup.build_loaders(
+            opts, folder, self.class_dirs, self.data_config, device, mixup_on=self.mixup is not None)
+        self.model.to(device)
+        self.optimizer, self.scheduler = setup.build_optimization(opts, self.model, len(self.train_dl))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.best: dict[str, Any] = {"top1": -1.0, "epoch": 0, "uri": None}
+        self.metrics: dict[str, Any] = {}
         if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            if resume.get("scaler") and amp:
-                scaler.load_state_dict(resume["scaler"])
-            state["epoch"] = int(resume["epoch"])
-            best = {"top1": resume.get("best_top1", -1.0), "epoch": resume.get("best_epoch", 0),
-                    "uri": resume.get("best_uri")}
-            metrics = dict(resume.get("metrics") or {})
-            sdk.event("resumed", f"resuming after epoch {state['epoch']} of {opts.epochs}",
-                      data={"resume_from": opts.resume_from, "epoch": state["epoch"]})
-    n_params = sum(p.numel() for p in model.parameters())
-    sdk.event("model_initialized", f"{opts.model_name}: {n_params / 1e6:.2f}M parameters, {num_classes} classes",
-              data={"model_name": opts.model_name, "parameters": n_params, "num_classes": num_classes,
-                    "class_names": class_names, "weights": source, "data_config": data_config,
-                    "device": str(device), "amp": amp, "workers": workers, "torch_threads": torch.get_num_threads(),
-                    "train_images": len(train_dl.dataset), "val_images": len(val_dl.dataset)})
-    sdk.log_params({"num_classes": num_classes, "parameters": n_params, "train_images": len(train_dl.dataset),
-                    "val_images": len(val_dl.dataset)})
+            self._resume(resume)
+        self.total_steps = len(self.train_dl) + len(self.val_dl)
+        self.updates = state["epoch"] * len(self.train_dl)
+        self.ckpt_dir = sdk.work_dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.last_uri = opts.resume_from
+        self.seen = 0  # samples of the current epoch trained on
 
-    ckpt_dir = sdk.work_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    last_uri = opts.resume_from
+    def _resume(self, resume: dict[str, Any]) -> None:
+        """Restore what the `last` checkpoint saved: optimizer, scheduler, scaler, epoch, best."""
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scheduler.load_state_dict(resume["scheduler"])
+        if resume.get("scaler") and self.amp:
+            self.scaler.load_state_dict(resume["scaler"])
+        self.state["epoch"] = int(resume["epoch"])
+        self.best = {"top1": resume.get("best_top1", -1.0), "epoch": resume.get("best_epoch", 0),
+                     "uri": resume.get("best_uri")}
+        self.metrics = dict(resume.get("metrics") or {})
+        self.sdk.event("resumed", f"resuming after epoch {self.state['epoch']} of {self.opts.epochs}",
+                       data={"resume_from": self.opts.resume_from, "epoch": self.state["epoch"]})
 
-    def save(name: str, epoch: int, metrics: dict[str, Any]) -> str:
-        path = ckpt_dir / f"{name}.pt"
-        torch.save({
-            "format": common.CHECKPOINT_FORMAT, "model_name": opts.model_name, "model_kwargs": model_kwargs,
-            "class_names": class_names, "class_ids": class_ids, "class_dirs": class_dirs,
-            "data_config": data_config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if amp else None,
-            "epoch": epoch, "best_top1": best["top1"], "best_epoch": best["epoch"], "best_uri": best["uri"],
-            "metrics": metrics, "advanced_config": opts.given}, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
-        return sdk.upload_checkpoint(path, name)  # snapshotted now, uploaded in the background
+    def announce(self) -> None:
+        n_params = sum(p.numel() for p in self.model.parameters())
+        train_images, val_images = len(self.train_dl.dataset), len(self.val_dl.dataset)
+        self.sdk.event(
+            "model_initialized", f"{self.opts.model_name}: {n_params / 1e6:.2f}M parameters, {self.num_classes} classes",
+            data={"model_name": self.opts.model_name, "parameters": n_params, "num_classes": self.num_classes,
+                  "class_names": self.class_names, "weights": self.source, "data_config": self.data_config,
+                  "device": str(self.device), "amp": self.amp, "workers": self.workers,
+                  "torch_threads": self.torch.get_num_threads(), "train_images": train_images,
+                  "val_images": val_images})
+        self.sdk.log_params({"num_classes": self.num_classes, "parameters": n_params, "train_images": train_images,
+                             "val_images": val_images})
 
-    total_steps = len(train_dl) + len(val_dl)
-    updates = state["epoch"] * len(train_dl)
-    for epoch in range(state["epoch"] + 1, opts.epochs + 1):
-        model.train()
-        last_beat, loss_sum, seen, stopped = time.monotonic(), 0.0, 0, False
-        for step, (x, y) in enumerate(train_dl, 1):
+    def train_epoch(self, epoch: int) -> bool:
+        """One pass over the training set; False when a stop was asked for mid-way."""
+        torch, opts, sdk = self.torch, self.opts, self.sdk
+        self.model.train()
+        last_beat, loss_sum, self.seen = time.monotonic(), 0.0, 0
+        for step, (x, y) in enumerate(self.train_dl, 1):
             if sdk.should_stop:
-                stopped = True
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if mixup is not None:
-                x, y = mixup(x, y)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                loss = criterion(model(x), y)
+                return False
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.mixup is not None:
+                x, y = self.mixup(x, y)
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+                loss = self.criterion(self.model(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch} step {step}; "
                                          f"lower LEARNING_RATE ({opts.lr})")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
             if opts.clip_grad:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            updates += 1
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.updates += 1
             if opts.sched_on_updates:
-                scheduler.step_update(num_updates=updates)
+                self.scheduler.step_update(num_updates=self.updates)
             loss_sum += loss.item() * x.shape[0]
-            seen += x.shape[0]
+            self.seen += x.shape[0]
             if time.monotonic() - last_beat >= HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()
-                sdk.heartbeat(epoch, opts.epochs, step, total_steps)
-        if stopped:
-            break
+                sdk.heartbeat(epoch, opts.epochs, step, self.total_steps)
+        self.train_loss = loss_sum / max(self.seen, 1)
+        return True
 
-        def tick(i: int, _t=[time.monotonic()]) -> None:  # heartbeats through a long validation
-            if time.monotonic() - _t[0] >= HEARTBEAT_EVERY_S:
-                _t[0] = time.monotonic()
-                sdk.heartbeat(epoch, opts.epochs, len(train_dl) + i, total_steps)
+    def validate(self, epoch: int) -> None:
+        """Evaluate, report the epoch (heartbeat, `validation_complete`, MLflow), step the scheduler."""
+        sdk, opts, best = self.sdk, self.opts, self.best
+        last_beat = [time.monotonic()]
 
-        val = setup.evaluate(model, val_dl, device, num_classes, amp, tick)
-        lr = optimizer.param_groups[0]["lr"]
-        metrics = {"train_loss": loss_sum / max(seen, 1), "lr": lr, "val_loss": val["val_loss"], "top1": val["top1"]}
+        def tick(i: int) -> None:  # heartbeats through a long validation
+            if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY_S:
+                last_beat[0] = time.monotonic()
+                sdk.heartbeat(epoch, opts.epochs, len(self.train_dl) + i, self.total_steps)
+
+        val = self.setup.evaluate(self.model, self.val_dl, self.device, self.num_classes, self.amp, tick)
+        lr = self.optimizer.param_groups[0]["lr"]
+        metrics = {"train_loss": self.train_loss, "lr": lr, "val_loss": val["val_loss"], "top1": val["top1"]}
         if "top5" in val:
             metrics["top5"] = val["top5"]
-        improved = val["top1"] > best["top1"]
-        if improved:
+        self.improved = val["top1"] > best["top1"]
+        if self.improved:
             best.update(top1=val["top1"], epoch=epoch)
         metrics |= {"best_top1": best["top1"], "best_epoch": best["epoch"]}
-        sdk.report_progress(epoch, opts.epochs, total_steps, total_steps, metrics=metrics)
+        self.metrics = metrics
+        sdk.report_progress(epoch, opts.epochs, self.total_steps, self.total_steps, metrics=metrics)
         per_class = {name: {"precision": val["precision"][i], "recall": val["recall"][i], "support": val["support"][i]}
-                     for i, name in enumerate(class_names)}
+                     for i, name in enumerate(self.class_names)}
         sdk.event("validation_complete", f"epoch {epoch}: top1={val['top1']:.4f} val_loss={val['val_loss']:.4f}",
                   data={"epoch": epoch, "task_type": "image_classification", "metrics": metrics,
-                        "primary_metric": {"name": "top1", "value": val["top1"]}, "class_names": class_names,
+                        "primary_metric": {"name": "top1", "value": val["top1"]}, "class_names": self.class_names,
                         "per_class": per_class, "confusion_matrix": val["confusion_matrix"]})
         sdk.log_metrics(metrics, step=epoch)
         top5 = f" top5={val['top5']:.4f}" if "top5" in val else ""
         sdk.log("INFO", f"epoch {epoch}/{opts.epochs} train_loss={metrics['train_loss']:.4f} "
                         f"val_loss={val['val_loss']:.4f} top1={val['top1']:.4f}{top5} lr={lr:.3g}")
         if opts.sched == "plateau":
-            scheduler.step(epoch, val["top1"])
+            self.scheduler.step(epoch, val["top1"])
         else:
-            scheduler.step(epoch)
-        state["epoch"] = epoch
-        if improved:  # best first: the platform resumes from the newest non-best checkpoint
-            best["uri"] = save("best", epoch, metrics)
-        last_uri = save("last", epoch, metrics)
-        if opts.save_period and epoch % opts.save_period == 0:
-            save(f"epoch-{epoch}", epoch, metrics)
+            self.scheduler.step(epoch)
 
-    # cancel (or SIGTERM): keep the work done so far and exit 0; the platform marks the job CANCELLED
-    if sdk.should_stop and state["epoch"] < opts.epochs:
-        partial = f" (epoch {state['epoch'] + 1} partly trained)" if seen else ""
-        uri = save("last", state["epoch"], metrics)
-        errors = sdk.wait_for_uploads()
-        sdk.event("stopped", f"stopped after {state['epoch']} of {opts.epochs} epochs{partial}; last saved to {uri}",
-                  data={"epochs_completed": state["epoch"], "last": uri, "upload_errors": errors,
-                        "reason": sdk.stop_reason})
-        return 0
-    final = {**metrics, "epochs_completed": state["epoch"], "num_classes": num_classes}
-    sdk.log_metrics({"final_top1": final.get("top1", 0.0), "best_top1": best["top1"]}, step=state["epoch"])
-    sdk.log("INFO", f"training finished in {time.monotonic() - t_start:.1f}s: top1={final.get('top1', 0):.4f} "
-                    f"best_top1={best['top1']:.4f} (epoch {best['epoch']})")
-    sdk.report_completed(final, checkpoints={"best": best["uri"] or last_uri, "last": last_uri})
-    return 0
+    def save(self, name: str, epoch: int) -> str:
+        """Everything a resumed attempt needs (model, optimizer, scheduler, scaler, best so far)."""
+        path = self.ckpt_dir / f"{name}.pt"
+        self.torch.save({
+            "format": self.common.CHECKPOINT_FORMAT, "model_name": self.opts.model_name,
+            "model_kwargs": self.model_kwargs, "class_names": self.class_names, "class_ids": self.class_ids,
+            "class_dirs": self.class_dirs, "data_config": self.data_config, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.amp else None, "epoch": epoch,
+            "best_top1": self.best["top1"], "best_epoch": self.best["epoch"], "best_uri": self.best["uri"],
+            "metrics": self.metrics, "advanced_config": self.opts.given}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return self.sdk.upload_checkpoint(path, name)  # snapshotted now, uploaded in the background
+
+    def save_epoch(self, epoch: int) -> None:
+        if self.improved:  # best first: the platform resumes from the newest non-best checkpoint
+            self.best["uri"] = self.save("best", epoch)
+        self.last_uri = self.save("last", epoch)
+        if self.opts.save_period and epoch % self.opts.save_period == 0:
+            self.save(f"epoch-{epoch}", epoch)
+
+    def save_stopped(self) -> None:
+        done, epochs = self.state["epoch"], self.opts.epochs
+        partial = f" (epoch {done + 1} partly trained)" if self.seen else ""
+        uri = self.save("last", done)
+        errors = self.sdk.wait_for_uploads()
+        self.sdk.event("stopped", f"stopped after {done} of {epochs} epochs{partial}; last saved to {uri}",
+                       data={"epochs_completed": done, "last": uri, "upload_errors": errors,
+                             "reason": self.sdk.stop_reason})
+
+    def complete(self, elapsed_s: float) -> None:
+        done, best = self.state["epoch"], self.best
+        final = {**self.metrics, "epochs_completed": done, "num_classes": self.num_classes}
+        self.sdk.log_metrics({"final_top1": final.get("top1", 0.0), "best_top1": best["top1"]}, step=done)
+        self.sdk.log("INFO", f"training finished in {elapsed_s:.1f}s: top1={final.get('top1', 0):.4f} "
+                             f"best_top1={best['top1']:.4f} (epoch {best['epoch']})")
+        self.sdk.report_completed(final, checkpoints={"best": best["uri"] or self.last_uri, "last": self.last_uri})
 
 
 if __name__ == "__main__":
