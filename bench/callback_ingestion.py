@@ -131,7 +131,7 @@ def finish_profiles(spies: list) -> dict:
             own[frames[-1]] = own.get(frames[-1], 0) + n
             for f in set(frames[1:]):
                 incl[f] = incl.get(f, 0) + n
-        top = lambda d: [[f, round(c / max(total, 1), 3)] for f, c in sorted(d.items(), key=lambda kv: -kv[1])[:25]]
+        top = lambda d, total=total: [[f, round(c / max(total, 1), 3)] for f, c in sorted(d.items(), key=lambda kv: -kv[1])[:25]]
         summary[name] = {"samples": total, "busy_share_by_thread": {t: round(c / (100 * duration), 3) for t, c in threads.items()},
                          "top_self": top(own), "top_inclusive": top(incl), "folded": str(path)}
     return summary

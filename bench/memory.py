@@ -65,7 +65,7 @@ def populate(store, n: int) -> list[str]:
 
     ids = [uuid.uuid4().hex[:16] for _ in range(n)]
     refs = []
-    for k, job_id in enumerate(ids):
+    for job_id in ids:
         refs.append(store.create_job.remote(dict(SPEC), job_id))
         refs.append(store.transition.remote(job_id, "QUEUED", "bench", attempt=1))
         items = [("event", job_id, 1, {"event_id": f"s-{job_id}", "event_type": "started",

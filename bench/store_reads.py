@@ -162,9 +162,9 @@ def list_latency(url: str, n: int, reps: int) -> dict:
         times: dict[str, list[float]] = {"reader": [], "api": [], "old in-memory": []}
         for _ in range(reps):
             kwargs = make()
-            for label, call in (("reader", lambda: reader.list_jobs(**kwargs)),
-                                ("api", lambda: app_client(kwargs)),
-                                ("old in-memory", lambda: old_list(rows, history, **kwargs))):
+            for label, call in (("reader", lambda kwargs=kwargs: reader.list_jobs(**kwargs)),
+                                ("api", lambda kwargs=kwargs: app_client(kwargs)),
+                                ("old in-memory", lambda kwargs=kwargs: old_list(rows, history, **kwargs))):
                 t0 = time.perf_counter()
                 call()
                 times[label].append(time.perf_counter() - t0)
@@ -259,7 +259,7 @@ def heartbeat_latency(url: str, lines: int, beats: int, reps: int, page: int) ->
         stop_t = threading.Event()
         count = [0]
 
-        def store_pages() -> None:
+        def store_pages(stop_t: threading.Event = stop_t, count: list[int] = count) -> None:
             while not stop_t.is_set():
                 after = 0
                 while not stop_t.is_set():

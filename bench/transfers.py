@@ -92,16 +92,16 @@ def main() -> None:
             st = S3Storage(sdk.env.datasets_location)
             _ = st.client
 
-            def sdk_dataset() -> None:  # cold cache, then again on the warm cache
+            def sdk_dataset(sdk=sdk) -> None:  # cold cache, then again on the warm cache
                 root = sdk.download_dataset()
                 assert (root / "annotations.json").exists(), root
 
-            def boto3_dataset() -> None:
+            def boto3_dataset(rep: int = rep) -> None:
                 b3.download_file(BUCKET, "datasets/ds-bench.zip", str(tmp / "b3.zip"))
                 with zipfile.ZipFile(tmp / "b3.zip") as zf:
                     zf.extractall(tmp / f"b3ds{rep}")
 
-            def sdk_upload() -> None:
+            def sdk_upload(sdk=sdk, rep: int = rep) -> None:
                 t0 = time.perf_counter()
                 sdk.upload_checkpoint(ckpt, f"epoch-{rep}")
                 t["sdk_submit"].append(time.perf_counter() - t0)
@@ -110,10 +110,10 @@ def main() -> None:
 
             pairs = [
                 ("sdk_dataset", sdk_dataset, "boto3_dataset", boto3_dataset),
-                ("sdk_raw_dl", lambda: st.download_file("datasets/ds-bench.zip", tmp / "sdk_raw.zip"),
+                ("sdk_raw_dl", lambda st=st: st.download_file("datasets/ds-bench.zip", tmp / "sdk_raw.zip"),
                  "boto3_raw_dl", lambda: b3.download_file(BUCKET, "datasets/ds-bench.zip", str(tmp / "b3_raw.zip"))),
                 ("sdk_upload", sdk_upload,
-                 "boto3_upload", lambda: b3.upload_file(str(ckpt), BUCKET, f"checkpoints/job-boto3/epoch-{rep}.pt")),
+                 "boto3_upload", lambda rep=rep: b3.upload_file(str(ckpt), BUCKET, f"checkpoints/job-boto3/epoch-{rep}.pt")),
             ]
             for a_name, a, b_name, b in pairs:
                 order = [(a_name, a), (b_name, b)] if rep % 2 == 0 else [(b_name, b), (a_name, a)]

@@ -88,7 +88,7 @@ def test_member_larger_than_declared_is_stopped(tmp_path):
                 raw[pos + off:pos + off + 4] = (100).to_bytes(4, "little")
             pos = raw.find(sig, pos + 4)
     z.write_bytes(bytes(raw))
-    with pytest.raises(Exception):
+    with pytest.raises((DatasetError, zipfile.BadZipFile)):  # ours, or zipfile's CRC check first
         safe_extract(z, tmp_path / "out")
     out = tmp_path / "out" / "images" / "a.bin"
     assert not out.exists() or out.stat().st_size <= 100

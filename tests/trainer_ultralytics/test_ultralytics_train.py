@@ -231,7 +231,8 @@ def test_classification_job_reports_accuracy_and_predicts_top_k(platform, s3_ser
     names = {c["id"]: c["name"] for c in data["classes"]}
     images = [held_out / "images" / img["file_name"] for img in data["images"]]
     predictions = predict(p, job_id, images, top_k=2)
-    for pred, img in zip(predictions, data["images"]):
+    assert len(predictions) == len(images)
+    for pred in predictions:
         top = pred["top_k"]
         assert len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
         assert sum(t["probability"] for t in top) <= 1.0001

@@ -68,7 +68,7 @@ def predict(model: Classifier, image_paths: list[str], conf: float = 0.25, top_k
                 tensors.append(model.transform(img.convert("RGB")))
         probs = model.model(torch.stack(tensors).to(model.device)).float().softmax(-1).cpu()
         values, indices = probs.topk(k, dim=-1)
-        for path, vals, idxs in zip(chunk, values.tolist(), indices.tolist()):
+        for vals, idxs in zip(values.tolist(), indices.tolist()):
             top = [{"class_id": model.class_ids[i], "class_name": model.class_names[i], "probability": round(v, 6)}
                    for v, i in zip(vals, idxs)]
             results.append({**top[0], "top_k": top})
