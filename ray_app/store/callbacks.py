@@ -32,11 +32,16 @@ class CallbackStore(Writer):
             )
         return job
 
-    def heartbeat(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
-        hb = HeartbeatIn.model_validate(body)
+    def _open_attempt(self, job_id: str, token_attempt: int, what: str) -> dict[str, Any]:
+        """The job, if the token's attempt is its current one and it is not final yet."""
         job = self.check_attempt(job_id, token_attempt)
         if JobState(job["state"]).is_terminal:
-            raise Conflict(f"job {job_id} is {job['state']}; heartbeats are no longer accepted")
+            raise Conflict(f"job {job_id} is {job['state']}; {what} are no longer accepted")
+        return job
+
+    def heartbeat(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
+        hb = HeartbeatIn.model_validate(body)
+        job = self._open_attempt(job_id, token_attempt, "heartbeats")
         key = bulk.callback_key("hb", token_attempt, hb.event_id, hb.seq)
         with self._tx(job) as conn:
             if key and not db.insert_key_once(conn, job_id, key):
@@ -56,9 +61,7 @@ class CallbackStore(Writer):
 
     def event(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
         ev = EventIn.model_validate(body)
-        job = self.check_attempt(job_id, token_attempt)
-        if JobState(job["state"]).is_terminal:
-            raise Conflict(f"job {job_id} is {job['state']}; events are no longer accepted")
+        job = self._open_attempt(job_id, token_attempt, "events")
         key = bulk.callback_key("ev", token_attempt, ev.event_id, ev.seq)
         with self._tx(job) as conn:
             if key and not db.insert_key_once(conn, job_id, key):
