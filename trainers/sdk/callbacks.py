@@ -93,7 +93,7 @@ class CallbackClient:
             return Outcome.RETRY
         return Outcome.REJECTED
 
-    def send_until(self, kind: str, body: dict[str, Any], deadline: float,
+    def send_until(self, kind: str, body: Mapping[str, Any], deadline: float,
                    backoff_base: float = 0.2, backoff_cap: float = 5.0) -> Reply:
         """Retry a callback until it gets a final answer or ``deadline`` (time.monotonic) passes."""
         attempt = 0
@@ -119,7 +119,7 @@ def _result_reply(result: dict[str, Any]) -> Reply:
     return Reply(outcome, status, data, "ok" if outcome is Outcome.OK else f"HTTP {status}: {result.get('detail')}")
 
 
-def absorb_heartbeat(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def absorb_heartbeat(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The one heartbeat whose effect on the backend equals applying ``old`` then ``new``: the
     contract's merge rule (contract.merge_heartbeats). Identity (event_id, seq) stays ``new``'s."""
     return merge_heartbeats(old, new)
@@ -128,14 +128,14 @@ def absorb_heartbeat(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]
 @dataclass
 class _Item:
     kind: str  # "heartbeat" | "event" | "done" (the last, see BackgroundSender.finish)
-    body: dict[str, Any]
+    body: Mapping[str, Any]
     epoch: Any = None
 
 
 class _Final:
     """The attempt's last callback, handed to the sender thread by ``finish``."""
 
-    def __init__(self, kind: str, body: dict[str, Any], deadline: float) -> None:
+    def __init__(self, kind: str, body: Mapping[str, Any], deadline: float) -> None:
         self.item = _Item(kind, body)
         self.deadline = deadline
         self.taken = False
@@ -182,7 +182,7 @@ class BackgroundSender:
         self._thread.start()
 
     # -- producer side (training thread): O(queue) at worst, never blocks on the network --
-    def submit(self, kind: str, body: dict[str, Any], epoch: Any = None) -> None:
+    def submit(self, kind: str, body: Mapping[str, Any], epoch: Any = None) -> None:
         item = _Item(kind, body, epoch)
         with self._cond:
             if kind == "heartbeat":
@@ -250,7 +250,7 @@ class BackgroundSender:
             self._hold_until = time.monotonic() + max(0.0, seconds)
             self._cond.notify_all()
 
-    def finish(self, kind: str, body: dict[str, Any], take_within: float, deadline: float) -> Reply | None:
+    def finish(self, kind: str, body: Mapping[str, Any], take_within: float, deadline: float) -> Reply | None:
         """Send the attempt's last callback (``done``) after everything queued before it, in the
         same request as the last of it where the backend takes batches (one round trip instead of
         two at the end), retried until ``deadline``; returns its reply. None if the thread did not
@@ -359,7 +359,7 @@ class BackgroundSender:
     def _deliver(self, item: _Item) -> None:
         self._handle(item, self._post_retrying(item.kind, item.body, f"{item.kind} callback"))
 
-    def _post_retrying(self, kind: str, body: dict[str, Any], what: str,
+    def _post_retrying(self, kind: str, body: Mapping[str, Any], what: str,
                        deadline: float | None = None) -> Reply:
         """POST until the answer is final, with backoff; once closing or past ``deadline``, a
         retryable answer is returned as it is (the caller counts it as dropped)."""

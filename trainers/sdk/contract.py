@@ -443,9 +443,10 @@ def heartbeat_body(*, epoch: int | None = None, total_epochs: int | None = None,
         progress = progress_percent(epoch, total_epochs, step, total_steps)
     pct = float(progress or 0.0)
     pct = 0.0 if math.isnan(pct) else min(max(pct, 0.0), MAX_PROGRESS)
-    body: HeartbeatBody = {**envelope(**env)}  # type: ignore[typeddict-item]
-    body.update(epoch=epoch, total_epochs=total_epochs, step=step, total_steps=total_steps,
-                progress=round(pct, 3), metrics=wire_metrics(metrics))
+    body: HeartbeatBody = {**envelope(**env)}
+    body.update(  # type: ignore[call-arg]  # mypy types TypedDict.update without keywords
+        epoch=epoch, total_epochs=total_epochs, step=step, total_steps=total_steps,
+        progress=round(pct, 3), metrics=wire_metrics(metrics))
     return body
 
 
@@ -456,9 +457,10 @@ def event_body(event_type: str, message: str = "", level: str | EventLevel = Eve
     lvl = normalize_level(level)
     if lvl not in EVENT_LEVELS:
         lvl = EventLevel.INFO.value
-    body: EventBody = {**envelope(**env)}  # type: ignore[typeddict-item]
-    body.update(level=lvl, event_type=str(event_type), message=clean_text(str(message), MAX_MESSAGE),
-                data=jsonable(dict(data or {})))
+    body: EventBody = {**envelope(**env)}
+    body.update(  # type: ignore[call-arg]  # mypy types TypedDict.update without keywords
+        level=lvl, event_type=str(event_type), message=clean_text(str(message), MAX_MESSAGE),
+        data=jsonable(dict(data or {})))
     return body
 
 
@@ -475,8 +477,8 @@ def done_body(status: DoneStatus, *, error: str | None = None, error_type: Error
     seconds = None
     if training_time_seconds is not None and math.isfinite(training_time_seconds):
         seconds = round(min(max(float(training_time_seconds), 0.0), MAX_TRAINING_TIME_S), 3)
-    body: DoneBody = {**envelope(**env)}  # type: ignore[typeddict-item]
-    body.update(
+    body: DoneBody = {**envelope(**env)}
+    body.update(  # type: ignore[call-arg]  # mypy types TypedDict.update without keywords
         status=status,
         error=clean_text(str(error), MAX_ERROR) if error else None,
         error_type=str(ErrorType.coerce(error_type)) if status == "failed" else None,

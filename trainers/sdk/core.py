@@ -7,7 +7,7 @@ import time
 import traceback as tb_module
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from . import contract
 from .callbacks import BackgroundSender, CallbackClient, Outcome
@@ -148,7 +148,7 @@ class TrainerSDK(StorageMixin):
         """Wait until queued heartbeats/events are delivered (bounded)."""
         return self._sender.flush(self._flush_timeout if timeout is None else timeout) if self._sender else True
 
-    def done(self, status: str, *, error: str | None = None, error_type: ErrorType | str | None = None,
+    def done(self, status: contract.DoneStatus, *, error: str | None = None, error_type: ErrorType | str | None = None,
              traceback: str | None = None, final_metrics: Mapping[str, Any] | None = None,
              artifacts: Mapping[str, str] | None = None,
              training_time_seconds: float | None = None) -> dict[str, Any]:
@@ -313,7 +313,7 @@ class TrainerSDK(StorageMixin):
     def __enter__(self) -> "TrainerSDK":
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         try:
             if exc is not None and self._done is None and not isinstance(exc, CallbackError):
                 if not (isinstance(exc, SystemExit) and exc.code in (0, None)):

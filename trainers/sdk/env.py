@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, overload
 
 from . import contract
 from .contract import TASK_ALIASES as TASK_ALIASES, TASK_TYPES as TASK_TYPES  # re-exported
@@ -47,6 +47,10 @@ class S3Location:
                 f"region={self.region!r}, addressing_style={self.addressing_style!r})")
 
 
+@overload
+def _get(env: Mapping[str, str], *names: str, default: str) -> str: ...
+@overload
+def _get(env: Mapping[str, str], *names: str, default: None = None) -> str | None: ...
 def _get(env: Mapping[str, str], *names: str, default: str | None = None) -> str | None:
     for name in names:
         value = env.get(name)
@@ -75,6 +79,10 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+@overload
+def env_number(name: str, default: float, env: Mapping[str, str] | None = None) -> float: ...
+@overload
+def env_number(name: str, default: None, env: Mapping[str, str] | None = None) -> float | None: ...
 def env_number(name: str, default: float | None, env: Mapping[str, str] | None = None) -> float | None:
     """A numeric tuning knob from the environment (``os.environ`` unless ``env`` is given):
     ``default`` when it is unset, empty or not a number. Lenient on purpose: a bad knob must not
@@ -180,6 +188,7 @@ class TrainerEnv:
         if not isinstance(config, dict):
             raise ConfigError("CONFIG must be a JSON object")
 
+        callback_base: str | None
         base = _get(env, "BACKEND_BASE_URL")
         if base:
             callback_base = base.rstrip("/") + "/v1"

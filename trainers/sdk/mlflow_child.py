@@ -30,7 +30,7 @@ def main() -> None:
     try:
         import mlflow
     except Exception as exc:  # reported with the first request
-        mlflow, import_error = None, exc
+        mlflow, import_error = None, exc  # type: ignore[assignment]  # the module, or None when it failed to import
     for line in sys.stdin:
         try:
             request = json.loads(line)

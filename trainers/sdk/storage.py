@@ -6,6 +6,7 @@ Background checkpoint uploads live in ``uploads.py`` (re-exported here).
 """
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -32,6 +33,11 @@ def _boto_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     return ClientError, BotoCoreError, Boto3Error
+
+
+def _transfer_errors() -> tuple[type[BaseException], ...]:
+    """boto3's errors and the local file system's: what a transfer turns into StorageError."""
+    return (*_boto_errors(), OSError)
 
 
 def transfer_config_from_env(env: dict[str, str] | None = None) -> TransferConfig:
@@ -213,7 +219,7 @@ class S3Storage:
         try:
             self.transfers.upload_file(str(local), bucket or self.bucket, key,
                                        callback=self._count("bytes_uploaded"), extra_args=extra)
-        except (*_boto_errors(), OSError) as exc:
+        except _transfer_errors() as exc:
             raise StorageError(f"upload of {local} to {self.uri(key, bucket)} failed: {_error_text(exc)}",
                                is_unreachable(exc)) from None
         return self.uri(key, bucket)
@@ -227,14 +233,14 @@ class S3Storage:
             self.transfers.download_file(bucket or self.bucket, key, str(part),
                                          callback=self._count("bytes_downloaded"))
             os.replace(part, dest)
-        except (*_boto_errors(), OSError) as exc:
+        except _transfer_errors() as exc:
             part.unlink(missing_ok=True)
             raise StorageError(f"download of {self.uri(key, bucket)} failed: {_error_text(exc)}",
                                is_unreachable(exc)) from None
         return dest
 
     def download_prefix(self, prefix: str, dest_dir: str | os.PathLike,
-                        bucket: str | None = None, objects: list[dict[str, Any]] | None = None) -> int:
+                        bucket: str | None = None, objects: builtins.list[dict[str, Any]] | None = None) -> int:
         """Download every object under ``prefix`` keeping relative paths; returns the count."""
         dest_dir = Path(dest_dir)
         objects = self.list(prefix, bucket) if objects is None else objects

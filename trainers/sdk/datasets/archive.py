@@ -167,9 +167,9 @@ def safe_extract(path: str | os.PathLike, dest: str | os.PathLike,
                     t.mkdir(parents=True, exist_ok=True)
                     continue
                 t.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(m)
-                if src is None:
+                member = tf.extractfile(m)
+                if member is None:
                     raise _refuse(path, m.name, "not a regular file")
-                with src:
-                    _copy_limited(src, t, m.size, m.name, path)
+                with member:
+                    _copy_limited(member, t, m.size, m.name, path)
     return dest

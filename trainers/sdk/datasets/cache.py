@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import AbstractSet, Callable, Iterator
 
 from ..env import env_number
 
@@ -138,7 +138,7 @@ class DatasetCache:
     def total_bytes(self) -> int:
         return sum(size for _, size, _ in self.entries())
 
-    def evict(self, keep: set[str] = frozenset()) -> list[str]:
+    def evict(self, keep: AbstractSet[str] = frozenset()) -> list[str]:
         """Remove least-recently-used entries until the cache fits its bound.
 
         Never blocks on another job: an entry whose lock or in-use lock is held is skipped.

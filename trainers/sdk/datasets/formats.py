@@ -76,9 +76,9 @@ def read_data_yaml(path: str | Path) -> dict[str, Any]:
     because the SDK itself depends only on the standard library, boto3 and httpx."""
     text = Path(path).read_text(encoding="utf-8")
     try:
-        import yaml  # type: ignore
-        data = yaml.safe_load(text)
-        return data if isinstance(data, dict) else {}
+        import yaml
+        loaded = yaml.safe_load(text)
+        return loaded if isinstance(loaded, dict) else {}
     except ImportError:
         pass
     data: dict[str, Any] = {}

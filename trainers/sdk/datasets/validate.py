@@ -90,7 +90,7 @@ def validate_dice(root: str | Path, data: dict[str, Any] | None = None,
     if not isinstance(images, list) or not images:
         _raise(problems + ["annotations.json: 'images' is empty"], "invalid DICE dataset")
     seen_ids: set[Any] = set()
-    for i, img in enumerate(images):
+    for i, img in enumerate(images or []):
         if not isinstance(img, dict):
             problems.append(f"images[{i}]: not an object")
             continue
@@ -99,7 +99,8 @@ def validate_dice(root: str | Path, data: dict[str, Any] | None = None,
         if img.get("id") in seen_ids:
             problems.append(f"{label}: duplicate image id")
         seen_ids.add(img.get("id"))
-        w, h = img.get("width"), img.get("height")
+        w: Any = img.get("width")
+        h: Any = img.get("height")
         if not (_num(w) and _num(h) and w > 0 and h > 0):
             problems.append(f"{label}: width/height must be positive numbers")
             continue
