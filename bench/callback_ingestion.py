@@ -38,6 +38,10 @@ import harness  # noqa: E402
 
 WRK = shutil.which("wrk")
 LUA = harness.BENCH / "heartbeats.lua"
+# each run's heartbeats carry epochs base .. base + EPOCHS_PER_RUN (base = run number x this):
+# unique per run, so the audit counts a run's metric rows; every run's stay under the contract's
+# epoch bound (sdk.contract.MAX_EPOCH, 10^6) for the ~20 runs of a default invocation
+EPOCHS_PER_RUN = 40_000
 
 
 def wrk_run(url: str, datafile: Path, *, connections: int, duration: float, rate: float,
@@ -210,7 +214,7 @@ def main() -> None:
             def run(target: str, phase: str, **kw) -> dict:
                 seq[0] += 1
                 settle(pids)
-                prefix, base = f"r{seq[0]}", seq[0] * 10_000_000
+                prefix, base = f"r{seq[0]}", seq[0] * EPOCHS_PER_RUN
                 cpu0 = proc_cpu(pids)
                 spies = (start_profiles(pids, ("gateway", "gateway-1", "store"), kw["duration"], f"{phase}-{prefix}")
                          if args.profile and target == "gateway" and kw.get("rate") else [])
@@ -262,7 +266,7 @@ def audit(database_url: str, runs: list[dict], job_ids: list[str]) -> None:
             "select count(*) from job_callback_keys where substr(key, 1, ?) = ?", (len(pfx), pfx)).fetchone()[0]
         r["applied_metric_rows"] = con.execute(
             "select count(*) from job_metrics where epoch >= ? and epoch < ?",
-            (r["base"], r["base"] + 10_000_000)).fetchone()[0]
+            (r["base"], r["base"] + EPOCHS_PER_RUN)).fetchone()[0]
         r["lost"] = max(0, r["ok"] - r["applied_keys"])
         r["applied_unacknowledged"] = r["applied_keys"] - r["ok"]  # in flight when wrk stopped
         r["audit_ok"] = (r["lost"] == 0 and r["applied_keys"] == r["applied_metric_rows"]

@@ -44,7 +44,7 @@ function request()
   local round = math.floor((n - 1) / #jobs)
   local epoch = base + round * nthreads + tid
   local body = '{"event_id":"' .. prefix .. '-' .. tid .. '-' .. n .. '","epoch":' .. epoch ..
-      ',"total_epochs":1000000000,"metrics":{"loss":0.5}}'
+      ',"total_epochs":1000000,"metrics":{"loss":0.5}}'
   return wrk.format("POST", "/v1/jobs/" .. jobs[k] .. "/heartbeat",
     { ["Authorization"] = "Bearer " .. tokens[k], ["Content-Type"] = "application/json" }, body)
 end

@@ -158,12 +158,8 @@ class TrainerRunner:
         # where the process runs, on the attempt's row, so the controller can end it even if this
         # actor dies; the job's event tells the user where it runs and how long starting took
         node_id = ray.get_runtime_context().get_node_id()
-        await self.store.attempt_started(self.job_id, self.attempt, node_id, self.proc.pid, self.pgid)
-        await self.store.add_platform_event(
-            self.job_id, "trainer_process", f"trainer process {self.proc.pid} started", "info",
-            {"pid": self.proc.pid, "attempt": self.attempt, "gpu_ids": gpu_ids, "node_id": node_id,
-             "startup": self.startup},
-        )
+        await self.store.attempt_started(self.job_id, self.attempt, node_id, self.proc.pid, self.pgid,
+                                         {"gpu_ids": gpu_ids, "startup": self.startup})
         flusher = asyncio.create_task(self._flush_logs_forever())
         try:
             assert self.proc.stdout is not None

@@ -118,8 +118,9 @@ class StoreClient:
         return Job.model_validate(await self._call(Retry.ONCE, lambda s: s.requeue.remote(
             job_id, attempt, reason, error_type, ended=ended)))
 
-    async def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int) -> None:
-        await self._call(Retry.SAFE, lambda s: s.attempt_started.remote(job_id, attempt, node_id, pid, pgid))
+    async def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int,
+                              details: dict[str, Any] | None = None) -> None:
+        await self._call(Retry.ONCE, lambda s: s.attempt_started.remote(job_id, attempt, node_id, pid, pgid, details))
 
     async def attempt_process(self, job_id: str, attempt: int) -> dict[str, Any] | None:
         """Where the attempt's trainer process runs: node_id, pid, pgid (None before it started)."""

@@ -164,13 +164,17 @@ class JobStoreCore(CallbackStore):
             )
         return self._with_history(job)
 
-    def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int) -> None:
-        """The runner started the attempt's trainer process: where it runs, so that the
-        controller can end it even if the runner dies."""
+    def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int,
+                        details: dict[str, Any] | None = None) -> None:
+        """The runner started the attempt's trainer process: where it runs, on the attempt's row
+        (so the controller can end it even if the runner dies), and the user's `trainer_process`
+        event with `details` (GPUs, start-up timings), in one transaction."""
         job = self._job(job_id)
         with self._tx(job) as conn:
             self._attempts[job_id] = attempts.started(conn, self._history(job_id, conn), job_id, attempt,
                                                       node_id, pid, pgid)
+            self._add_event(conn, job, "platform", "info", "trainer_process", f"trainer process {pid} started",
+                            {**(details or {}), "pid": pid, "attempt": attempt, "node_id": node_id})
 
     def attempt_process(self, job_id: str, attempt: int) -> dict[str, Any] | None:
         """Where the attempt's trainer process runs (node_id, pid, pgid), if it started."""
