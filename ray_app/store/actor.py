@@ -17,7 +17,7 @@ from ray_app.config import NAMESPACE, STORE_ACTOR, Settings
 from ray_app.store.core import JobStoreCore
 
 
-class _JobStore(JobStoreCore):
+class JobStore(JobStoreCore):
     """JobStoreCore's methods are the actor's; they run one at a time (max_concurrency=1):
     that is the single-writer guarantee."""
 
@@ -29,11 +29,11 @@ class _JobStore(JobStoreCore):
         return len(self._jobs)
 
 
-JobStore = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1)(_JobStore)
+JobStoreActor = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1)(JobStore)  # type: ignore[call-overload]  # Ray's typed overloads lack actor options (max_concurrency)
 
 
 def create_store(settings: Settings) -> Any:
-    return JobStore.options(
+    return JobStoreActor.options(
         name=STORE_ACTOR,
         namespace=NAMESPACE,
         lifetime="detached",
