@@ -189,7 +189,8 @@ class Settings(BaseSettings):
         a Serve config's args) over it. The actors get this object, pickled, in their
         constructors (JobController, TrainerRunner, CallbackGateway, the Serve replica): none of
         them reads VTP_* variables again."""
-        return cls(**{k[4:].lower(): v for k, v in (overrides or {}).items() if k.startswith("VTP_")})
+        fields: dict[str, Any] = {k[4:].lower(): v for k, v in (overrides or {}).items() if k.startswith("VTP_")}
+        return cls(**fields)
 
     def to_env(self) -> dict[str, str]:
         """The settings as VTP_* variables: for a process outside Ray started with them (`vtp

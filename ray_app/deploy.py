@@ -8,6 +8,7 @@ platform on an existing cluster, for example as a Ray job:
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -29,10 +30,10 @@ def deploy_platform(settings: Settings, http_port: int, address: str | None = No
     connected_here = not ray.is_initialized()
     if connected_here:
         ray.init(address=address or "auto", namespace=NAMESPACE, log_to_driver=False,
-                 logging_level="ERROR")
+                 logging_level=logging.ERROR)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(PlatformAPI.bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(PlatformAPI.bind(settings), name=APP_NAME, route_prefix="/", blocking=False)  # type: ignore[attr-defined]  # a @serve.deployment class: its typing does not carry .bind
     finally:
         if connected_here:
             ray.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -28,8 +29,9 @@ _UNPARSABLE_MSG = "the body is not valid JSON text (UTF-8)"
 def create_app(settings: Settings, store: StoreClient | None = None,
                telemetry: dict[str, bool] | None = None) -> FastAPI:
     """`telemetry`: FastAPI's native OpenTelemetry settings (default: on when a provider is set)."""
+    native: dict[str, Any] = {"telemetry": telemetry} if telemetry is not None else {}
     app = FastAPI(
-        **({"telemetry": telemetry} if telemetry is not None else {}),
+        **native,
         title="Vision Training Platform",
         version=__version__,
         description="Training jobs for computer-vision models on Ray. Users call the job API "

@@ -18,8 +18,11 @@ def _doc(description: str) -> dict[str, Any]:
     return {"description": description, "model": ErrorBody}
 
 
-UNAUTHORIZED = {401: _doc("missing or invalid bearer token")}
-CALLBACK_UNAUTHORIZED = {401: _doc("missing, malformed, forged, expired, other-job or stale-attempt token")}
-NOT_FOUND = {404: _doc("unknown job")}
-CONFLICT = {409: _doc("the job cannot take this request in its state")}
-TOO_LARGE = {413: _doc("request body over the size limit (VTP_MAX_BODY_BYTES, VTP_MAX_UPLOAD_BYTES)")}
+# FastAPI's `responses=`: status code -> OpenAPI response
+Responses = dict[int | str, dict[str, Any]]
+
+UNAUTHORIZED: Responses = {401: _doc("missing or invalid bearer token")}
+CALLBACK_UNAUTHORIZED: Responses = {401: _doc("missing, malformed, forged, expired, other-job or stale-attempt token")}
+NOT_FOUND: Responses = {404: _doc("unknown job")}
+CONFLICT: Responses = {409: _doc("the job cannot take this request in its state")}
+TOO_LARGE: Responses = {413: _doc("request body over the size limit (VTP_MAX_BODY_BYTES, VTP_MAX_UPLOAD_BYTES)")}

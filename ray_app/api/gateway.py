@@ -36,7 +36,7 @@ from ray_app.config import MAX_CALLBACK_PROCESSES, NAMESPACE, Settings
 log = logging.getLogger("ray_app.api.gateway")
 
 GATEWAY_ACTOR = "vtp-callback-gateway"
-_NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
+_NO_TELEMETRY: dict[str, bool] = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_callback_app(settings: Settings, store: Any = None) -> FastAPI:
@@ -49,7 +49,7 @@ def create_callback_app(settings: Settings, store: Any = None) -> FastAPI:
     # FastAPI's native telemetry looks up the global OpenTelemetry providers on every request
     # (~25 us CPU, environment lookups included) only to find none set: the platform sets none
     app = create_app(settings, store=store, telemetry=_NO_TELEMETRY)
-    paths = {route.path for route in callbacks.router.routes}
+    paths = {getattr(route, "path", None) for route in callbacks.router.routes}
     app.router.routes = [  # FastAPI >= 0.16x keeps an included router as one entry
         r for r in app.router.routes
         if getattr(r, "original_router", None) is callbacks.router or getattr(r, "path", None) in paths
@@ -69,13 +69,13 @@ def gateway_actor_name(index: int) -> str:
 
 def gateway_infos() -> list[dict[str, Any]]:
     """`info()` of every running gateway process (tests, benchmarks, `vtp status`)."""
-    infos = []
+    infos: list[dict[str, Any]] = []
     for i in range(MAX_CALLBACK_PROCESSES):
         try:
             actor = ray.get_actor(gateway_actor_name(i), namespace=NAMESPACE)
         except ValueError:
             break
-        infos.append(ray.get(actor.info.remote(), timeout=30))
+        infos.append(ray.get(actor.info.remote(), timeout=30))  # type: ignore[arg-type]  # actor methods are untyped
     return infos
 
 
@@ -156,7 +156,7 @@ def _ensure_process(name: str, settings: Settings, key: str, port: int) -> Any:
     node_id = ray.get_runtime_context().get_node_id()
     for _ in range(50):
         try:
-            actor = CallbackGateway.options(
+            actor = CallbackGateway.options(  # type: ignore[attr-defined]  # a @ray.remote class: Ray's decorator typing does not carry .options
                 name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                 # http_host is this node's address: serve callbacks next to the Serve replica
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),

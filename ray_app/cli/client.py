@@ -3,6 +3,7 @@ embedded platform's stored default."""
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class Client:
     def events(self, job_id: str, after: int = 0) -> dict[str, Any]:
         return self.request("GET", f"/v1/jobs/{job_id}/events", params={"after": after})
 
-    def predict(self, job_id: str, images: list[Path], conf: float = 0.25, top_k: int = 5) -> dict[str, Any]:
+    def predict(self, job_id: str, images: builtins.list[Path], conf: float = 0.25, top_k: int = 5) -> dict[str, Any]:
         files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in images]
         return self.request("POST", f"/v1/jobs/{job_id}/predict", files=files,
                             data={"conf": str(conf), "top_k": str(top_k)}, timeout=300)

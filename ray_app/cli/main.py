@@ -117,7 +117,7 @@ def status(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     from ray_app.local.platform import LocalPlatform
 
     info = LocalPlatform(data_dir).status()
-    _emit(info, as_json, lambda d: [console.print(f"{k:14} {v}") for k, v in d.items()])
+    _emit(info, as_json, lambda d: console.print("\n".join(f"{k:14} {v}" for k, v in d.items())))
     if not info["health"]:
         raise typer.Exit(EXIT_API_ERROR)
 
@@ -180,7 +180,8 @@ def trainers_build_env(name: str, data_dir: DataDir = None) -> None:
     from ray_app.runtime import venvs
     from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    settings = Settings(**overrides)
     try:
         manifest = TrainerRegistry(settings.trainer_paths).get(name)
     except UnknownTrainer as exc:

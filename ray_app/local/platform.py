@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -54,7 +55,8 @@ class LocalState:
 
 class LocalPlatform:
     def __init__(self, data_dir: Path | None = None, http_port: int | None = None, log=print):
-        self.settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+        overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+        self.settings = Settings(**overrides)
         self.data_dir = self.settings.data_dir.expanduser().resolve()
         self.state_path = self.data_dir / "local.json"
         self.state = LocalState.load(self.state_path)
@@ -102,7 +104,7 @@ class LocalPlatform:
             "VTP_DATA_DIR": str(self.data_dir),
             "VTP_HTTP_HOST": "127.0.0.1",
             "VTP_HTTP_PORT": str(self.state.http_port),
-            "VTP_S3_ENDPOINT": s3.endpoint_url,
+            "VTP_S3_ENDPOINT": s3.endpoint_url or "",
             "VTP_S3_ACCESS_KEY": s3.access_key,
             "VTP_S3_SECRET_KEY": s3.secret_key,
             "VTP_S3_BUCKET": self.settings.s3_bucket,
@@ -122,7 +124,7 @@ class LocalPlatform:
             self.log(f"S3 (SeaweedFS) already running on {server.endpoint_url}")
             return server
         server.start()
-        self.state.s3_port, self.state.s3_pid = server.s3_port, server.pid
+        self.state.s3_port, self.state.s3_pid = server.s3_port or 0, server.pid
         self.state.save(self.state_path)
         self.log(f"S3 (SeaweedFS) started on {server.endpoint_url} (pid {server.pid})")
         return server
@@ -130,7 +132,7 @@ class LocalPlatform:
     @staticmethod
     def _s3_answers(server: SeaweedS3Server) -> bool:
         try:
-            httpx.get(server.endpoint_url, timeout=2)
+            httpx.get(server.endpoint_url or "", timeout=2)
             return True
         except httpx.HTTPError:
             return False

@@ -106,8 +106,8 @@ class Reconciler:
         if att.ready is not None and att.ready.done():
             if _unavailable(att.ready):
                 att.ready = self._ask_again(att, "ready")
-            elif att.ready.exception() is not None:
-                await self._start_failed(job, att, att.ready.exception())
+            elif (failure := att.ready.exception()) is not None:
+                await self._start_failed(job, att, failure)
                 return
             elif att.run is None:
                 att.node_id = att.ready.result().get("node_id")
@@ -137,11 +137,12 @@ class Reconciler:
                 job, "the runner of the running attempt is gone (platform restarted or node lost)"))
             return None
         try:
-            actor, placement = await asyncio.to_thread(self._launch, job, name)
+            launched = await asyncio.to_thread(self._launch, job, name)
         except Exception as exc:
             await self._apply(job, job.attempt, recovery.on_lost(
                 job, f"could not prepare the trainer: {_describe(exc)}", retryable=False))
             return None
+        actor, placement = launched
         if job.state is JobState.PENDING:
             await self.store.transition(job.id, JobState.QUEUED, f"runner {name} requested", attempt=job.attempt)
         att = AttemptHandle(job.id, job.attempt, job.trace_id, actor, placement=placement)
@@ -151,7 +152,7 @@ class Reconciler:
         att.ready.add_done_callback(lambda _: self.wake())
         return att
 
-    def _launch(self, job: Job, name: str) -> tuple[Any, Any]:
+    def _launch(self, job: Job, name: str) -> tuple[ray.actor.ActorHandle[Any], Any]:
         # in a thread: the registry may rescan its folders (a plugin added after start-up) and
         # the trainer's venv may have to be built
         return launch.launch_runner(self.settings, self.registry.find(job.framework), job, name)
@@ -240,6 +241,7 @@ class Reconciler:
     # ------------------------------------------------------------------ endings
 
     async def _attempt_ended(self, job: Job, att: AttemptHandle) -> None:
+        assert att.run is not None  # ended: its run task is done
         try:
             outcome, error = att.run.result(), None
         except Exception as exc:
@@ -367,6 +369,6 @@ class JobController:
 
 
 def ensure_controller(settings: Settings) -> Any:
-    return JobController.options(
+    return JobController.options(  # type: ignore[attr-defined]  # a @ray.remote class: Ray's decorator typing does not carry .options
         name=CONTROLLER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
     ).remote(settings)

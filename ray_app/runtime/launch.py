@@ -64,7 +64,7 @@ def launch_runner(settings: Settings, manifest: TrainerManifest, job: Job, name:
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=0)
     log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s%s)", job.trace_id, name,
              resources["CPU"], resources["GPU"], "".join(f" {k}={v:g}" for k, v in custom.items()))
-    actor = TrainerRunner.options(**options).remote(
+    actor = TrainerRunner.options(**options).remote(  # type: ignore[attr-defined]  # a @ray.remote class: Ray's decorator typing does not carry .options
         settings, job.id, job.attempt, job.trace_id, manifest.entrypoints.train, env.secret, process_spec,
     )
     return actor, placement

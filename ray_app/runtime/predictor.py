@@ -44,7 +44,7 @@ def checkpoint_of(job: Job) -> str:
     raise PredictUnavailable(f"job {job.id} reported no checkpoint (artifacts: {sorted(artifacts)})")
 
 
-@ray.remote(max_restarts=1, max_concurrency=1)
+@ray.remote(max_restarts=1, max_concurrency=1)  # type: ignore[call-overload]  # Ray's typed overloads lack actor options (max_concurrency)
 class Predictor:
     def __init__(self, entrypoint: str, checkpoint_uri: str, env: dict[str, str]):
         os.environ.update(env)
@@ -107,7 +107,7 @@ def get_or_create(settings: Settings, manifest: TrainerManifest, job: Job) -> An
         pass
     env = contract_env.build(settings, job)
     renv = runtime_env.prepare(settings, manifest, env.public)
-    return Predictor.options(
+    return Predictor.options(  # type: ignore[attr-defined]  # a @ray.remote class: Ray's decorator typing does not carry .options
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         num_cpus=min(job.num_cpus or 1, 1), num_gpus=min(job.num_gpus or 0, 1),
         runtime_env=renv,

@@ -50,7 +50,7 @@ def gcs_client() -> Any:
     """This worker's GCS client (the worker must be connected)."""
     import ray._private.worker
 
-    return ray._private.worker.global_worker.gcs_client
+    return ray._private.worker.global_worker.gcs_client  # type: ignore[attr-defined]  # set on connect, not declared
 
 
 async def download_and_unpack(uri: str, base_dir: str) -> str:

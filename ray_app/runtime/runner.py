@@ -75,7 +75,7 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         pass
 
 
-@ray.remote(max_restarts=0, max_concurrency=8)
+@ray.remote(max_restarts=0, max_concurrency=8)  # type: ignore[call-overload]  # Ray's typed overloads lack actor options (max_concurrency)
 class TrainerRunner:
     def __init__(self, settings: Settings, job_id: str, attempt: int, trace_id: str,
                  entrypoint: str, secret_env: dict[str, str], process_spec: dict[str, Any] | None = None):
@@ -175,7 +175,7 @@ class TrainerRunner:
             # the trainer may have left children behind in its group: they go with it
             if self.pgid is not None and group_alive(self.pgid):
                 kill_group(self.pgid)
-        outcome = {"returncode": returncode, "pid": self.proc.pid, "pgid": self.pgid,
+        outcome: dict[str, Any] = {"returncode": returncode, "pid": self.proc.pid, "pgid": self.pgid,
                    "duration_s": round(time.monotonic() - self.started_at, 3)}
         if returncode < 0:
             outcome["signal"] = signal.Signals(-returncode).name

@@ -7,7 +7,7 @@ job is the recovery policy's decision (runtime/recovery.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sdk import contract
 
@@ -19,6 +19,9 @@ from ray_app.runtime import recovery
 from ray_app.runtime.recovery import Action
 from ray_app.store import bulk, db
 from ray_app.store.writer import Writer
+
+if TYPE_CHECKING:
+    from ray_app.store.core import JobStoreCore
 
 
 class CallbackStore(Writer):
@@ -126,7 +129,7 @@ class CallbackStore(Writer):
         the others are applied. The results are returned only after the commit, so a result in
         the list means applied once and durable. If the commit itself fails, every in-memory
         change of the batch is undone and the call raises."""
-        return bulk.apply_callbacks(self, items)
+        return bulk.apply_callbacks(cast("JobStoreCore", self), items)  # the only subclass
 
 
 def _without_key(payload: dict[str, Any]) -> dict[str, Any]:

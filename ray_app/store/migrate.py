@@ -56,7 +56,10 @@ def config(connection: Connection | None = None) -> Config:
 
 def head() -> str:
     """The newest revision in the package."""
-    return ScriptDirectory.from_config(config()).get_current_head()
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    if revision is None:
+        raise RuntimeError("ray_app/store/migrations holds no revision")
+    return revision
 
 
 def current(conn: Connection) -> str | None:
@@ -92,6 +95,8 @@ def upgrade(engine_or_url: Engine | str) -> str:
                 command.upgrade(config(conn), BASELINE)
             command.upgrade(config(conn), "head")
             after = current(conn)
+        if after is None:  # upgraded to head just above
+            raise RuntimeError("the job database has no schema revision after upgrading it")
         if after != before:
             log.info("job database schema upgraded from %s to %s", before or "nothing", after)
         return after

@@ -116,7 +116,7 @@ class Writer:
         this operation leaves it at once); inside a batch, after the batch's commit."""
         snapshot = dict(job)
         job_id = job["id"]
-        held = [(d, d.get(job_id, _ABSENT)) for d in (self._event_seq, self._log_seq, self._attempts)]
+        held: list[tuple[dict[str, Any], Any]] = [(d, d.get(job_id, _ABSENT)) for d in (self._event_seq, self._log_seq, self._attempts)]
         try:
             if self._batch_conn is not None:  # inside apply_callbacks: a savepoint of its transaction
                 with self._batch_conn.begin_nested():
