@@ -45,8 +45,17 @@ def member_problem(name: str) -> str | None:
     return None
 
 
+class ArchiveMemberError(DatasetError):
+    """An archive refused because of one member; ``member`` and ``reason`` say which and why."""
+
+    def __init__(self, archive: Path, member: str, reason: str) -> None:
+        super().__init__(f"refusing archive {archive.name}: member {member!r}: {reason}")
+        self.member = member
+        self.reason = reason
+
+
 def _refuse(archive: Path, member: str, reason: str) -> DatasetError:
-    return DatasetError(f"refusing archive {archive.name}: member {member!r}: {reason}")
+    return ArchiveMemberError(archive, member, reason)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import math
 import random
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterator, NamedTuple
 
 from ..env import normalize_task_type
 from ..errors import ConfigError, DatasetError
@@ -60,85 +60,118 @@ def _check_polygons(seg: Any, w: int, h: int) -> str | None:
     return None
 
 
+class DiceIssue(NamedTuple):
+    """One problem in a DICE dataset: ``where`` as validate_dice names it ("annotations.json",
+    "classes[2]", "image id=7 'a.png' annotation #0"), the ``reason``, the ``file`` it is in
+    relative to the root ("annotations.json" or "images/<file_name>") and ``detail``: the reason
+    as said of that file (with "annotation #k: " in front for one annotation)."""
+
+    where: str
+    reason: str
+    file: str
+    detail: str
+
+
+def dice_issues(root: str | Path, data: dict[str, Any], task: str,
+                check_files: bool = True) -> Iterator[DiceIssue]:
+    """Every problem of a DICE v1.0 document (``task``: its normalized task type), in order."""
+    root = Path(root)
+    doc = "annotations.json"
+
+    def whole(where: str, reason: str) -> DiceIssue:
+        return DiceIssue(where, reason, doc, reason if where == doc else f"{where}: {reason}")
+
+    if "format_version" not in data:
+        yield whole(doc, "missing 'format_version'")
+    if not task:
+        yield whole(doc, "missing 'task_type'")
+    classes = data.get("classes")
+    class_ids: set[Any] = set()
+    if not isinstance(classes, list) or not classes:
+        yield whole(doc, "'classes' must be a non-empty list")
+        classes = []
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict) or "id" not in c or not str(c.get("name", "")).strip():
+            yield whole(f"classes[{i}]", "needs 'id' and 'name'")
+        elif c["id"] in class_ids:
+            yield whole(f"classes[{i}]", f"duplicate class id {c['id']!r}")
+        else:
+            class_ids.add(c["id"])
+    images = data.get("images")
+    if not isinstance(images, list) or not images:
+        yield whole(doc, "'images' is empty")
+        return
+    seen_ids: set[Any] = set()
+    for i, img in enumerate(images):
+        if not isinstance(img, dict):
+            yield whole(f"images[{i}]", "not an object")
+            continue
+        name = img.get("file_name")
+        label = f"image id={img.get('id')!r} {name!r}"
+        good_name = (isinstance(name, str) and bool(name) and not name.startswith("/")
+                     and ".." not in PurePosixPath(name).parts)
+        file = f"images/{name}" if good_name else doc
+
+        def of_image(reason: str, ann: int | None = None, label: str = label, file: str = file) -> DiceIssue:
+            if ann is None:
+                return DiceIssue(label, reason, file, reason if file != doc else f"{label}: {reason}")
+            where = f"{label} annotation #{ann}"
+            return DiceIssue(where, reason, file, f"annotation #{ann}: {reason}" if file != doc else f"{where}: {reason}")
+
+        if img.get("id") in seen_ids:
+            yield of_image("duplicate image id")
+        seen_ids.add(img.get("id"))
+        w: Any = img.get("width")
+        h: Any = img.get("height")
+        if not (_num(w) and _num(h) and w > 0 and h > 0):
+            yield of_image("width/height must be positive numbers")
+            continue
+        if not (good_name and isinstance(name, str)):
+            yield of_image("file_name must be a relative path inside images/")
+            continue
+        if check_files and not (root / "images" / name).is_file():
+            yield of_image(f"file images/{name} is missing")
+        split = img.get("split")
+        if split not in (None, "", "train", "val", "valid", "validation", "test"):
+            yield of_image(f"unknown split {split!r}")
+        if task == "image_classification":
+            ann = img.get("annotation")
+            cid = ann.get("class_id") if isinstance(ann, dict) else None
+            if cid is None:
+                yield of_image("missing annotation.class_id")
+            elif cid not in class_ids:
+                yield of_image(f"unknown class_id {cid!r}")
+            continue
+        anns = img.get("annotations", [])
+        if not isinstance(anns, list):
+            yield of_image("'annotations' must be a list")
+            continue
+        for k, a in enumerate(anns):
+            if not isinstance(a, dict):
+                yield of_image("not an object", k)
+                continue
+            if a.get("class_id") not in class_ids:
+                yield of_image(f"unknown class_id {a.get('class_id')!r}", k)
+            if "bbox" in a or task == "object_detection":
+                reason = _check_bbox(a.get("bbox"), w, h)
+                if reason:
+                    yield of_image(reason, k)
+            if task == "instance_segmentation":
+                reason = _check_polygons(a.get("segmentation"), w, h)
+                if reason:
+                    yield of_image(reason, k)
+
+
 def validate_dice(root: str | Path, data: dict[str, Any] | None = None,
                   task_type: str | None = None, check_files: bool = True) -> dict[str, Any]:
     """Check a DICE v1.0 dataset; returns the parsed annotations. Raises DatasetError."""
     root = Path(root)
     data = load_dice(root) if data is None else data
-    problems: list[str] = []
-    if "format_version" not in data:
-        problems.append("annotations.json: missing 'format_version'")
     try:
         task = normalize_task_type(task_type or data.get("task_type"))
     except ConfigError as exc:
         raise DatasetError(f"annotations.json: {exc}") from None
-    if not task:
-        problems.append("annotations.json: missing 'task_type'")
-    classes = data.get("classes")
-    class_ids: set[Any] = set()
-    if not isinstance(classes, list) or not classes:
-        problems.append("annotations.json: 'classes' must be a non-empty list")
-        classes = []
-    for i, c in enumerate(classes):
-        if not isinstance(c, dict) or "id" not in c or not str(c.get("name", "")).strip():
-            problems.append(f"classes[{i}]: needs 'id' and 'name'")
-        elif c["id"] in class_ids:
-            problems.append(f"classes[{i}]: duplicate class id {c['id']!r}")
-        else:
-            class_ids.add(c["id"])
-    images = data.get("images")
-    if not isinstance(images, list) or not images:
-        _raise(problems + ["annotations.json: 'images' is empty"], "invalid DICE dataset")
-    seen_ids: set[Any] = set()
-    for i, img in enumerate(images or []):
-        if not isinstance(img, dict):
-            problems.append(f"images[{i}]: not an object")
-            continue
-        name = img.get("file_name")
-        label = f"image id={img.get('id')!r} {name!r}"
-        if img.get("id") in seen_ids:
-            problems.append(f"{label}: duplicate image id")
-        seen_ids.add(img.get("id"))
-        w: Any = img.get("width")
-        h: Any = img.get("height")
-        if not (_num(w) and _num(h) and w > 0 and h > 0):
-            problems.append(f"{label}: width/height must be positive numbers")
-            continue
-        if not isinstance(name, str) or not name or name.startswith("/") or ".." in PurePosixPath(name).parts:
-            problems.append(f"{label}: file_name must be a relative path inside images/")
-            continue
-        if check_files and not (root / "images" / name).is_file():
-            problems.append(f"{label}: file images/{name} is missing")
-        split = img.get("split")
-        if split not in (None, "", "train", "val", "valid", "validation", "test"):
-            problems.append(f"{label}: unknown split {split!r}")
-        if task == "image_classification":
-            ann = img.get("annotation")
-            cid = ann.get("class_id") if isinstance(ann, dict) else None
-            if cid is None:
-                problems.append(f"{label}: missing annotation.class_id")
-            elif cid not in class_ids:
-                problems.append(f"{label}: unknown class_id {cid!r}")
-            continue
-        anns = img.get("annotations", [])
-        if not isinstance(anns, list):
-            problems.append(f"{label}: 'annotations' must be a list")
-            continue
-        for k, a in enumerate(anns):
-            where = f"{label} annotation #{k}"
-            if not isinstance(a, dict):
-                problems.append(f"{where}: not an object")
-                continue
-            if a.get("class_id") not in class_ids:
-                problems.append(f"{where}: unknown class_id {a.get('class_id')!r}")
-            if "bbox" in a or task == "object_detection":
-                reason = _check_bbox(a.get("bbox"), w, h)
-                if reason:
-                    problems.append(f"{where}: {reason}")
-            if task == "instance_segmentation":
-                reason = _check_polygons(a.get("segmentation"), w, h)
-                if reason:
-                    problems.append(f"{where}: {reason}")
+    problems = [f"{p.where}: {p.reason}" for p in dice_issues(root, data, task, check_files)]
     _raise(problems, "invalid DICE dataset")
     data["task_type"] = task
     return data
