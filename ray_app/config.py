@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_bucket: str = "vision-platform"
     s3_region: str = "us-east-1"
+    s3_public_endpoint: str | None = Field(
+        default=None, description="the S3 endpoint users' machines reach, in the presigned URLs of "
+        "dataset uploads and artifact downloads; default: s3_endpoint",
+    )
+    presign_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600,
+                               description="lifetime of a presigned upload or download URL")
+    dataset_max_bytes: int = Field(default=50 << 30, ge=1, description="largest dataset archive accepted")
+    upload_part_bytes: int = Field(default=8 << 20, ge=5 << 20, description="smallest part of a "
+                                   "multipart upload (S3's minimum is 5 MiB); grows to keep 1,000 parts at most")
     # job logs: the database keeps each job's newest lines; older ones move to S3 in chunks
     # (store/log_archive.py; without S3 configured every line stays in the database)
     log_db_lines: int = Field(default=20_000, ge=1, description="lines of each job's log kept in the database")

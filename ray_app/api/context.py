@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ray_app.auth.callback_tokens import CallbackClaims
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
@@ -14,7 +15,10 @@ from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
 from ray_app.store.client import StoreClient
 
 if TYPE_CHECKING:
+    from ray_app.datasets.uploads import Storage
     from ray_app.store.reads import AsyncJobReader
+
+T = TypeVar("T")
 
 log = logging.getLogger("ray_app.api")
 
@@ -35,6 +39,24 @@ class AppContext:
 
         return AsyncJobReader(JobReader(self.settings.resolved_database_url,
                                         archive=LogArchive.from_settings(self.settings)))
+
+    async def read(self, statement: Callable[..., T], *args: Any) -> T:
+        """Run a read function of the store's (`fn(conn, *args)`, e.g. store/datasets.py) on this
+        replica's engine, in a worker thread."""
+        engine = self.reads.reader.engine
+
+        def run() -> T:
+            with engine.connect() as conn:
+                return statement(conn, *args)
+
+        return await asyncio.to_thread(run)
+
+    @cached_property
+    def storage(self) -> Storage:
+        """S3 for the dataset and artifact routes (boto3: call it from a worker thread)."""
+        from ray_app.datasets.uploads import Storage
+
+        return Storage(self.settings)
 
     @cached_property
     def api_tokens(self) -> list[str]:

@@ -24,5 +24,6 @@ Responses = dict[int | str, dict[str, Any]]
 UNAUTHORIZED: Responses = {401: _doc("missing or invalid bearer token")}
 CALLBACK_UNAUTHORIZED: Responses = {401: _doc("missing, malformed, forged, expired, other-job or stale-attempt token")}
 NOT_FOUND: Responses = {404: _doc("unknown job")}
+DATASET_NOT_FOUND: Responses = {404: _doc("unknown dataset or version")}
 CONFLICT: Responses = {409: _doc("the job cannot take this request in its state")}
 TOO_LARGE: Responses = {413: _doc("request body over the size limit (VTP_MAX_BODY_BYTES, VTP_MAX_UPLOAD_BYTES)")}

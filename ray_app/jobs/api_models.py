@@ -30,7 +30,12 @@ class JobCreate(Strict):
     task_type: TaskType = Field(examples=["object_detection"], description="a DICE task name, or one of its "
                                 "aliases (detection/detect, segmentation/segment, classification/classify, pose)")
     model_name: Text = Field(min_length=1, max_length=128, examples=["yolo11n"])
-    dataset_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._\-/]+$")
+    dataset_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._\-/]+$",
+                            description="a dataset uploaded through /v1/datasets, or one placed in S3 "
+                            "at datasets/{id}.zip or datasets/{id}/")
+    dataset_version: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{8,64}$", description="a version of a registered dataset (its "
+        "content hash, or a unique prefix of it); default: its newest valid version")
     epochs: int = Field(default=10, strict=True, ge=1, le=100_000)
     batch_size: int = Field(default=16, strict=True, ge=1, le=65_536)
     learning_rate: float = finite_float(default=0.01, gt=0, le=10)
@@ -82,6 +87,9 @@ class JobView(View):
     task_type: str
     model_name: str
     dataset_id: str
+    dataset_version: str | None = Field(default=None, description="the dataset version (content hash) "
+                                        "the job trains on; null for a dataset named by its place in S3")
+    dataset_uri: str | None = None
     project_id: str
     epochs: int
     batch_size: int
@@ -162,3 +170,11 @@ class LogLine(View):
 class LogPage(BaseModel):
     items: list[LogLine]
     next_after: int | None
+
+
+class PredictResponse(BaseModel):
+    job_id: str
+    checkpoint: str
+    predictions: list[dict[str, Any]]
+    inference_seconds: float
+    model_cached: bool

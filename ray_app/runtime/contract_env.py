@@ -61,7 +61,8 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         "TASK_TYPE": job.task_type,
         "MODEL_NAME": job.model_name,
         "DATASET_ID": job.dataset_id,
-        "DATASET_S3_URI": dataset_uri(bucket, job.dataset_id),
+        # a version uploaded through the API, or the dataset's place in S3 (DESIGN §3)
+        "DATASET_S3_URI": job.dataset_uri or dataset_uri(bucket, job.dataset_id),
         "EPOCHS": str(job.epochs),
         "BATCH_SIZE": str(job.batch_size),
         "LEARNING_RATE": str(job.learning_rate),
@@ -80,6 +81,8 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         # runner no longer has the platform's VTP_* settings in its environment to pass on
         "VTP_STORAGE_RETRY_S": str(settings.storage_retry_s),
     }
+    if job.dataset_version:
+        public["DATASET_VERSION"] = job.dataset_version
     if job.resume_from:
         public["RESUME_FROM"] = job.resume_from
     if settings.mlflow_tracking_uri:

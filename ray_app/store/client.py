@@ -106,6 +106,27 @@ class StoreClient:
     async def request_cancel(self, job_id: str) -> Job:
         return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.request_cancel.remote(job_id)))
 
+    # ------------------------------------------------------------------ datasets (store/datasets.py)
+
+    async def open_dataset_version(self, dataset_id: str, description: str,
+                                   version: dict[str, Any]) -> tuple[Row, bool]:
+        """Safe to repeat: a second call finds the version and answers (it, False)."""
+        row, created = await self._call(Retry.SAFE, lambda s: s.open_dataset_version.remote(
+            dataset_id, description, version))
+        return row, created
+
+    async def dataset_upload_reopened(self, dataset_id: str, version: str, upload_id: str) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.dataset_upload_reopened.remote(dataset_id, version, upload_id))
+
+    async def dataset_upload_completed(self, dataset_id: str, version: str) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.dataset_upload_completed.remote(dataset_id, version))
+
+    async def dataset_validated(self, dataset_id: str, version: str, report: Row) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.dataset_validated.remote(dataset_id, version, report))
+
+    async def delete_dataset(self, dataset_id: str) -> list[Row]:
+        return await self._call(Retry.SAFE, lambda s: s.delete_dataset.remote(dataset_id))
+
     # ------------------------------------------------------------------ the controller's writes
 
     async def transition(self, job_id: str, target: JobState, reason: str, *, attempt: int | None = None,

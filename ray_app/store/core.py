@@ -25,6 +25,7 @@ from ray_app.jobs.states import JobState
 from ray_app.jobs.types import readable
 from ray_app.store import attempts, db, reads
 from ray_app.store.callbacks import CallbackStore
+from ray_app.store.datasets import DatasetWriter
 
 log = logging.getLogger("ray_app.store")
 
@@ -37,7 +38,7 @@ JOB_DEFAULTS: dict[str, Any] = {
 }
 
 
-class JobStoreCore(CallbackStore):
+class JobStoreCore(CallbackStore, DatasetWriter):
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class JobStoreCore(CallbackStore):
         }
         job["task_type"] = str(getattr(job["task_type"], "value", job["task_type"]))
         with self.engine.begin() as conn:
+            self.check_job_dataset(conn, job)
             conn.execute(db.jobs.insert().values(**job))
             # read the row back: memory holds exactly what the database holds, every column
             job = dict(conn.execute(select(db.jobs).where(db.jobs.c.id == job["id"])).one()._mapping)

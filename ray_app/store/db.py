@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -114,6 +116,10 @@ jobs = Table(
     Column("finished_at", UTCDateTime()),
     Column("last_heartbeat_at", UTCDateTime()),
     Column("last_progress_at", UTCDateTime()),
+    # the registered dataset version the job trains on (its content hash) and where it lies;
+    # NULL for a dataset named only by its place in S3 (datasets/{id}.zip or datasets/{id}/)
+    Column("dataset_version", String(64)),
+    Column("dataset_uri", Text),
 )
 
 events = Table(
@@ -173,6 +179,39 @@ attempts = Table(
     Column("pgid", Integer),
     # the runner stored the attempt's last output line: a log reader has everything
     Column("output_complete", Boolean, nullable=False, server_default=false()),
+)
+
+# Datasets registered through the API (store/datasets.py): a name, and its versions, each one
+# uploaded archive identified by the SHA-256 of its bytes (ray_app/datasets/models.py).
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("dataset_id", String(128), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", String(64), primary_key=True),  # SHA-256 of the archive, hex
+    Column("state", String(16), nullable=False),  # uploading | validating | valid | invalid
+    Column("filename", String(255), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("key", Text, nullable=False),  # the object in the platform's bucket
+    Column("upload_id", Text),  # the S3 multipart upload while uploading
+    Column("part_size", BigInteger, nullable=False),
+    Column("format", String(16)),
+    Column("task_type", String(64)),
+    Column("classes", JSON, nullable=False),
+    Column("splits", JSON, nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("report", JSON),  # the ValidationReport, once validated
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("completed_at", UTCDateTime()),
+    Column("validated_at", UTCDateTime()),
 )
 
 # Idempotency keys of applied callbacks: inserting an existing key is the "already applied" test.

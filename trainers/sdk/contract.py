@@ -547,6 +547,7 @@ def format_s3_uri(bucket: str, key: str) -> str:
 # The object layout, in the datasets bucket (STORAGE_BUCKET or EXTERNAL_BUCKET_DATASETS) and the
 # checkpoints bucket (STORAGE_BUCKET or INTERNAL_BUCKET_CHECKPOINTS):
 #   datasets/{dataset_id}.zip  or  datasets/{dataset_id}/...   (DICE: annotations.json + images/)
+#   datasets/{dataset_id}@{sha256}.zip (.tar, .tar.gz, .tgz)     a version uploaded through the API
 #   checkpoints/job-{job_id}/{best,last,epoch-N}.pt
 #   artifacts/job-{job_id}/...
 DATASETS_PREFIX = "datasets/"
@@ -565,6 +566,14 @@ def dataset_prefix(dataset_id: str) -> str:
 def dataset_uri(bucket: str, dataset_id: str) -> str:
     """DATASET_S3_URI: the archive next to it (``.zip``) or the prefix under it holds the dataset."""
     return format_s3_uri(bucket, f"{DATASETS_PREFIX}{dataset_id}")
+
+
+def dataset_version_key(dataset_id: str, sha256: str, filename: str) -> str:
+    """A version uploaded through the API (DATASET_S3_URI names it): ``datasets/{id}@{sha256}``
+    with the archive's suffix. Beside, not under, the ``datasets/{id}`` of a dataset placed by hand."""
+    lower = filename.lower()
+    suffix = next((s for s in (".tar.gz", ".tgz", ".tar", ".zip") if lower.endswith(s)), ".zip")
+    return f"{DATASETS_PREFIX}{dataset_id}@{sha256}{suffix}"
 
 
 def checkpoints_prefix(job_id: str) -> str:

@@ -64,7 +64,7 @@ class TrainerSDK(StorageMixin):
         self._uploader: CheckpointUploader | None = None
         self._cache: DatasetCache | None = None
         self.mlflow = MlflowTracker(e.mlflow_tracking_uri, e.project_id, e.job_id, self.logger, e.secrets,
-                                    staging_dir=e.tmp_dir / f"vtp-mlflow-{e.job_id}")
+                                    staging_dir=e.tmp_dir / f"vtp-mlflow-{e.job_id}", tags=e.run_tags())
         self._signals = StopSignals(self._request_stop)
         if install_signal_handlers:
             self._signals.install()

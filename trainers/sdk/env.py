@@ -167,6 +167,7 @@ class TrainerEnv:
     tmp_dir: Path
     dataset_cache_dir: Path
     extra: dict[str, str] = field(default_factory=dict, repr=False)
+    dataset_version: str | None = None  # the registered version's content hash (DATASET_VERSION)
 
     @property
     def secrets(self) -> list[str]:
@@ -230,7 +231,16 @@ class TrainerEnv:
             tmp_dir=tmp_root,
             dataset_cache_dir=cache_dir,
             extra={k: v for k, v in env.items() if k.startswith("VTP_")},
+            dataset_version=_get(env, "DATASET_VERSION"),
         )
+
+    def run_tags(self) -> dict[str, str]:
+        """Tags of the job's MLflow run: which job, and which data it trained on, so a run can be
+        found from its job and reproduced from its dataset version."""
+        tags = {"vtp.job_id": self.job_id, "vtp.dataset_id": self.dataset_id, "vtp.framework": self.framework}
+        if self.dataset_version:
+            tags["vtp.dataset_version"] = self.dataset_version
+        return {k: v for k, v in tags.items() if v}
 
     def basic_config(self) -> dict[str, Any]:
         """CONFIG without ``advanced_config``, with the dedicated variables filled in."""

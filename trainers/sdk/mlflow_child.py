@@ -54,6 +54,8 @@ def handle(mlflow, request: dict) -> dict:
             run = mlflow.start_run(run_id=existing[0].info.run_id)
         else:
             run = mlflow.start_run(run_name=request["run_name"])
+        if request.get("tags"):
+            mlflow.set_tags(request["tags"])
         return {"run_id": run.info.run_id}
     if request["op"] == "call" and request["method"] in _ALLOWED:
         getattr(mlflow, request["method"])(*request.get("args", []), **request.get("kwargs", {}))

@@ -35,10 +35,11 @@ _MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
 class MlflowTracker:
     def __init__(self, tracking_uri: str | None, project_id: str, job_id: str,
                  logger: TraceLogger, secrets: list[str], staging_dir: Path | None = None,
-                 max_queued: int = 10_000) -> None:
+                 max_queued: int = 10_000, tags: dict[str, str] | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = f"project-{project_id}"
         self.run_name = f"job-{job_id}"
+        self.tags = dict(tags or {})
         self._log = logger
         self._secrets = set(secrets)
         self._staging = staging_dir
@@ -176,7 +177,8 @@ class MlflowTracker:
                 return
             try:
                 reply = self._process.request({"op": "start", "tracking_uri": self.tracking_uri,
-                                               "experiment": self.experiment_name, "run_name": self.run_name})
+                                               "experiment": self.experiment_name, "run_name": self.run_name,
+                                               "tags": self.tags})
             except MlflowProcessError as exc:
                 if str(exc).startswith(("ModuleNotFoundError", "ImportError")):
                     self._warn("import", exc)

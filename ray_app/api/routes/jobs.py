@@ -26,6 +26,7 @@ from ray_app.jobs.api_models import (
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import MAX_SEQ
 from ray_app.runtime.registry import UnknownTrainer
+from ray_app.store import datasets as store_datasets
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
 
@@ -39,6 +40,14 @@ async def create_job(body: JobCreate, ctx: Ctx) -> JobView:
         raise HTTPException(422, detail=[{"loc": ["body", "framework"], "msg": str(exc),
                                           "type": "value_error"}]) from None
     spec = body.model_dump(mode="json")
+    try:  # a registered dataset: the version named, or its newest valid one; refused when unusable
+        version = await ctx.read(store_datasets.version_for_job, body.dataset_id, body.dataset_version)
+    except store_datasets.DatasetUnusable as exc:
+        field = "dataset_version" if body.dataset_version else "dataset_id"
+        raise HTTPException(422, detail=[{"loc": ["body", field], "msg": exc.detail, "type": "value_error"}]) from None
+    if version is not None:
+        spec["dataset_version"] = version["version"]
+        spec["dataset_uri"] = ctx.storage.uri(version["key"])
     if body.num_cpus is None:
         spec["num_cpus"] = manifest.resources.num_cpus
     if "num_gpus" not in body.model_fields_set:

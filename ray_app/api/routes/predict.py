@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
-from pydantic import BaseModel
 from ray.exceptions import RayError
 
 from ray_app.api.deps import Ctx, User
 from ray_app.api.documented import NOT_FOUND, TOO_LARGE, UNAUTHORIZED, ErrorBody
+from ray_app.jobs.api_models import PredictResponse
 from ray_app.runtime import predictor
 from ray_app.runtime.registry import UnknownTrainer
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
 log = logging.getLogger("ray_app.api")
-
-
-class PredictResponse(BaseModel):
-    job_id: str
-    checkpoint: str
-    predictions: list[dict[str, Any]]
-    inference_seconds: float
-    model_cached: bool
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,

@@ -1,0 +1,57 @@
+"""A job's files for users: its checkpoints and artifacts in S3, listed and downloaded through
+the API with the API token alone (a download is a redirect to a short-lived presigned URL)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse
+from sdk.contract import artifacts_prefix, checkpoints_prefix
+
+from ray_app.api.context import AppContext
+from ray_app.api.deps import Ctx, User
+from ray_app.api.documented import NOT_FOUND, UNAUTHORIZED
+from ray_app.datasets.models import ArtifactPage, ArtifactView
+from ray_app.jobs.errors import JobNotFound
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
+
+
+def _listing(ctx: AppContext, job_id: str) -> list[tuple[ArtifactView, str]]:
+    """(view, key) of every file of the job: checkpoints first; an artifact whose name a checkpoint
+    already has is named by its folder too (artifacts/...)."""
+    out: list[tuple[ArtifactView, str]] = []
+    names: set[str] = set()
+    for kind, prefix in (("checkpoint", checkpoints_prefix(job_id)), ("artifact", artifacts_prefix(job_id))):
+        for obj in ctx.storage.list(prefix):
+            name = obj["Key"][len(prefix):]
+            if name in names:
+                name = f"artifacts/{name}"
+            names.add(name)
+            out.append((ArtifactView(name=name, kind=kind, size_bytes=int(obj.get("Size", 0)),  # type: ignore[arg-type]
+                                     last_modified=obj.get("LastModified"), uri=ctx.storage.uri(obj["Key"])),
+                        obj["Key"]))
+    return out
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactPage, responses=NOT_FOUND,
+            summary="The job's checkpoints, plots and files, with sizes")
+async def list_artifacts(job_id: str, ctx: Ctx) -> ArtifactPage:
+    await ctx.reads.get_job(job_id)  # 404 for an unknown job
+    listing = await asyncio.to_thread(_listing, ctx, job_id)
+    return ArtifactPage(items=[view for view, _ in listing])
+
+
+@router.get("/{job_id}/artifacts/{name:path}", status_code=307, response_class=RedirectResponse,
+            responses={**NOT_FOUND, 307: {"description": "Location: a presigned URL of the file"}},
+            summary="Download one file: a redirect to a short-lived presigned URL")
+async def download_artifact(job_id: str, name: str, ctx: Ctx) -> Any:
+    await ctx.reads.get_job(job_id)
+    listing = await asyncio.to_thread(_listing, ctx, job_id)
+    key = next((k for view, k in listing if view.name == name), None)
+    if key is None:
+        raise JobNotFound(f"job {job_id} has no artifact {name!r}")
+    url = await asyncio.to_thread(ctx.storage.download_url, key, name.rsplit("/", 1)[-1])
+    return RedirectResponse(url, status_code=307)

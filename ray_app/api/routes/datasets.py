@@ -1,0 +1,161 @@
+"""The dataset API: open an upload (presigned multipart), complete it (validation starts), list,
+get and delete datasets. Uploads go from the client straight to S3; the API hands out URLs,
+records versions through the store (the single writer) and reads them by SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from sdk.contract import dataset_version_key
+
+from ray_app.api.context import AppContext
+from ray_app.api.deps import Ctx, User
+from ray_app.api.documented import CONFLICT, DATASET_NOT_FOUND, TOO_LARGE, UNAUTHORIZED
+from ray_app.datasets import uploads
+from ray_app.datasets.models import (
+    DATASET_ID_PATTERN,
+    SHA256_PATTERN,
+    VERSION_REF_PATTERN,
+    DatasetPage,
+    DatasetView,
+    UploadCreate,
+    UploadView,
+    VersionState,
+    VersionView,
+)
+from ray_app.store import datasets as store_datasets
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[User], responses=UNAUTHORIZED)
+
+Row = dict[str, Any]
+
+
+def version_view(ctx: AppContext, row: Row) -> VersionView:
+    return VersionView.model_validate({**row, "uri": ctx.storage.uri(row["key"])})
+
+
+def dataset_view(ctx: AppContext, row: Row) -> DatasetView:
+    return DatasetView.model_validate({**row, "versions": [version_view(ctx, v) for v in row["versions"]]})
+
+
+async def _upload_view(ctx: AppContext, row: Row, created: bool) -> UploadView:
+    """What the client needs to send the parts still missing (none once the upload is complete)."""
+    view = UploadView(dataset_id=row["dataset_id"], version=row["version"], state=row["state"], created=created,
+                      part_size=row["part_size"], parts_total=uploads.parts_total(row["size_bytes"], row["part_size"]))
+    if row["state"] != VersionState.UPLOADING:
+        return view
+    done = await asyncio.to_thread(ctx.storage.parts_done, row["key"], row["upload_id"])
+    if done is None:  # the storage forgot it: a fresh multipart upload for the same object
+        upload_id = await asyncio.to_thread(ctx.storage.open_upload, row["key"])
+        row = await ctx.store.dataset_upload_reopened(row["dataset_id"], row["version"], upload_id)
+        done = {}
+    view.parts_done = sorted(n for n, part in done.items()
+                             if part["Size"] == uploads.expected_part_size(n, row["size_bytes"], row["part_size"]))
+    missing = [n for n in range(1, view.parts_total + 1) if n not in view.parts_done]
+    view.urls = await asyncio.to_thread(ctx.storage.part_urls, row["key"], row["upload_id"], missing)
+    view.expires_at = ctx.storage.expires_at()
+    return view
+
+
+@router.post("", status_code=201, response_model=UploadView, responses={**TOO_LARGE, **CONFLICT},
+             summary="Open an upload of a dataset archive (or find its content already uploaded)")
+async def open_upload(body: UploadCreate, ctx: Ctx, response: Response) -> UploadView:
+    """201 with one presigned PUT URL per part for new content; 200 for content already known:
+    an upload left unfinished (URLs for its missing parts only: it resumes), or a version that
+    exists (nothing to send). PUT each part to its URL, then POST .../complete."""
+    if body.size_bytes > ctx.settings.dataset_max_bytes:
+        raise HTTPException(413, f"size_bytes {body.size_bytes} exceeds the platform's bound of "
+                                 f"{ctx.settings.dataset_max_bytes} bytes (VTP_DATASET_MAX_BYTES)")
+    try:
+        row = await ctx.read(store_datasets.find_version, body.dataset_id, body.sha256)
+    except store_datasets.DatasetNotFound:
+        row = None
+    if row is None:
+        key = dataset_version_key(body.dataset_id, body.sha256, body.filename)
+        upload_id = await asyncio.to_thread(ctx.storage.open_upload, key)
+        row, created = await ctx.store.open_dataset_version(body.dataset_id, body.description, {
+            "version": body.sha256, "filename": body.filename, "size_bytes": body.size_bytes, "key": key,
+            "upload_id": upload_id, "part_size": uploads.part_size_for(body.size_bytes, ctx.settings.upload_part_bytes)})
+        if not created:  # the same content opened at the same moment: use that one
+            await asyncio.to_thread(ctx.storage.abort_upload, key, upload_id)
+    else:
+        created = False
+        if row["state"] == VersionState.UPLOADING and row["size_bytes"] != body.size_bytes:
+            raise HTTPException(422, detail=[{"loc": ["body", "size_bytes"], "type": "value_error", "msg": (
+                f"an upload of this content (sha256) is open with size_bytes {row['size_bytes']}")}])
+    if not created:
+        response.status_code = 200
+    return await _upload_view(ctx, row, created)
+
+
+@router.post("/{dataset_id}/versions/{version}/complete", status_code=202, response_model=VersionView,
+             responses={**DATASET_NOT_FOUND, **CONFLICT}, summary="Finish an upload; validation starts")
+async def complete_upload(dataset_id: str, version: str, ctx: Ctx, response: Response) -> VersionView:
+    """202: the parts are joined and a validation task started. 409 while parts are missing
+    (named). A version past uploading answers 200 as it is (completing twice is harmless)."""
+    _check_ids(dataset_id, version)
+    row = await ctx.read(store_datasets.find_version, dataset_id, version)
+    if row["version"] != version:
+        raise store_datasets.DatasetNotFound(f"dataset {dataset_id} has no version {version}")
+    if row["state"] != VersionState.UPLOADING:
+        response.status_code = 200
+        return version_view(ctx, row)
+    await asyncio.to_thread(ctx.storage.complete_upload, row["key"], row["upload_id"],
+                            row["size_bytes"], row["part_size"])
+    row = await ctx.store.dataset_upload_completed(dataset_id, version)
+    from ray_app.datasets.validation import start_validation  # Ray: in the replica only
+
+    start_validation(ctx.settings, dataset_id, version, row["key"])
+    return version_view(ctx, row)
+
+
+@router.get("", response_model=DatasetPage, summary="List datasets by name, with their versions")
+async def list_datasets(
+    ctx: Ctx,
+    cursor: Annotated[str | None, Query(pattern=DATASET_ID_PATTERN, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DatasetPage:
+    items, next_cursor = await ctx.read(store_datasets.list_datasets, cursor, limit)
+    return DatasetPage(items=[dataset_view(ctx, d) for d in items], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetView, responses=DATASET_NOT_FOUND,
+            summary="A dataset: its versions (newest first), each with its validation report")
+async def get_dataset(dataset_id: str, ctx: Ctx) -> DatasetView:
+    _check_ids(dataset_id)
+    return dataset_view(ctx, await ctx.read(store_datasets.get_dataset, dataset_id))
+
+
+@router.get("/{dataset_id}/versions/{version}", response_model=VersionView, responses=DATASET_NOT_FOUND,
+            summary="One version (its hash or a unique prefix of at least 8 characters)")
+async def get_version(dataset_id: str, version: str, ctx: Ctx) -> VersionView:
+    _check_ids(dataset_id, version, prefix=True)
+    return version_view(ctx, await ctx.read(store_datasets.find_version, dataset_id, version))
+
+
+@router.delete("/{dataset_id}", status_code=204, responses={**DATASET_NOT_FOUND, **CONFLICT},
+               summary="Delete a dataset and its stored versions (409 while a queued or running job uses it)")
+async def delete_dataset(dataset_id: str, ctx: Ctx) -> Response:
+    _check_ids(dataset_id)
+    versions = await ctx.store.delete_dataset(dataset_id)
+
+    def remove() -> None:
+        for v in versions:
+            if v.get("upload_id"):
+                ctx.storage.abort_upload(v["key"], v["upload_id"])
+            ctx.storage.delete(v["key"])
+
+    await asyncio.to_thread(remove)
+    return Response(status_code=204)
+
+
+def _check_ids(dataset_id: str, version: str | None = None, prefix: bool = False) -> None:
+    """Path parameters: a name the API could have created, a version that could exist (404, as
+    for any name that does not)."""
+    if not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
+        raise store_datasets.DatasetNotFound(f"dataset {dataset_id!r} not found")
+    if version is not None and not re.fullmatch(VERSION_REF_PATTERN if prefix else SHA256_PATTERN, version):
+        raise store_datasets.DatasetNotFound(f"dataset {dataset_id} has no version {version!r}")

@@ -1,0 +1,132 @@
+"""Each API call once: its method, path, body and how its answer is read. The sync and async
+clients (_client.py) only send them, so the API's shape is written down in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from ray_app.datasets.models import ArtifactPage, DatasetPage, DatasetView, UploadCreate, UploadView, VersionView
+from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    files: Any = None
+    data: Any = None
+    idempotent: bool = True  # safe to send again when the answer was lost (_retry.py)
+    timeout: float | None = None
+    follow_redirects: bool = True
+
+
+def _model(model: type[M]) -> Callable[[httpx.Response], M]:
+    return lambda response: model.model_validate_json(response.content)
+
+
+def _nothing(_: httpx.Response) -> None:
+    return None
+
+
+def _location(response: httpx.Response) -> str:
+    return response.headers["location"]
+
+
+def _id(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def submit(body: JobCreate | dict[str, Any]) -> Call[JobView]:
+    payload = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, JobCreate) else body
+    # not idempotent: a create whose answer was lost, sent again, would make a second job
+    return Call("POST", "/v1/jobs", _model(JobView), json=payload, idempotent=False)
+
+
+def get_job(job_id: str) -> Call[JobView]:
+    return Call("GET", f"/v1/jobs/{_id(job_id)}", _model(JobView))
+
+
+def list_jobs(state: str | None = None, project_id: str | None = None, framework: str | None = None,
+              cursor: str | None = None, limit: int | None = None) -> Call[JobPage]:
+    return Call("GET", "/v1/jobs", _model(JobPage), params=_params(
+        state=state, project_id=project_id, framework=framework, cursor=cursor, limit=limit))
+
+
+def cancel(job_id: str) -> Call[JobView]:
+    return Call("POST", f"/v1/jobs/{_id(job_id)}/cancel", _model(JobView))  # idempotent by the API's word
+
+
+def events(job_id: str, after: int = 0, limit: int | None = None) -> Call[EventPage]:
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/events", _model(EventPage), params=_params(after=after, limit=limit))
+
+
+def logs(job_id: str, after: int = 0, limit: int | None = None) -> Call[LogPage]:
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/logs", _model(LogPage), params=_params(after=after, limit=limit))
+
+
+def metrics(job_id: str) -> Call[MetricPage]:
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/metrics", _model(MetricPage))
+
+
+def predict(job_id: str, images: list[Path], conf: float = 0.25, top_k: int = 5) -> Call[PredictResponse]:
+    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in images]
+    return Call("POST", f"/v1/jobs/{_id(job_id)}/predict", _model(PredictResponse), files=files,
+                data={"conf": str(conf), "top_k": str(top_k)}, timeout=300)
+
+
+def artifacts(job_id: str) -> Call[ArtifactPage]:
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/artifacts", _model(ArtifactPage))
+
+
+def artifact_url(job_id: str, name: str) -> Call[str]:
+    """The presigned URL the API redirects to (not followed: the token must not go to S3)."""
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/artifacts/{quote(name, safe='/')}", _location,
+                follow_redirects=False)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def open_upload(body: UploadCreate) -> Call[UploadView]:
+    # idempotent: the same content opens the same version (and resumes its upload)
+    return Call("POST", "/v1/datasets", _model(UploadView), json=body.model_dump(mode="json"))
+
+
+def complete_upload(dataset_id: str, version: str) -> Call[VersionView]:
+    return Call("POST", f"/v1/datasets/{_id(dataset_id)}/versions/{_id(version)}/complete", _model(VersionView))
+
+
+def list_datasets(cursor: str | None = None, limit: int | None = None) -> Call[DatasetPage]:
+    return Call("GET", "/v1/datasets", _model(DatasetPage), params=_params(cursor=cursor, limit=limit))
+
+
+def get_dataset(dataset_id: str) -> Call[DatasetView]:
+    return Call("GET", f"/v1/datasets/{_id(dataset_id)}", _model(DatasetView))
+
+
+def get_version(dataset_id: str, version: str) -> Call[VersionView]:
+    return Call("GET", f"/v1/datasets/{_id(dataset_id)}/versions/{_id(version)}", _model(VersionView))
+
+
+def delete_dataset(dataset_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/datasets/{_id(dataset_id)}", _nothing)

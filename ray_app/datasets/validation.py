@@ -1,0 +1,70 @@
+"""Validation on arrival: a Ray task per completed upload, not work in the API replica.
+
+The task reads the version's archive from S3, checks that its bytes hash to the version the
+client declared (the client computed it; the platform never trusted it before now), applies the
+archive safety rules and inspects the dataset (ray_app/datasets/inspect.py), and records the
+report through the store: VALID, or INVALID with every problem and the file it is in.
+Ray retries the task if its worker or node dies (max_retries), so a version does not stay
+VALIDATING because a machine went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from ray_app.config import Settings
+from ray_app.datasets.models import Problem, ValidationReport
+
+log = logging.getLogger("ray_app.datasets")
+CHUNK = 8 << 20
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_archive(archive: Path, version: str, work_dir: Path) -> ValidationReport:
+    """The report of one downloaded archive that should hash to `version`."""
+    from ray_app.datasets.inspect import inspect_archive  # Pillow and the SDK: in the task only
+
+    started = time.monotonic()
+    actual = sha256_of(archive)
+    if actual != version:
+        return ValidationReport(problems=[Problem(problem=(
+            f"content hash mismatch: the upload declared sha256 {version}, its bytes hash to {actual}"))],
+            problems_total=1, seconds=round(time.monotonic() - started, 3))
+    return inspect_archive(archive, work_dir)
+
+
+def _validate(settings: Settings, dataset_id: str, version: str, key: str) -> dict[str, Any]:
+    from ray_app.datasets.uploads import Storage
+    from ray_app.store.client import StoreClient
+
+    storage = Storage(settings)
+    with tempfile.TemporaryDirectory(prefix="vtp-validate-") as tmp:
+        archive = Path(tmp) / Path(key).name
+        storage.client.download_file(storage.bucket, key, str(archive))
+        report = validate_archive(archive, version, Path(tmp) / "dataset")
+    log.info("dataset %s version %s: %s, %d problem(s) in %.1fs", dataset_id, version[:12],
+             report.format, report.problems_total, report.seconds)
+    return asyncio.run(StoreClient(settings).dataset_validated(dataset_id, version, report.model_dump(mode="json")))
+
+
+validate_version = ray.remote(num_cpus=1, max_retries=3)(_validate)
+
+
+def start_validation(settings: Settings, dataset_id: str, version: str, key: str) -> None:
+    """Fire and forget: the task records its result in the store, which the API then shows."""
+    validate_version.options(name=f"validate-dataset-{dataset_id}").remote(settings, dataset_id, version, key)
