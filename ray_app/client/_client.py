@@ -225,13 +225,11 @@ class Client(_Base):
                 if view.state != VersionState.UPLOADING:
                     return result
                 try:
-                    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="vtp-upload") as pool:
-                        for sent in pool.map(lambda part, v=view: self._put_part(archive, v, part, progress),
-                                             missing_parts(view)):
-                            result.parts_sent += 1
-                            result.bytes_sent += sent
+                    sent = self.send_parts(archive, view, concurrency, progress)
                 except PartURLExpired:
                     continue  # fresh URLs for the parts still missing
+                result.parts_sent += len(sent)
+                result.bytes_sent += sum(sent)
                 result.detail = self.send(calls.complete_upload(dataset_id, view.version))
                 result.state = result.detail.state
                 return result
@@ -239,6 +237,12 @@ class Client(_Base):
                                 "public S3 endpoint setting?)")
         finally:
             archive.cleanup()
+
+    def send_parts(self, archive: Archive, view: UploadView, concurrency: int = 4,
+                   progress: ProgressCallback | None = None) -> list[int]:
+        """PUT the parts `view` has URLs for, `concurrency` at a time; their sizes."""
+        with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="vtp-upload") as pool:
+            return list(pool.map(lambda part: self._put_part(archive, view, part, progress), missing_parts(view)))
 
     def _put_part(self, archive: Archive, view: UploadView, part: tuple[int, str],
                   progress: ProgressCallback | None) -> int:
