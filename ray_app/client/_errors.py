@@ -20,6 +20,10 @@ class TransportError(APIError):
 
     def __init__(self, detail: str):
         super().__init__(0, detail)
+        self.args = (detail,)
+
+    def __str__(self) -> str:
+        return str(self.detail)
 
 
 def _readable(detail: Any) -> str:

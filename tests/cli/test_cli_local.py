@@ -62,7 +62,7 @@ def test_demo_then_cli_then_down_and_up_keeps_everything(local_env):
     # idempotent: a second run reuses the platform and the dataset in S3
     again = vtp(local_env, "demo", "--port", port, "--epochs", "1", timeout=900)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
-    assert "already running" in again.stdout and "already in S3" in again.stdout
+    assert "already running" in again.stdout and "already uploaded" in again.stdout
 
     status = vtp(local_env, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["health"]["status"] == "ok"
