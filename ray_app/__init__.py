@@ -8,8 +8,9 @@ Folders, one concept each:
   api/      the HTTP layer (FastAPI hosted by Ray Serve), kept thin
   runtime/  running trainers on Ray: registry, runtime_env, TrainerRunner actor, controller
   storage/  S3-compatible object storage and the embedded SeaweedFS server
-  datasets/ synthetic datasets for tests and the demo
-  cli/      the `vtp` command
+  datasets/ datasets as API resources: uploads, validation on arrival; synthetic datasets
+  client/   the typed Python client of the API (sync and async)
+  cli/      the `vtp` command, built on the client
 """
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+from PIL import Image
 
 from ray_app.local.platform import LocalPlatform
 from ray_app.storage import make_client, object_exists, settings_from
@@ -58,7 +59,34 @@ def test_demo_then_cli_then_down_and_up_keeps_everything(local_env):
     settings = LocalPlatform(data_dir).platform_settings()
     assert object_exists(make_client(settings_from(settings)), checkpoint)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    assert mlflow.get_run(run_id).info.run_name.startswith("job-")
+    run = mlflow.get_run(run_id)
+    assert run.info.run_name.startswith("job-")
+    # the job trained on the dataset version the demo uploaded through the API, and says so
+    job_id = run.info.run_name.removeprefix("job-")
+    job = json.loads(vtp(local_env, "jobs", "get", job_id, "--json").stdout)
+    dataset = json.loads(vtp(local_env, "datasets", "get", "demo-shapes", "--json").stdout)
+    assert job["dataset_version"] == dataset["latest_valid_version"] == dataset["versions"][0]["version"]
+    assert job["dataset_uri"] == dataset["versions"][0]["uri"]
+    assert run.data.tags["vtp.dataset_version"] == job["dataset_version"]
+    # a user elsewhere, with the URL and a token only, lists and downloads the job's files
+    remote = {"PATH": os.environ["PATH"], "HOME": str(data_dir.parent / "remote-home"),
+              "VTP_API_URL": f"http://127.0.0.1:{port}",
+              "VTP_API_TOKEN": (data_dir / "secrets" / "api_token").read_text().strip()}
+    files = json.loads(vtp(remote, "jobs", "artifacts", job_id, "--json").stdout)["items"]
+    names = {f["name"]: f for f in files}
+    plots = [n for n in names if n.endswith(".png")]
+    assert "best.pt" in names and "results.csv" in names and plots, names
+    out = data_dir.parent / "downloads"
+    out.mkdir()
+    for name in ("best.pt", plots[0]):
+        got = vtp(remote, "jobs", "artifacts", job_id, name, "-o", str(out), "--json")
+        assert got.returncode == 0, got.stdout + got.stderr
+        saved = Path(json.loads(got.stdout)["path"])
+        assert saved.parent == out and saved.stat().st_size == names[name]["size_bytes"] > 0
+    assert (out / "best.pt").read_bytes()[:2] == b"PK"  # torch.save's zip container
+    assert Image.open(out / Path(plots[0]).name).size[0] > 0
+    missing = vtp(remote, "jobs", "artifacts", job_id, "nope.pt")
+    assert missing.returncode == 3 and "best.pt" in missing.stderr
     # idempotent: a second run reuses the platform and the dataset in S3
     again = vtp(local_env, "demo", "--port", port, "--epochs", "1", timeout=900)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -28,9 +29,22 @@ from ray_app.datasets.models import (
 )
 from ray_app.store import datasets as store_datasets
 
+# a version still VALIDATING this long after its upload completed lost its task (a cluster
+# restarted under it): the next open or complete of the same content starts validation again
+VALIDATION_STALE_S = 600.0
+
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[User], responses=UNAUTHORIZED)
 
 Row = dict[str, Any]
+
+
+def _revalidate_if_stale(ctx: AppContext, row: Row) -> None:
+    completed = row.get("completed_at")
+    if (row["state"] == VersionState.VALIDATING and completed is not None
+            and (datetime.now(UTC) - completed).total_seconds() > VALIDATION_STALE_S):
+        from ray_app.datasets.validation import start_validation  # Ray: in the replica only
+
+        start_validation(ctx.settings, row["dataset_id"], row["version"], row["key"])
 
 
 def version_view(ctx: AppContext, row: Row) -> VersionView:
@@ -60,7 +74,9 @@ async def _upload_view(ctx: AppContext, row: Row, created: bool) -> UploadView:
     return view
 
 
-@router.post("", status_code=201, response_model=UploadView, responses={**TOO_LARGE, **CONFLICT},
+@router.post("", status_code=201, response_model=UploadView,
+             responses={**TOO_LARGE, **CONFLICT, 200: {"model": UploadView, "description": "content already "
+                        "known: an unfinished upload (URLs for its missing parts) or an existing version"}},
              summary="Open an upload of a dataset archive (or find its content already uploaded)")
 async def open_upload(body: UploadCreate, ctx: Ctx, response: Response) -> UploadView:
     """201 with one presigned PUT URL per part for new content; 200 for content already known:
@@ -88,11 +104,13 @@ async def open_upload(body: UploadCreate, ctx: Ctx, response: Response) -> Uploa
                 f"an upload of this content (sha256) is open with size_bytes {row['size_bytes']}")}])
     if not created:
         response.status_code = 200
+        _revalidate_if_stale(ctx, row)
     return await _upload_view(ctx, row, created)
 
 
 @router.post("/{dataset_id}/versions/{version}/complete", status_code=202, response_model=VersionView,
-             responses={**DATASET_NOT_FOUND, **CONFLICT}, summary="Finish an upload; validation starts")
+             responses={**DATASET_NOT_FOUND, **CONFLICT,
+                        200: {"model": VersionView, "description": "completed before: the version as it is"}}, summary="Finish an upload; validation starts")
 async def complete_upload(dataset_id: str, version: str, ctx: Ctx, response: Response) -> VersionView:
     """202: the parts are joined and a validation task started. 409 while parts are missing
     (named). A version past uploading answers 200 as it is (completing twice is harmless)."""
@@ -102,6 +120,7 @@ async def complete_upload(dataset_id: str, version: str, ctx: Ctx, response: Res
         raise store_datasets.DatasetNotFound(f"dataset {dataset_id} has no version {version}")
     if row["state"] != VersionState.UPLOADING:
         response.status_code = 200
+        _revalidate_if_stale(ctx, row)
         return version_view(ctx, row)
     await asyncio.to_thread(ctx.storage.complete_upload, row["key"], row["upload_id"],
                             row["size_bytes"], row["part_size"])
