@@ -201,13 +201,9 @@ class Client(_Base):
                      interval: float = 0.5) -> VersionView:
         """The version once validated (valid or invalid)."""
         deadline = time.monotonic() + timeout
-        while True:
-            view = self.get_version(dataset_id, version)
-            if view.state in FINAL_VERSION_STATES:
-                return view
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dataset {dataset_id} version {version[:12]} still {view.state} after {timeout:g}s")
+        while not _validated(view := self.get_version(dataset_id, version), deadline, timeout):
             time.sleep(interval)
+        return view
 
     def upload_dataset(self, path: str | Path, dataset_id: str, description: str = "", concurrency: int = 4,
                        progress: ProgressCallback | None = None,
@@ -228,13 +224,8 @@ class Client(_Base):
                     sent = self.send_parts(archive, view, concurrency, progress)
                 except PartURLExpired:
                     continue  # fresh URLs for the parts still missing
-                result.parts_sent += len(sent)
-                result.bytes_sent += sum(sent)
-                result.detail = self.send(calls.complete_upload(dataset_id, view.version))
-                result.state = result.detail.state
-                return result
-            raise APIError(403, "the storage kept refusing the presigned URLs (clock skew, or a wrong "
-                                "public S3 endpoint setting?)")
+                return _finished(result, sent, self.send(calls.complete_upload(dataset_id, view.version)))
+            raise _urls_refused()
         finally:
             archive.cleanup()
 
@@ -348,13 +339,9 @@ class AsyncClient(_Base):
     async def wait_version(self, dataset_id: str, version: str, timeout: float = 600.0,
                            interval: float = 0.5) -> VersionView:
         deadline = time.monotonic() + timeout
-        while True:
-            view = await self.get_version(dataset_id, version)
-            if view.state in FINAL_VERSION_STATES:
-                return view
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dataset {dataset_id} version {version[:12]} still {view.state} after {timeout:g}s")
+        while not _validated(view := await self.get_version(dataset_id, version), deadline, timeout):
             await asyncio.sleep(interval)
+        return view
 
     async def upload_dataset(self, path: str | Path, dataset_id: str, description: str = "",
                              concurrency: int = 4, progress: ProgressCallback | None = None,
@@ -375,16 +362,11 @@ class AsyncClient(_Base):
                         return await self._put_part(archive, view, part, progress)
 
                 try:
-                    sent = await asyncio.gather(*(put(p) for p in missing_parts(view)))
+                    sent = list(await asyncio.gather(*(put(p) for p in missing_parts(view))))
                 except PartURLExpired:
                     continue
-                result.parts_sent += len(sent)
-                result.bytes_sent += sum(sent)
-                result.detail = await self.send(calls.complete_upload(dataset_id, view.version))
-                result.state = result.detail.state
-                return result
-            raise APIError(403, "the storage kept refusing the presigned URLs (clock skew, or a wrong "
-                                "public S3 endpoint setting?)")
+                return _finished(result, sent, await self.send(calls.complete_upload(dataset_id, view.version)))
+            raise _urls_refused()
         finally:
             archive.cleanup()
 
@@ -414,6 +396,27 @@ def _start(view: UploadView, archive: Archive, on_start: Any, progress: Progress
         progress(done_bytes)
     return UploadResult(view.dataset_id, view.version, view.created, view.parts_total, parts_skipped=skipped,
                         state=view.state)
+
+
+def _finished(result: UploadResult, sent: list[int], detail: VersionView) -> UploadResult:
+    result.parts_sent += len(sent)
+    result.bytes_sent += sum(sent)
+    result.detail, result.state = detail, detail.state
+    return result
+
+
+def _urls_refused() -> APIError:
+    return APIError(403, "the storage kept refusing the presigned URLs (clock skew, or a wrong public S3 "
+                         "endpoint setting?)")
+
+
+def _validated(view: VersionView, deadline: float, timeout: float) -> bool:
+    """Whether waiting for the version is over; TimeoutError past the deadline."""
+    if view.state in FINAL_VERSION_STATES:
+        return True
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"version {view.version[:12]} still {view.state} after {timeout:g}s")
+    return False
 
 
 def _target(dest: Path, name: str) -> Path:

@@ -8,7 +8,6 @@ for answers with the parts that arrived, and URLs for the others only.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import zipfile
@@ -20,7 +19,7 @@ import httpx
 
 from ray_app.client._errors import APIError
 from ray_app.client._retry import RetryableStatus
-from ray_app.datasets.models import ARCHIVE_SUFFIXES, UploadView, VersionState, VersionView
+from ray_app.datasets.models import ARCHIVE_SUFFIXES, UploadView, VersionState, VersionView, sha256_of
 
 CHUNK = 8 << 20
 # stored, not deflated: these are compressed already, and deflating them costs time for nothing
@@ -75,14 +74,6 @@ class UploadResult:
 
 class PartURLExpired(Exception):
     """A presigned URL was refused (expired): open the upload again for fresh ones."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def deterministic_zip(folder: Path, out: Path) -> None:

@@ -10,6 +10,8 @@ in) is kept either way, and a job on an invalid version is refused at creation.
 from __future__ import annotations
 
 import enum
+import hashlib
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -23,6 +25,16 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 VERSION_REF_PATTERN = r"^[0-9a-f]{8,64}$"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MAX_REPORTED_PROBLEMS = 200  # a report lists this many problems; problems_total counts them all
+
+
+def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
+    """An archive's version: the SHA-256 of its bytes, hex (the client computes it before the
+    upload, the validation task again on what arrived)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class VersionState(enum.StrEnum):

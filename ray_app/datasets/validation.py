@@ -11,7 +11,6 @@ VALIDATING because a machine went away.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import tempfile
 import time
@@ -21,18 +20,9 @@ from typing import Any
 import ray
 
 from ray_app.config import Settings
-from ray_app.datasets.models import Problem, ValidationReport
+from ray_app.datasets.models import Problem, ValidationReport, sha256_of
 
 log = logging.getLogger("ray_app.datasets")
-CHUNK = 8 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def validate_archive(archive: Path, version: str, work_dir: Path) -> ValidationReport:
