@@ -114,6 +114,11 @@ class LocalPlatform:
             **{k: v for k, v in os.environ.items() if k.startswith("VTP_") and k != "VTP_DATA_DIR"},
         }
         self.state.save(self.state_path)
+        # the bundled trainers' environments now, not in the first job's launch (a few seconds
+        # to a minute, once; a later `up` finds them built)
+        from ray_app.runtime.environments import build_bundled
+
+        build_bundled(self.platform_settings(), self.log)
         self._deploy()
 
     def _start_s3(self) -> SeaweedS3Server:

@@ -24,6 +24,7 @@ from ray_app.jobs.job import Job
 from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState
 from ray_app.runtime import deaths, launch, recovery, runtime_env
+from ray_app.runtime.environments import EnvironmentBuilds
 from ray_app.runtime.recovery import Action, Decision
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 from ray_app.runtime.runner import kill_orphaned_group
@@ -70,10 +71,21 @@ class Reconciler:
         # called when something an attempt waited on has happened (its runner is ready, its run
         # ended): the loop then reacts at once instead of at its next tick
         self.wake: Any = lambda: None
+        self.environments = EnvironmentBuilds(settings, self.store, lambda: self.wake())
+        self._warmed = False
 
     # ------------------------------------------------------------------ loop
 
     async def tick(self) -> None:
+        if not self._warmed:  # the bundled trainers' environments, before the first job needs one
+            self._warmed = True
+            try:
+                started = await self.environments.warm_up(self.registry)
+            except Exception:
+                log.exception("could not start building the trainers' environments")
+            else:
+                if started:
+                    log.info("building trainer environments ahead of jobs: %s", ", ".join(started))
         jobs = await self.store.active_jobs()
         active = {j.id for j in jobs}
         for job_id in list(self.attempts):
@@ -137,7 +149,10 @@ class Reconciler:
                 job, "the runner of the running attempt is gone (platform restarted or node lost)"))
             return None
         try:
-            launched = await asyncio.to_thread(self._launch, job, name)
+            manifest = await asyncio.to_thread(self.registry.find, job.framework)
+            if not await self.environments.ready(job, manifest):
+                return None  # PENDING while its trainer's environment is built; its events say so
+            launched = await asyncio.to_thread(self._launch, job, name, manifest)
         except Exception as exc:
             await self._apply(job, job.attempt, recovery.on_lost(
                 job, f"could not prepare the trainer: {_describe(exc)}", retryable=False))
@@ -152,10 +167,10 @@ class Reconciler:
         att.ready.add_done_callback(lambda _: self.wake())
         return att
 
-    def _launch(self, job: Job, name: str) -> tuple[ray.actor.ActorHandle[Any], Any]:
-        # in a thread: the registry may rescan its folders (a plugin added after start-up) and
-        # the trainer's venv may have to be built
-        return launch.launch_runner(self.settings, self.registry.find(job.framework), job, name)
+    def _launch(self, job: Job, name: str, manifest: Any) -> tuple[ray.actor.ActorHandle[Any], Any]:
+        # in a thread: it uploads the trainer's folders to Ray (environments.ready() has made
+        # sure its venv is built, so no build happens here)
+        return launch.launch_runner(self.settings, manifest, job, name)
 
     # ------------------------------------------------------------------ watching
 
