@@ -11,7 +11,9 @@ environment and reporting through the SDK:
             models/pretrained/ultralytics/{model}.pt in the bucket > built from its YAML;
             never a download from the internet;
 4. train    Ultralytics' trainer with the callbacks of ul_callbacks.py (heartbeats, validation
-            events, background checkpoint uploads, MLflow, cancel);
+            events, background checkpoint uploads, MLflow, cancel); on a GPU with AMP on by default,
+            kept when ul_amp's offline check of the job's own model agrees (Ultralytics' own check
+            would download yolo26n.pt); `amp` in the job's config is kept either way;
 5. finish   best/last tagged with the class map and uploaded, results.csv and plots uploaded,
             `done` with the final metrics and artifact URIs.
 
@@ -44,7 +46,6 @@ from sdk.errors import error_type_of  # noqa: E402
 from sdk.storage import S3Storage  # noqa: E402
 
 PRETRAINED_PREFIX = "models/pretrained/ultralytics"
-AMP_CHECK_MODEL = "yolo26n.pt"  # what Ultralytics' check_amp() loads; AMP stays off without it
 MAX_PLOTS = 24
 DATASET_HINTS = ("dataset", "no labels", "labels found", "images not found", "no valid images",
                  "no images found", "image not found", "corrupt", "data.yaml", "class")
@@ -122,8 +123,6 @@ class UltralyticsJob:
             return self.stopped("stop requested before training")
         # 3. model
         self.phase = "model"
-        if device != "cpu" and "amp" not in plan.user_args:
-            args["amp"] = self.fetch_amp_check_model(weights_dir)
         source, path = self.model_source(plan, weights_dir)
         # 4. train
         return self.train(plan, args, data, classes, source, path)
@@ -135,7 +134,7 @@ class UltralyticsJob:
         args: dict[str, Any] = {
             "task": plan.task, "epochs": env.epochs, "batch": env.batch_size, "imgsz": env.image_size,
             "lr0": env.learning_rate, "device": device, "workers": workers,
-            "amp": False,               # on GPU only with a local AMP check model (see fetch_amp_check_model)
+            "amp": gpu,                 # Ultralytics' default on a GPU, kept when ul_amp's offline check agrees
             "nbs": env.batch_size,      # one optimizer step per batch: small datasets learn in few epochs
             "project": str(self.work / "runs"), "name": "train", "exist_ok": True,
             "save_dir": str(self.work / "runs" / "train"),
@@ -177,16 +176,6 @@ class UltralyticsJob:
                         "val_fraction": plan.val_fraction})
         return data, classes
 
-    def fetch_amp_check_model(self, weights_dir: Path) -> bool:
-        """AMP on GPU needs Ultralytics' check model locally (it would download it otherwise)."""
-        local = weights_dir / AMP_CHECK_MODEL
-        key = f"{PRETRAINED_PREFIX}/{AMP_CHECK_MODEL}"
-        if not local.is_file() and self.storage is not None and self.storage.head(key):
-            self.storage.download_file(key, local)
-        if not local.is_file():
-            self.sdk.log("INFO", f"amp=False: no {AMP_CHECK_MODEL} in {PRETRAINED_PREFIX}/ for the AMP check")
-        return local.is_file()
-
     def model_source(self, plan: Any, weights_dir: Path) -> tuple[str, Path | None]:
         """('resume' | 'weights' | 'pretrained' | 'scratch', local .pt or None)."""
         import ul_checkpoints
@@ -225,6 +214,7 @@ class UltralyticsJob:
         trainer_cls = {"detect": detect.DetectionTrainer, "segment": segment.SegmentationTrainer,
                        "classify": classify.ClassificationTrainer}[plan.task]
         save_dir = Path(args["save_dir"])
+        self.offline_amp_check(args, forced="amp" in plan.user_args)
         if source == "resume":
             info = ul_checkpoints.prepare_resume(path, {
                 "data": data, "project": args["project"], "name": args["name"], "save_dir": str(save_dir),
@@ -261,6 +251,22 @@ class UltralyticsJob:
         if self.sdk.should_stop:  # the stop came with the last epoch: nothing left to skip
             return self.stopped("stop requested during the last epoch")
         return self.finish(plan, trainer, classes)
+
+    def offline_amp_check(self, args: dict[str, Any], forced: bool) -> None:
+        """Ultralytics' trainer checks AMP with a reference model it would download (check_amp in
+        ultralytics/engine/trainer.py, called from _setup_train when amp is on): ul_amp puts an
+        offline check of the job's own model in its place, and the outcome goes to the job's log.
+        amp=True from the job's config is kept whatever the check says; amp=False skips it."""
+        import ul_amp
+
+        def report(ok: bool, why: str) -> None:
+            outcome = "passed" if ok else "failed"
+            keep = "amp=True (the job's config asks for it)" if forced and args.get("amp") else f"amp={ok}"
+            self.sdk.log("INFO" if ok else "WARNING", f"AMP check (offline, on the job's own model) {outcome}: {keep}; {why}")
+
+        if not ul_amp.patch_ultralytics(report, force=bool(forced and args.get("amp"))) and args.get("amp") and not forced:
+            self.sdk.log("INFO", "amp=False: this Ultralytics has no check_amp for the offline check to replace")
+            args["amp"] = False
 
     def restore_best(self, target: Path) -> None:
         """A resumed attempt starts from the job's best so far: final evaluation and `best` stay

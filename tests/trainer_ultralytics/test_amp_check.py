@@ -1,0 +1,210 @@
+"""The Ultralytics trainer's offline AMP check (issue 18): ul_amp compares the job's own model in
+FP32 and under autocast on a seeded synthetic batch instead of downloading yolo26n.pt.
+
+The comparison and the check on small torch modules run here (the platform's torch, no Ray);
+the check on a real yolo11n and the hook into Ultralytics' trainer run in the trainer's venv
+(ultralytics is installed there only), as the timm trainer's tests do.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINER_DIR = REPO / "trainers" / "ultralytics"
+VENVS = Path.home() / ".cache" / "vtp-test-venvs"  # what the platform fixtures use
+for p in (TRAINER_DIR, TRAINER_DIR.parent):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import ul_amp  # noqa: E402
+
+T = torch.tensor
+
+
+# ------------------------------------------------------------------ outputs_agree
+def test_nested_outputs_within_tolerance_agree():
+    a = (T([[1.0, 2.0], [300.0, 4.0]]), [T([0.5]), {"boxes": T([10.0, 20.0]), "scores": T([0.1])}])
+    b = (T([[1.2, 1.9], [300.4, 4.0]]).bfloat16(), [T([0.5]).half(), {"scores": T([0.3]), "boxes": T([10.0, 20.49])}])
+    ok, why = ul_amp.outputs_agree(a, b, atol=0.5)
+    assert ok, why
+    assert "4 outputs agree" in why
+
+
+@pytest.mark.parametrize("a,b,words", [
+    ((T([1.0]), [T([2.0])]), (T([1.0]), [T([2.6])]), "out[1][0]: |fp32 - autocast| = 0.6"),
+    ({"x": T([1.0, 2.0])}, {"x": T([1.0, 1.0])}, "out['x']"),
+    (T([1.0, 2.0]), T([1.0, 2.0, 3.0]), "shape (2,) != (3,)"),
+    ((T([1.0]), T([2.0])), (T([1.0]),), "structure"),
+    ({"a": T([1.0])}, {"b": T([1.0])}, "structure"),
+    ((T([1.0]), T([1.0])), (T([1.0]), T([float("nan")])), "non-finite values (autocast)"),
+    (T([1.0, 2.0]), T([1.0, float("inf")]).half(), "non-finite values (autocast)"),
+    (T([float("-inf")]), T([float("-inf")]), "non-finite values (fp32)"),
+])
+def test_outputs_that_differ_are_refused_with_where(a, b, words):
+    ok, why = ul_amp.outputs_agree(a, b, atol=0.5)
+    assert not ok
+    assert words in why, why
+
+
+def test_the_relative_term_scales_with_the_reference():
+    a, b = T([500.0, 1.0]), T([503.0, 1.0])  # 0.6% off at 500 px
+    assert not ul_amp.outputs_agree(a, b, atol=0.5)[0]
+    assert ul_amp.outputs_agree(a, b, atol=0.5, rtol=0.01)[0]
+    assert not ul_amp.outputs_agree(T([1.0]), T([1.6]), atol=0.5, rtol=0.01)[0]  # 0.01 x 1 + 0.5 < 0.6
+
+
+# ------------------------------------------------------------------ check_amp_offline on small models
+class Conv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stride = T([8.0])
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        y = self.body(x)
+        return y, {"pooled": y.mean((2, 3))}
+
+
+class Overflows(Conv):
+    """Squares values of ~1e6: fine in FP32, inf in float16 (CUDA's autocast dtype, max 65504).
+    bfloat16 has float32's range, so on the CPU the float16 is made by hand under autocast."""
+
+    def forward(self, x):
+        y = self.body(x) * 1e6
+        if torch.is_autocast_enabled("cpu"):
+            y = y.half()
+        return y * y
+
+
+class NanUnderAutocast(Conv):
+    def forward(self, x):
+        y = self.body(x)
+        return y * math.nan if torch.is_autocast_enabled("cpu") else y
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_a_model_that_agrees_passes_and_is_left_as_it_was():
+    torch.manual_seed(0)
+    model = Conv().train()
+    model.body[1].eval()  # a module in its own mode (a frozen BatchNorm) keeps it
+    before = snapshot(model)
+    assert ul_amp.check_amp_offline(model, imgsz=64)
+    after = snapshot(model)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training and model.body[0].training and not model.body[1].training
+    ok, why = ul_amp.check_offline(model, imgsz=64)
+    assert ok and "cpu bfloat16 autocast, 2x3x64x64" in why, why
+
+
+def test_non_finite_under_autocast_fails():
+    torch.manual_seed(0)
+    ok, why = ul_amp.check_offline(NanUnderAutocast(), imgsz=64)
+    assert not ok and "non-finite values (autocast)" in why, why
+    ok, why = ul_amp.check_offline(Overflows(), imgsz=64)
+    assert not ok and "non-finite" in why, why
+
+
+def test_a_failing_model_is_false_not_an_error():
+    class Broken(Conv):
+        def forward(self, x):
+            raise RuntimeError("no kernel for this dtype")
+
+    ok, why = ul_amp.check_offline(Broken(), imgsz=64)
+    assert not ok and "RuntimeError: no kernel for this dtype" in why
+    assert ul_amp.check_amp_offline(Broken(), imgsz=64) is False
+
+
+def test_the_default_size_is_ultralytics_own():
+    assert ul_amp._default_imgsz(Conv()) == 256
+    m = Conv()
+    m.stride = T([8.0, 16.0, 64.0])
+    assert ul_amp._default_imgsz(m) == 256
+    m.stride = T([128.0])
+    assert ul_amp._default_imgsz(m) == 512
+
+
+# ------------------------------------------------------------------ in the trainer's venv: yolo11n and the hook
+IN_VENV = r"""
+import os, socket, sys, types
+from pathlib import Path
+trainer_dir, work = Path(sys.argv[1]), Path(sys.argv[2])
+sys.path[:0] = [str(trainer_dir), str(trainer_dir.parent)]
+import ul_runtime
+ul_runtime.prepare_environment(work)
+import torch
+from ultralytics.nn.tasks import DetectionModel
+import ultralytics.engine.trainer as ul_trainer
+import ul_amp
+
+opened, connects = [], []
+def audit(event, args):
+    if event == "open":
+        opened.append(str(args[0]))
+    elif event.startswith("socket.") and event != "socket.__new__":
+        connects.append((event, args))
+def refuse(self, *a, **k):
+    raise OSError("network access during the AMP check")
+
+torch.manual_seed(0)
+model = DetectionModel("yolo11n.yaml", nc=3, verbose=False).train()
+before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+modes = [m.training for m in model.modules()]
+socket.socket.connect = refuse
+sys.addaudithook(audit)
+ok, why = ul_amp.check_offline(model)
+print("check:", ok, why)
+assert ok, why
+assert ul_amp.check_amp_offline(model) is True
+assert not connects, connects
+assert not [p for p in opened if "yolo26n" in p or p.endswith((".pt", ".jpg"))], opened
+after = model.state_dict()
+assert before.keys() == after.keys()
+changed = [k for k in before if not torch.equal(before[k], after[k])]
+assert not changed, changed
+assert [m.training for m in model.modules()] == modes
+assert model.training
+
+# train.py puts ul_amp.check_amp where Ultralytics' trainer calls check_amp(self.model)
+import importlib.util
+spec = importlib.util.spec_from_file_location("ul_train", trainer_dir / "train.py")
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+original = ul_trainer.check_amp
+logs = []
+sdk = types.SimpleNamespace(env=types.SimpleNamespace(work_dir=str(work)), log=lambda lvl, msg: logs.append((lvl, msg)))
+job = train.UltralyticsJob(sdk)
+args = {"amp": True}
+job.offline_amp_check(args, forced=False)
+assert ul_trainer.check_amp is ul_amp.check_amp and original is not ul_amp.check_amp
+assert args["amp"] is True and not logs
+assert ul_trainer.check_amp(model) is False  # on the CPU, as Ultralytics' own: AMP is for accelerators
+assert logs == [("WARNING", "AMP check (offline, on the job's own model) failed: amp=False; "
+                 "AMP is only used on accelerators, not cpu")], logs
+job.offline_amp_check(args, forced=True)  # amp=True in the job's config: kept, the check still reported
+assert ul_trainer.check_amp(model) is True and "amp=True (the job's config asks for it)" in logs[-1][1], logs
+print("hook: ok")
+"""
+
+
+def test_yolo11n_passes_offline_and_the_hook_replaces_ultralytics_check(tmp_path):
+    from ray_app.runtime import venvs
+    from ray_app.runtime.registry import TrainerRegistry
+
+    manifest = TrainerRegistry([REPO / "trainers"]).get("ultralytics")
+    venv = venvs.build(VENVS, manifest)  # reused when built (by hand or by an earlier test run)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    out = subprocess.run([str(venvs.python_of(venv)), "-c", IN_VENV, str(TRAINER_DIR), str(tmp_path)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "check: True" in out.stdout and "hook: ok" in out.stdout, out.stdout
