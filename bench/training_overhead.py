@@ -106,8 +106,9 @@ def all_logs(p: Any, job_id: str) -> list[dict[str, Any]]:
         after = page["next_after"]
 
 
-def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int) -> dict[str, Any]:
-    config = {"seed": a.seed, "plots": a.plots}
+def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int,
+                 extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = {"seed": a.seed, "plots": a.plots, **(extra_config or {})}
     c0 = time.time()
     job = p.create_job(framework="ultralytics", task_type="object_detection", model_name="yolo11n",
                        dataset_id=dataset_id, epochs=epochs, batch_size=a.batch, image_size=a.imgsz,
@@ -177,6 +178,10 @@ def summarize(runs: dict[str, list[dict[str, Any]]], delay: float) -> dict[str, 
     out["launch_only_s"] = med["platform"]["launch_s"] + med["platform"]["trainer_start_s"]
     out["train_speedup"] = med["direct"]["train_s"] / med["platform"]["train_finish_s"]
     targets = {"ratio_le_0.9": out["ratio_platform"] <= 0.9, "fixed_overhead_le_3s": out["fixed_overhead_s"] <= 3.0}
+    for kind, rs in runs.items():  # --variant runs: the same job with other trainer settings
+        if kind.startswith("platform+") and rs:
+            out[f"ratio_{kind}"] = med[kind]["wall_s"] / d
+            out[f"ratio_{kind}_per_rep"] = [v["wall_s"] / r["wall_s"] for r, v in zip(runs["direct"], rs)]
     if runs.get("slowed"):
         out["ratio_slowed"] = med["slowed"]["wall_s"] / d
         out["slowed_change"] = out["ratio_slowed"] / out["ratio_platform"] - 1
@@ -203,7 +208,11 @@ def main() -> None:
     ap.add_argument("--serve-callbacks", action="store_true",
                     help="callbacks through Serve's proxy, not the callback gateway (`vtp up`'s default)")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="also run the platform job with these Ultralytics arguments in its config, "
+                    "interleaved in each repetition (e.g. nodet='{\"deterministic\": false}')")
     a = ap.parse_args()
+    variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in a.variant}
 
     from ray_app.storage import SeaweedS3Server
     from ray_app.storage.s3 import upload_dataset
@@ -214,7 +223,8 @@ def main() -> None:
     s3 = SeaweedS3Server(tmp / "s3", buckets=[BUCKET])
     s3.start(timeout=60)
     proxy: subprocess.Popen | None = None
-    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "platform": [], "slowed": []}
+    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "platform": [], "slowed": [],
+                                             **{f"platform+{n}": [] for n in variants}}
     warmup: dict[str, Any] = {}
     try:
         zipped, data_yaml = prepare_dataset(tmp, a.images, a.size, a.seed)
@@ -251,6 +261,11 @@ def main() -> None:
                     print(f"  rep {rep} {kind:8s} {r['wall_s']:6.1f}s (launch {r['launch_s']:.1f}, before training "
                           f"{r['before_train_s']:.1f}, train+finish {r['train_finish_s']:.1f}, "
                           f"process {r['trainer_process_s'] or 0:.1f}s, callbacks {r['proxied_requests']})")
+                for name, cfg in variants.items():
+                    r = run_platform(p, dataset_id, a, a.epochs, cfg)
+                    runs[f"platform+{name}"].append(r)
+                    print(f"  rep {rep} +{name:8s} {r['wall_s']:6.1f}s (before training {r['before_train_s']:.1f}, "
+                          f"train+finish {r['train_finish_s']:.1f}, mAP50 {r['mAP50']})")
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -270,6 +285,12 @@ def main() -> None:
             ["fixed overhead before training, s (target ≤ 3)", s["fixed_overhead_s"]],
             ["  of which created → `started` (launch + trainer start), s", s["launch_only_s"]],
             ["training speed-up (direct train / platform train+finish)", s["train_speedup"]]]
+    for name in variants:
+        rows += [[f"ratio platform+{name} ({json.dumps(variants[name])}) / direct", s[f"ratio_platform+{name}"]],
+                 ["  per repetition", ", ".join(f"{x:.2f}" for x in s[f"ratio_platform+{name}_per_rep"])]]
+    if warmup.get("platform") and m.get("platform"):
+        rows += [["first job on the platform (cold, 1 epoch) − a warm 1-epoch estimate, s",
+                  warmup["platform"]["before_train_s"] - m["platform"]["before_train_s"]]]
     if "slowed_change" in s:
         rows += [[f"ratio slowed ({a.delay:g} s/callback) / direct", s["ratio_slowed"]],
                  ["change vs platform (target ≤ 5 %)", f"{100 * s['slowed_change']:+.1f} %"],
