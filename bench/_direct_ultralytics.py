@@ -19,6 +19,7 @@ from pathlib import Path
 T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "trainers" / "ultralytics"))
+sys.path.insert(0, str(REPO / "trainers"))  # the SDK (`sdk`), which ul_runtime uses, as the trainer has it
 
 import ul_runtime  # noqa: E402  (no ultralytics import: it must configure Ultralytics first)
 
