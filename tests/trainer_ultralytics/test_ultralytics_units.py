@@ -72,6 +72,11 @@ def test_ultralytics_names_pass_through_and_unknown_names_are_refused_by_name():
     assert err.value.error_type is ErrorType.CONFIG_ERROR
 
 
+def test_torch_threads_is_the_platforms_not_an_ultralytics_argument():
+    args, _ = ul_config.collect_user_args(env_with({"torch_threads": 2, "mosaic": 0.5}), DEFAULTS)
+    assert args == {"mosaic": 0.5}
+
+
 def test_platform_owned_arguments_and_contradicting_job_fields_are_refused():
     with pytest.raises(ConfigError, match="set by the platform"):
         ul_config.collect_user_args(env_with({"advanced_config": {"data": "/etc/x.yaml"}}), DEFAULTS)
@@ -132,6 +137,15 @@ def test_offline_environment_has_the_font_and_the_job_threads(tmp_path, monkeypa
     for cpus, threads in (("1", 1), ("2", 1), ("4", 3), ("16", 8)):  # one CPU left for the rest
         monkeypatch.setenv("NUM_CPUS", cpus)
         assert ul_runtime.torch_threads() == threads
+    monkeypatch.setenv("NUM_CPUS", "2")
+    monkeypatch.setenv("CONFIG", json.dumps({"torch_threads": 2}))  # the job's own choice
+    assert ul_runtime.torch_threads() == 2
+    monkeypatch.setenv("CONFIG", json.dumps({"advanced_config": {"torch_threads": 3}}))
+    assert ul_runtime.torch_threads() == 3
+    for bad in ({"torch_threads": 0}, {"torch_threads": "2"}, {"torch_threads": True}, ["x"]):
+        monkeypatch.setenv("CONFIG", json.dumps(bad))
+        assert ul_runtime.torch_threads() == 1  # ignored: the rule above
+    monkeypatch.setenv("CONFIG", json.dumps({"torch_threads": 2}))
     monkeypatch.setenv("VTP_TORCH_THREADS", "4")  # the operator's choice wins
     assert ul_runtime.torch_threads() == 4
     assert ul_runtime.ultralytics_device("cpu") == "cpu"

@@ -31,7 +31,8 @@ KNOWN_SUFFIXES = ("-seg", "-cls", "-pose", "-obb", "-sem", "-depth")
 # seed 001's basic config put them there).
 PLATFORM_KEYS = {"epochs", "batch", "batch_size", "imgsz", "image_size", "learning_rate", "lr", "device",
                  "model_name", "task_type", "advanced_config", "weights", "pretrained_weights",
-                 "val_fraction", "val_ratio", "split_seed", "framework", "dataset_id"}
+                 "val_fraction", "val_ratio", "split_seed", "framework", "dataset_id",
+                 "torch_threads"}  # ul_runtime.torch_threads: the job's own thread count
 WEIGHTS_KEYS = ("weights", "pretrained_weights")
 # Ultralytics arguments the trainer itself owns: where data and runs live, which device Ray gave.
 MANAGED = {"data", "model", "task", "mode", "project", "name", "save_dir", "resume", "exist_ok", "cfg", "device"}

@@ -10,6 +10,7 @@ trainer logs to MLflow through the SDK instead).
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -88,7 +89,23 @@ def torch_threads() -> int:
     raw = os.environ.get("VTP_TORCH_THREADS") or ""
     if raw.strip().isdigit() and int(raw) > 0:
         return int(raw)
+    asked = job_torch_threads()
+    if asked:
+        return asked
     return max(1, min(8, job_cpus(default=os.cpu_count() or 1) - 1))
+
+
+def job_torch_threads() -> int | None:
+    """`torch_threads` in the job's config (or its advanced_config): a job may choose its own."""
+    try:
+        config = json.loads(os.environ.get("CONFIG") or "{}")
+    except ValueError:
+        return None
+    if not isinstance(config, dict):
+        return None
+    adv = config.get("advanced_config")
+    value = config.get("torch_threads", adv.get("torch_threads") if isinstance(adv, dict) else None)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 256 else None
 
 
 def set_threads() -> int:
