@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sdk.contract import dataset_uri
 
+from ray_app import __version__
 from ray_app.auth import callback_tokens
 from ray_app.config import Settings
 from ray_app.jobs.job import Job
@@ -80,6 +81,7 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         # the one platform setting the SDK reads (how long it retries unreachable storage); the
         # runner no longer has the platform's VTP_* settings in its environment to pass on
         "VTP_STORAGE_RETRY_S": str(settings.storage_retry_s),
+        "VTP_PLATFORM_VERSION": __version__,  # the MLflow run's vtp.platform_version tag
     }
     if job.dataset_version:
         public["DATASET_VERSION"] = job.dataset_version

@@ -237,9 +237,11 @@ class TrainerEnv:
     def run_tags(self) -> dict[str, str]:
         """Tags of the job's MLflow run: which job, and which data it trained on, so a run can be
         found from its job and reproduced from its dataset version."""
-        tags = {"vtp.job_id": self.job_id, "vtp.dataset_id": self.dataset_id, "vtp.framework": self.framework}
-        if self.dataset_version:
-            tags["vtp.dataset_version"] = self.dataset_version
+        tags = {"vtp.job_id": self.job_id, "vtp.attempt": str(self.attempt), "vtp.trace_id": self.trace_id,
+                "vtp.project_id": self.project_id, "vtp.framework": self.framework, "vtp.task_type": self.task_type,
+                "vtp.model_name": self.model_name, "vtp.dataset_id": self.dataset_id,
+                "vtp.dataset_version": self.dataset_version or "",
+                "vtp.platform_version": self.extra.get("VTP_PLATFORM_VERSION", "")}
         return {k: v for k, v in tags.items() if v}
 
     def basic_config(self) -> dict[str, Any]:
