@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray_app import __version__
 from ray_app.api.context import AppContext
 from ray_app.api.limits import BodySizeLimit
-from ray_app.api.routes import artifacts, callbacks, datasets, jobs, predict, system
+from ray_app.api.routes import artifacts, callbacks, datasets, jobs, predict, stream, system
 from ray_app.config import Settings
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.types import readable
@@ -43,6 +43,7 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     app.include_router(callbacks.router)
     app.include_router(predict.router)
     app.include_router(artifacts.router)
+    app.include_router(stream.router)
     app.include_router(datasets.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)

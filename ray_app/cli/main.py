@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -36,7 +35,6 @@ err = Console(stderr=True)
 
 EXIT_JOB_FAILED = 1
 EXIT_API_ERROR = 3
-LOG_TAIL_GRACE_S = 5.0  # how long `jobs logs -f` waits for the last lines of a final job
 
 ApiPort = Annotated[int, typer.Option(help="API port on 127.0.0.1", envvar="VTP_HTTP_PORT")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="VTP_DATA_DIR", help="platform data directory")]
@@ -420,28 +418,25 @@ def jobs_logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f"
               url: Url = None, token: Token = None) -> None:
     """The trainer's output; --follow keeps printing until the job ends."""
     client = _client(url, token)
-    after, final_since, last_look = 0, None, False
+    if follow:  # the job's stream: each line as it is stored, until the job ends
+        _api(_follow, client, job_id)
+        return
+    after = 0
     while True:
         page = _api(client.logs, job_id, after)
         for line in page.items:
             sys.stdout.write(line.line + "\n")
         sys.stdout.flush()
-        after = page.next_after or after
-        if page.items:
-            continue  # more may be there already: read on before waiting
-        if not follow or last_look:
+        if not page.items:
             return
-        job = _api(client.get_job, job_id)
-        if job.state.is_terminal:
-            # a job turns final on the trainer's `done`, a moment before the runner has stored
-            # the trainer's last lines: wait until the store says the attempt's output is
-            # complete (or a short grace, for an attempt whose trainer never started), then
-            # read once more, since the last lines were stored with that fact
-            final_since = final_since or time.monotonic()
-            last_look = job.output_complete or time.monotonic() - final_since > LOG_TAIL_GRACE_S
-            if last_look:
-                continue
-        time.sleep(1)
+        after = page.next_after or after
+
+
+def _follow(client: Client, job_id: str) -> None:
+    for message in client.stream(job_id, events=False):
+        if message.kind == "log":
+            sys.stdout.write(message.data.line + "\n")
+            sys.stdout.flush()
 
 
 @jobs_app.command("cancel")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from rich.console import Console
@@ -18,21 +17,20 @@ def summary(metrics: dict[str, Any]) -> str:
     return " ".join(parts[:4])
 
 
-def watch(client: Client, job_id: str, console: Console, interval: float = 1.0) -> JobView:
+def watch(client: Client, job_id: str, console: Console) -> JobView:
+    """Follows the job's stream (GET /v1/jobs/{id}/stream, no log lines) until it ends."""
     job = client.get_job(job_id)
-    after = 0
     with Progress(TextColumn("[bold]{task.fields[state]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("epochs"), TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         task = progress.add_task("train", total=job.epochs, state=job.state.value, metrics="")
-        while True:
-            for event in client.events(job_id, after).items:
-                after = event.seq
+        for message in client.stream(job_id, logs=False):
+            if message.kind == "event":
+                event = message.data
                 if event.event_type not in ("trainer_process",):
                     progress.console.print(f"  [dim]{event.event_type}[/dim] {event.message}")
-            job = client.get_job(job_id)
+                continue
+            job = message.job
             progress.update(task, completed=job.epoch or 0, total=job.total_epochs or job.epochs,
                             state=job.state.value, metrics=summary(job.latest_metrics))
-            if job.state.is_terminal:
-                return job
-            time.sleep(interval)
+    return job

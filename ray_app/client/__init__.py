@@ -15,7 +15,8 @@ requests that are safe to repeat are retried with backoff (tenacity) on connecti
 from ray_app.client._client import AsyncClient, Client
 from ray_app.client._config import ClientConfig
 from ray_app.client._errors import APIError, TransportError
+from ray_app.client._stream import StreamMessage
 from ray_app.client._uploads import UploadProgress, UploadResult
 
-__all__ = ["APIError", "AsyncClient", "Client", "ClientConfig", "TransportError", "UploadProgress",
-           "UploadResult"]
+__all__ = ["APIError", "AsyncClient", "Client", "ClientConfig", "StreamMessage", "TransportError",
+           "UploadProgress", "UploadResult"]

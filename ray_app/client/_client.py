@@ -17,6 +17,7 @@ from ray_app.client import _calls as calls
 from ray_app.client._config import ClientConfig
 from ray_app.client._errors import APIError, TransportError
 from ray_app.client._retry import RETRY_STATUSES, RetryableStatus, async_retrying, retrying
+from ray_app.client._stream import StreamMessage, parse
 from ray_app.client._uploads import (
     Archive,
     PartURLExpired,
@@ -41,6 +42,8 @@ from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogP
 T = TypeVar("T")
 UPLOAD_ROUNDS = 3  # opens of one upload: the first, and fresh URLs after expired ones
 DOWNLOAD_CHUNK = 1 << 20
+STREAM_RECONNECTS = 5  # in a row, without a message between
+STREAM_READ_S = 60.0  # the server pings every 15 s
 FINAL_VERSION_STATES = (VersionState.VALID, VersionState.INVALID)
 
 
@@ -148,6 +151,32 @@ class Client(_Base):
 
     def artifacts(self, job_id: str) -> ArtifactPage:
         return self.send(calls.artifacts(job_id))
+
+    def stream(self, job_id: str, events_after: int = 0, logs_after: int = 0, events: bool = True,
+               logs: bool = True, reconnects: int = STREAM_RECONNECTS) -> Iterator[StreamMessage]:
+        """The job's live messages (job, event, log; `end` last) until the job is final and its
+        output complete. A dropped connection is resumed where it was (Last-Event-ID)."""
+        last_id: str | None = None
+        failures = 0
+        params = {"events_after": events_after, "logs_after": logs_after, "events": events, "logs": logs}
+        while True:
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with self.http.stream("GET", f"/v1/jobs/{calls._id(job_id)}/stream", params=params,
+                                      headers=headers, timeout=httpx.Timeout(self.config.timeout, read=STREAM_READ_S)) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise APIError(r.status_code, _detail(r))
+                    for message in parse(r.iter_lines()):
+                        failures, last_id = 0, message.id or last_id
+                        yield message
+                        if message.kind == "end":
+                            return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > reconnects:
+                    raise _final(exc, self.config.base_url) from None
+                time.sleep(min(5.0, 0.5 * failures))
 
     def download_artifact(self, job_id: str, name: str, dest: str | Path,
                           progress: ProgressCallback | None = None) -> Path:

@@ -6,6 +6,7 @@ against the real platform is tests/datasets/test_datasets_api.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import zipfile
 from pathlib import Path
 
@@ -159,3 +160,14 @@ def test_prepare_refuses_what_is_not_an_archive(tmp_path):
         deterministic_zip(tmp_path / "empty", tmp_path / "x.zip")
     with pytest.raises(FileNotFoundError):
         prepare(Path(tmp_path / "missing"))
+
+
+def test_the_stream_parser_reads_messages_skips_pings_and_unknown_kinds():
+    from ray_app.client._stream import parse
+
+    log = '{"seq": 3, "attempt": 1, "stream": "stdout", "line": "a", "created_at": "2026-12-01T00:00:00Z"}'
+    lines = [": ping", "", "event: log", "id: 2-3", f"data: {log}", "", "event: mystery", "data: {}", "",
+             "event: job", "id: 2-3", "data: " + json.dumps(JOB), ""]
+    messages = list(parse(lines))
+    assert [(m.kind, m.id) for m in messages] == [("log", "2-3"), ("job", "2-3")]
+    assert messages[0].data.line == "a" and messages[1].job.id == "j1"

@@ -1,0 +1,99 @@
+"""GET /v1/jobs/{id}/stream: a job's live changes by Server-Sent Events (DESIGN §10).
+
+One stream per viewer, read from the database like the other reads (store/reads.py), never from
+the single writer. What it sends, each as an SSE `event`:
+
+  job    the job (the API's JobView) whenever it changed: state, progress, epoch, latest metrics
+  event  each of the job's events, in order
+  log    each line of the trainer's output, in order
+  end    once the job is final and its output complete (or a short grace after): then it closes
+
+Every message's `id` is the stream's position, `<event seq>-<log seq>`: a client that reconnects
+with `Last-Event-ID` (EventSource does it by itself) continues after what it had, and gets the
+job's current state first. The metric history is GET /v1/jobs/{id}/metrics; the `job` messages
+carry each new epoch's metrics as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette.event import ServerSentEvent
+from sse_starlette.sse import EventSourceResponse
+
+from ray_app.api.deps import Ctx, User
+from ray_app.api.documented import NOT_FOUND, UNAUTHORIZED
+from ray_app.jobs.api_models import EventView, JobView, LogLine
+from ray_app.jobs.types import MAX_SEQ
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
+
+POLL_S = 0.2  # how often a stream looks for changes: a heartbeat reaches the viewer within it
+PING_S = 15  # a comment line this often keeps proxies from closing an idle stream
+OUTPUT_GRACE_S = 5.0  # a final job whose output is not complete ends the stream after this
+PAGE = 500
+_POSITION = re.compile(r"^(\d{1,15})-(\d{1,15})$")
+
+
+def position(last_event_id: str | None, events_after: int, logs_after: int) -> tuple[int, int]:
+    """Where a stream starts: after Last-Event-ID when it is one of ours, else the query's."""
+    match = _POSITION.match((last_event_id or "").strip())
+    if match:
+        return min(int(match[1]), MAX_SEQ), min(int(match[2]), MAX_SEQ)
+    return events_after, logs_after
+
+
+@router.get("/{job_id}/stream", response_class=EventSourceResponse, responses={
+    **NOT_FOUND, 200: {"description": "text/event-stream: job, event, log and end messages",
+                       "content": {"text/event-stream": {}}}},
+    summary="The job's live changes (Server-Sent Events; resumable with Last-Event-ID)")
+async def stream_job(
+    job_id: str,
+    request: Request,
+    ctx: Ctx,
+    events_after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="start after this event seq")] = 0,
+    logs_after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="start after this log seq")] = 0,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    events: Annotated[bool, Query(description="false: no event messages")] = True,
+    logs: Annotated[bool, Query(description="false: no log messages (a progress view)")] = True,
+) -> EventSourceResponse:
+    await ctx.reads.get_job(job_id)  # 404 before the stream starts
+    start = position(last_event_id, events_after, logs_after)
+    return EventSourceResponse(_changes(ctx, request, job_id, *start, events, logs), ping=PING_S)
+
+
+async def _changes(ctx, request: Request, job_id: str, event_seq: int, log_seq: int,
+                   with_events: bool = True, with_logs: bool = True) -> AsyncIterator[ServerSentEvent]:
+    shown: str | None = None
+    final_since: float | None = None
+    while not await request.is_disconnected():
+        job = await ctx.reads.get_job(job_id)
+        events = await ctx.reads.events(job_id, event_seq, PAGE) if with_events else []
+        lines = await ctx.reads.logs(job_id, log_seq, PAGE) if with_logs else []
+        view = JobView.model_validate(job.model_dump()).model_dump_json()
+        if view != shown:
+            shown = view
+            yield ServerSentEvent(view, event="job", id=f"{event_seq}-{log_seq}")
+        for e in events:
+            event_seq = e["seq"]
+            yield ServerSentEvent(EventView.model_validate(e).model_dump_json(), event="event",
+                                  id=f"{event_seq}-{log_seq}")
+        for line in lines:
+            log_seq = line["seq"]
+            yield ServerSentEvent(LogLine.model_validate(line).model_dump_json(), event="log",
+                                  id=f"{event_seq}-{log_seq}")
+        if len(events) == PAGE or len(lines) == PAGE:
+            continue  # more is there already: read on before waiting
+        if job.state.is_terminal and not events and not lines:
+            # the job turns final on the trainer's `done`, a moment before the runner has stored
+            # its last lines: the stream ends once the output is complete (or after a grace)
+            final_since = final_since or time.monotonic()
+            if job.output_complete or time.monotonic() - final_since > OUTPUT_GRACE_S:
+                yield ServerSentEvent(view, event="end", id=f"{event_seq}-{log_seq}")
+                return
+        await asyncio.sleep(POLL_S)
