@@ -38,10 +38,13 @@ def test_a_job_waiting_for_its_environment_says_so_and_the_next_does_not_wait(pl
     first = p.create_job(**spec)
     building = p.wait_event(first["id"], "environment_building", timeout=60)
     assert venv_plugin in building["message"] and building["source"] == "platform"
-    assert p.job(first["id"])["state"] == "PENDING"  # no runner requested while it builds
     p.wait_state(first["id"], "SUCCEEDED", timeout=240)
-    kinds = [e["event_type"] for e in p.events(first["id"])]
+    events = p.events(first["id"])
+    kinds = [e["event_type"] for e in events]
     assert kinds.index("environment_building") < kinds.index("environment_ready") < kinds.index("trainer_process")
+    # no runner was requested while it built: PENDING -> QUEUED only after the environment was ready
+    queued = next(i for i, e in enumerate(events) if e["event_type"] == "state_changed" and e["data"]["to"] == "QUEUED")
+    assert kinds.index("environment_ready") < queued
     assert "environment_progress" in kinds  # each build step is news
     ready = next(e for e in p.events(first["id"]) if e["event_type"] == "environment_ready")
     assert ready["data"]["seconds"] >= 0 and "built in" in ready["message"]
