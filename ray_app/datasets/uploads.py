@@ -41,6 +41,13 @@ def expected_part_size(number: int, size: int, part_size: int) -> int:
     return part_size if number < total else size - part_size * (total - 1)
 
 
+def sized_parts(done: dict[int, dict[str, Any]], size: int, part_size: int) -> list[int]:
+    """The part numbers of `done` (parts_done's answer) that S3 holds at the size they must have:
+    a part of another size (cut short) counts as missing, so the client sends it again."""
+    return sorted(n for n, part in done.items()
+                  if 1 <= n <= parts_total(size, part_size) and part["Size"] == expected_part_size(n, size, part_size))
+
+
 @dataclass
 class Storage:
     """S3 as the dataset and artifact API use it: the platform's client for what it does itself,
@@ -107,9 +114,9 @@ class Storage:
         if done is None:
             raise Conflict("the storage no longer knows this upload: open it again (POST /v1/datasets)")
         total = parts_total(size, part_size)
+        good = sized_parts(done, size, part_size)
         missing = [n for n in range(1, total + 1) if n not in done]
-        wrong = [n for n in range(1, total + 1)
-                 if n in done and done[n]["Size"] != expected_part_size(n, size, part_size)]
+        wrong = [n for n in range(1, total + 1) if n in done and n not in good]
         if missing or wrong:
             shown = ", ".join(map(str, missing[:20]))
             raise Conflict("the upload is not complete: " + "; ".join(filter(None, [
@@ -117,21 +124,13 @@ class Storage:
                 f"part(s) {', '.join(map(str, wrong[:20]))} have the wrong size" if wrong else ""])))
         self.client.complete_multipart_upload(
             Bucket=self.bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": done[n]["ETag"]} for n in sorted(done)]})
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": done[n]["ETag"]} for n in good]})
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except ClientError:
             pass  # already completed or aborted
-
-    def object_size(self, key: str) -> int | None:
-        try:
-            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

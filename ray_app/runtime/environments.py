@@ -119,9 +119,8 @@ class EnvironmentBuilds:
 
     def _start(self, manifest: TrainerManifest) -> Build:
         loop = asyncio.get_running_loop()
-        build = Build(manifest.name, task=None)  # type: ignore[arg-type]  # set just below
 
-        def step(line: str) -> None:  # from the build's thread
+        def step(line: str) -> None:  # from the build's thread, once the build (below) exists
             loop.call_soon_threadsafe(self._progress, build, line)
 
         if self._one_at_a_time is None:
@@ -132,7 +131,7 @@ class EnvironmentBuilds:
             async with gate:
                 await asyncio.to_thread(venvs.build, self.settings.venvs_dir, manifest, step)
 
-        build.task = asyncio.create_task(run())
+        build = Build(manifest.name, asyncio.create_task(run()))  # it runs at the next await
         build.task.add_done_callback(lambda _: self._finished(build))
         self.builds[manifest.name] = build
         log.info("building the %s trainer's environment", manifest.name)

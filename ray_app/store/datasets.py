@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
-from ray_app.datasets.models import VersionState
+from ray_app.datasets.models import ValidationReport, VersionState
 from ray_app.jobs.errors import Conflict, StoreError
 from ray_app.store import db
 from ray_app.store.writer import Writer
@@ -177,7 +177,7 @@ class DatasetWriter(Writer):
 
     def dataset_validated(self, dataset_id: str, version: str, report: Row) -> Row:
         """VALIDATING → VALID or INVALID, with the report and what it found."""
-        valid = not report.get("problems_total") and not report.get("problems")
+        valid = ValidationReport.model_validate(report).valid
         return self._move_version(
             dataset_id, version, VersionState.VALIDATING,
             state=(VersionState.VALID if valid else VersionState.INVALID).value, report=report,

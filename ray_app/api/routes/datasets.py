@@ -38,13 +38,17 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[User]
 Row = dict[str, Any]
 
 
+def _start_validation(ctx: AppContext, row: Row) -> None:
+    from ray_app.datasets.validation import start_validation  # Ray: in the replica only
+
+    start_validation(ctx.settings, row["dataset_id"], row["version"], row["key"])
+
+
 def _revalidate_if_stale(ctx: AppContext, row: Row) -> None:
     completed = row.get("completed_at")
     if (row["state"] == VersionState.VALIDATING and completed is not None
             and (datetime.now(UTC) - completed).total_seconds() > VALIDATION_STALE_S):
-        from ray_app.datasets.validation import start_validation  # Ray: in the replica only
-
-        start_validation(ctx.settings, row["dataset_id"], row["version"], row["key"])
+        _start_validation(ctx, row)
 
 
 def version_view(ctx: AppContext, row: Row) -> VersionView:
@@ -66,8 +70,7 @@ async def _upload_view(ctx: AppContext, row: Row, created: bool) -> UploadView:
         upload_id = await asyncio.to_thread(ctx.storage.open_upload, row["key"])
         row = await ctx.store.dataset_upload_reopened(row["dataset_id"], row["version"], upload_id)
         done = {}
-    view.parts_done = sorted(n for n, part in done.items()
-                             if part["Size"] == uploads.expected_part_size(n, row["size_bytes"], row["part_size"]))
+    view.parts_done = uploads.sized_parts(done, row["size_bytes"], row["part_size"])
     missing = [n for n in range(1, view.parts_total + 1) if n not in view.parts_done]
     view.urls = await asyncio.to_thread(ctx.storage.part_urls, row["key"], row["upload_id"], missing)
     view.expires_at = ctx.storage.expires_at()
@@ -125,9 +128,7 @@ async def complete_upload(dataset_id: str, version: str, ctx: Ctx, response: Res
     await asyncio.to_thread(ctx.storage.complete_upload, row["key"], row["upload_id"],
                             row["size_bytes"], row["part_size"])
     row = await ctx.store.dataset_upload_completed(dataset_id, version)
-    from ray_app.datasets.validation import start_validation  # Ray: in the replica only
-
-    start_validation(ctx.settings, dataset_id, version, row["key"])
+    _start_validation(ctx, row)
     return version_view(ctx, row)
 
 
