@@ -12,69 +12,36 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from pydantic import BaseModel
 
-from ray_app.client import APIError, Client, ClientConfig
+from ray_app.client import Client
 from ray_app.config import Settings
 from ray_app.jobs.api_models import JobView
 from ray_app.jobs.states import JobState
 
+from ray_app.cli.common import (
+    EXIT_API_ERROR,
+    EXIT_JOB_FAILED,
+    ApiPort,
+    AsJson,
+    DataDir,
+    Token,
+    Url,
+    call_api,
+    api_client,
+    emit,
+    console,
+    err,
+)
+from ray_app.cli.datasets import datasets_app
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 jobs_app = typer.Typer(no_args_is_help=True, help="Submit and follow training jobs.")
-datasets_app = typer.Typer(no_args_is_help=True, help="Upload, list and delete datasets (through the API: "
-                           "no S3 keys needed).")
 trainers_app = typer.Typer(no_args_is_help=True, help="The registered trainers and their environments.")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(trainers_app, name="trainers")
 app.add_typer(datasets_app, name="datasets")
-console = Console()
-err = Console(stderr=True)
-
-EXIT_JOB_FAILED = 1
-EXIT_API_ERROR = 3
-
-ApiPort = Annotated[int, typer.Option(help="API port on 127.0.0.1", envvar="VTP_HTTP_PORT")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="VTP_DATA_DIR", help="platform data directory")]
-Url = Annotated[Optional[str], typer.Option("--url", envvar="VTP_API_URL", help="API base URL "
-                                            "(default: the platform `vtp up` runs on this machine)")]
-Token = Annotated[Optional[str], typer.Option("--token", envvar="VTP_API_TOKEN", show_default=False,
-                                              help="API token (default: the local platform's)")]
-AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _client(url: str | None, token: str | None = None) -> Client:
-    try:
-        return Client(config=ClientConfig.resolve(url, token))
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _plain(data: Any) -> Any:
-    if isinstance(data, BaseModel):
-        return data.model_dump(mode="json")
-    if isinstance(data, list):
-        return [_plain(d) for d in data]
-    return data
-
-
-def _emit(data: Any, as_json: bool, render) -> None:
-    if as_json:
-        console.print_json(json.dumps(_plain(data), default=str))
-    else:
-        render(data)
-
-
-def _api(call, *args, **kwargs):
-    try:
-        return call(*args, **kwargs)
-    except APIError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_API_ERROR) from None
-
 
 # ---------------------------------------------------------------------------- platform
 
@@ -133,123 +100,9 @@ def status(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     from ray_app.local.platform import LocalPlatform
 
     info = LocalPlatform(data_dir).status()
-    _emit(info, as_json, lambda d: console.print("\n".join(f"{k:14} {v}" for k, v in d.items())))
+    emit(info, as_json, lambda d: console.print("\n".join(f"{k:14} {v}" for k, v in d.items())))
     if not info["health"]:
         raise typer.Exit(EXIT_API_ERROR)
-
-
-# ---------------------------------------------------------------------------- datasets
-
-
-@datasets_app.command("upload")
-def datasets_upload(
-    path: Annotated[Path, typer.Argument(exists=True, help="a folder or an archive (.zip, .tar, .tar.gz): "
-                                         "DICE, YOLO or ImageFolder")],
-    dataset_id: Annotated[str, typer.Option("--id", help="the dataset's name (created on its first upload)")],
-    description: Annotated[str, typer.Option(help="what it holds")] = "",
-    concurrency: Annotated[int, typer.Option(min=1, max=32, help="parts sent at once")] = 4,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for validation and show its report")] = True,
-    url: Url = None,
-    token: Token = None,
-    as_json: AsJson = False,
-) -> None:
-    """Upload a dataset as a new version (its content hash): straight to storage in parallel
-    parts; run it again after an interruption and it sends only the parts that are missing.
-    Exit 1 when validation finds problems."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    client = _client(url, token)
-    out = err if as_json else console
-    with Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=out, transient=as_json) as progress:
-        task = progress.add_task("upload", total=None)
-
-        def started(plan) -> None:
-            progress.update(task, total=plan.total_bytes)
-            resumed = f", resuming: {plan.parts_done} of {plan.parts_total} parts already stored" if plan.parts_done else ""
-            progress.console.print(f"[dim]{dataset_id} version {plan.version[:12]}: {plan.total_bytes} bytes in "
-                                   f"{plan.parts_total} part(s){resumed}[/dim]")
-
-        try:
-            result = _api(client.upload_dataset, path, dataset_id, description, concurrency,
-                          lambda n: progress.advance(task, n), started)
-        except ValueError as exc:  # not an archive, an empty folder
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-    if not result.created:
-        out.print(f"this content is already version {result.version[:12]} of {dataset_id} ({result.state}): "
-                  "nothing sent")
-    else:
-        out.print(f"uploaded {result.bytes_sent} bytes in {result.parts_sent} part(s)"
-                  + (f", {result.parts_skipped} part(s) were already stored" if result.parts_skipped else ""))
-    summary = {"dataset_id": dataset_id, "version": result.version, "created": result.created,
-               "parts_total": result.parts_total, "parts_sent": result.parts_sent,
-               "parts_skipped": result.parts_skipped, "bytes_sent": result.bytes_sent}
-    if not wait:
-        _emit(summary | {"state": result.state}, as_json, lambda _: None)
-        return
-    version = _api(client.wait_version, dataset_id, result.version)
-    _emit(summary | {"state": version.state, "report": _plain(version.report)}, as_json,
-          lambda _: _render_version(version))
-    if version.state != "valid":
-        raise typer.Exit(EXIT_JOB_FAILED)
-
-
-def _render_version(v) -> None:
-    color = {"valid": "green", "invalid": "red"}.get(v.state, "yellow")
-    console.print(f"version [bold]{v.version[:12]}[/bold] [{color}]{v.state}[/{color}]  {v.filename}  "
-                  f"{v.size_bytes} bytes  {v.uri}")
-    if v.format:
-        splits = ", ".join(f"{k} {n}" for k, n in v.splits.items())
-        console.print(f"  {v.format}, {v.task_type}, {v.images} images ({splits}), classes: {', '.join(v.classes)}")
-    if v.report and v.report.problems_total:
-        table = Table("file", "problem", title=f"{v.report.problems_total} problem(s)")
-        for p in v.report.problems:
-            table.add_row(p.file or "", p.problem)
-        console.print(table)
-
-
-@datasets_app.command("list")
-def datasets_list(url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """Datasets with their newest version, its state and counts."""
-    client = _client(url, token)
-    items = _api(lambda: list(client.iter_datasets()))
-
-    def render(datasets: list) -> None:
-        table = Table("dataset", "versions", "newest", "state", "format", "task", "images", "classes")
-        for d in datasets:
-            v = d.versions[0] if d.versions else None
-            table.add_row(d.id, str(len(d.versions)), v.version[:12] if v else "", v.state if v else "",
-                          (v.format or "") if v else "", (v.task_type or "") if v else "",
-                          str(v.images) if v else "", ", ".join(v.classes)[:40] if v else "")
-        console.print(table)
-
-    _emit({"items": _plain(items)} if as_json else items, as_json, render)
-
-
-@datasets_app.command("get")
-def datasets_get(dataset_id: str, version: Annotated[Optional[str], typer.Option(help="one version (hash or prefix)")] = None,
-                 url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
-    """A dataset's versions with their validation reports."""
-    client = _client(url, token)
-    if version:
-        v = _api(client.get_version, dataset_id, version)
-        _emit(v, as_json, _render_version)
-        return
-    d = _api(client.get_dataset, dataset_id)
-
-    def render(d) -> None:
-        console.print(f"[bold]{d.id}[/bold]  {d.description}  latest valid: {(d.latest_valid_version or 'none')[:12]}")
-        for v in d.versions:
-            _render_version(v)
-
-    _emit(d, as_json, render)
-
-
-@datasets_app.command("rm")
-def datasets_rm(dataset_id: str, url: Url = None, token: Token = None) -> None:
-    """Delete a dataset and its stored versions (refused while a queued or running job uses it)."""
-    _api(_client(url, token).delete_dataset, dataset_id)
-    console.print(f"deleted dataset {dataset_id}")
 
 
 # ---------------------------------------------------------------------------- trainers
@@ -271,7 +124,7 @@ def trainers_list(as_json: AsJson = False) -> None:
         for problem in registry.problems:
             err.print(f"[yellow]skipped:[/yellow] {problem}")
 
-    _emit(data, as_json, render)
+    emit(data, as_json, render)
 
 
 @trainers_app.command("build-env")
@@ -332,10 +185,10 @@ def jobs_submit(
                         ("dataset_version", dataset_version)):
         if value is not None:
             body[name] = value
-    client = _client(url, token)
-    job = _api(client.submit, body)
+    client = api_client(url, token)
+    job = call_api(client.submit, body)
     version = f", dataset version {job.dataset_version[:12]}" if job.dataset_version else ""
-    _emit(job, as_json, lambda j: console.print(f"job [bold]{j.id}[/bold] {j.state} (trace {j.trace_id}{version})"))
+    emit(job, as_json, lambda j: console.print(f"job [bold]{j.id}[/bold] {j.state} (trace {j.trace_id}{version})"))
     if watch_job:
         _finish_watch(client, job.id, as_json)
 
@@ -344,7 +197,7 @@ def jobs_submit(
 def jobs_list(state: Optional[str] = None, project: Optional[str] = None, limit: int = 50,
               url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """List jobs, newest first."""
-    page = _api(_client(url, token).list_jobs, state=state, project_id=project, limit=limit)
+    page = call_api(api_client(url, token).list_jobs, state=state, project_id=project, limit=limit)
 
     def render(p) -> None:
         table = Table("id", "state", "framework", "model", "dataset", "epoch", "progress", "created")
@@ -353,13 +206,13 @@ def jobs_list(state: Optional[str] = None, project: Optional[str] = None, limit:
                           f"{j.epoch or 0}/{j.epochs}", f"{j.progress:.0f}%", j.created_at.isoformat()[:19])
         console.print(table)
 
-    _emit(page, as_json, render)
+    emit(page, as_json, render)
 
 
 @jobs_app.command("get")
 def jobs_get(job_id: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """One job: state, progress, metrics, error, artifacts."""
-    job = _api(_client(url, token).get_job, job_id)
+    job = call_api(api_client(url, token).get_job, job_id)
 
     def render(view: JobView) -> None:
         j = view.model_dump(mode="json")
@@ -376,20 +229,20 @@ def jobs_get(job_id: str, url: Url = None, token: Token = None, as_json: AsJson 
                               a["resume_from"] or "")
             console.print(table)
 
-    _emit(job, as_json, render)
+    emit(job, as_json, render)
 
 
 @jobs_app.command("watch")
 def jobs_watch(job_id: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """Live progress bar and metrics until the job ends (exit 1 if it did not succeed)."""
-    _finish_watch(_client(url, token), job_id, as_json)
+    _finish_watch(api_client(url, token), job_id, as_json)
 
 
 def _finish_watch(client: Client, job_id: str, as_json: bool) -> None:
     from ray_app.cli.watch import watch
 
-    job = _api(watch, client, job_id, err if as_json else console)
-    metrics = _api(client.metrics, job_id).items
+    job = call_api(watch, client, job_id, err if as_json else console)
+    metrics = call_api(client.metrics, job_id).items
 
     def render(j: JobView) -> None:
         columns = sorted({k for m in metrics for k in m.metrics})[:8]
@@ -408,7 +261,7 @@ def _finish_watch(client: Client, job_id: str, as_json: bool) -> None:
             console.print(f"  mlflow run         {j.mlflow_run_id}")
         console.print(f"  files              vtp jobs artifacts {j.id}")
 
-    _emit(job, as_json, render)
+    emit(job, as_json, render)
     if job.state != JobState.SUCCEEDED:
         raise typer.Exit(EXIT_JOB_FAILED)
 
@@ -417,13 +270,13 @@ def _finish_watch(client: Client, job_id: str, as_json: bool) -> None:
 def jobs_logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
               url: Url = None, token: Token = None) -> None:
     """The trainer's output; --follow keeps printing until the job ends."""
-    client = _client(url, token)
+    client = api_client(url, token)
     if follow:  # the job's stream: each line as it is stored, until the job ends
-        _api(_follow, client, job_id)
+        call_api(_follow, client, job_id)
         return
     after = 0
     while True:
-        page = _api(client.logs, job_id, after)
+        page = call_api(client.logs, job_id, after)
         for line in page.items:
             sys.stdout.write(line.line + "\n")
         sys.stdout.flush()
@@ -442,8 +295,8 @@ def _follow(client: Client, job_id: str) -> None:
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """Ask a job to stop (idempotent)."""
-    job = _api(_client(url, token).cancel, job_id)
-    _emit(job, as_json, lambda j: console.print(f"job {j.id}: cancel requested ({j.state})"))
+    job = call_api(api_client(url, token).cancel, job_id)
+    emit(job, as_json, lambda j: console.print(f"job {j.id}: cancel requested ({j.state})"))
 
 
 @jobs_app.command("artifacts")
@@ -459,8 +312,8 @@ def jobs_artifacts(
     """List a job's checkpoints, plots and files, or download one (with the API token alone)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    client = _client(url, token)
-    page = _api(client.artifacts, job_id)
+    client = api_client(url, token)
+    page = call_api(client.artifacts, job_id)
     if name is None:
         def render(p) -> None:
             table = Table("name", "kind", "size", "modified")
@@ -468,7 +321,7 @@ def jobs_artifacts(
                 table.add_row(a.name, a.kind, str(a.size_bytes), a.last_modified.isoformat()[:19] if a.last_modified else "")
             console.print(table)
 
-        _emit(page, as_json, render)
+        emit(page, as_json, render)
         return
     size = next((a.size_bytes for a in page.items if a.name == name), None)
     if size is None:
@@ -478,8 +331,8 @@ def jobs_artifacts(
     out = err if as_json else console
     with Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=out, transient=as_json) as progress:
         task = progress.add_task("download", total=size)
-        path = _api(client.download_artifact, job_id, name, output or Path.cwd(), lambda n: progress.advance(task, n))
-    _emit({"name": name, "path": str(path), "size_bytes": path.stat().st_size}, as_json,
+        path = call_api(client.download_artifact, job_id, name, output or Path.cwd(), lambda n: progress.advance(task, n))
+    emit({"name": name, "path": str(path), "size_bytes": path.stat().st_size}, as_json,
           lambda d: console.print(f"saved {d['path']} ({d['size_bytes']} bytes)"))
 
 
@@ -494,7 +347,7 @@ def jobs_predict(
     as_json: AsJson = False,
 ) -> None:
     """Run the finished job's best checkpoint on images."""
-    result = _api(_client(url, token).predict, job_id, list(images), conf, top_k)
+    result = call_api(api_client(url, token).predict, job_id, list(images), conf, top_k)
 
     def render(r) -> None:
         for pred in r.predictions:
@@ -505,8 +358,9 @@ def jobs_predict(
                 console.print(f"  {cls['class_name']:12} {cls['probability']:.3f}")
         console.print(f"[dim]{r.checkpoint} in {r.inference_seconds}s[/dim]")
 
-    _emit(result, as_json, render)
+    emit(result, as_json, render)
 
 
 def main() -> None:
     app()
+

@@ -12,7 +12,8 @@ requests that are safe to repeat are retried with backoff (tenacity) on connecti
 429/502/503/504.
 """
 
-from ray_app.client._client import AsyncClient, Client
+from ray_app.client._async_client import AsyncClient
+from ray_app.client._client import Client
 from ray_app.client._config import ClientConfig
 from ray_app.client._errors import APIError, TransportError
 from ray_app.client._stream import StreamMessage

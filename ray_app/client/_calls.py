@@ -94,6 +94,11 @@ def predict(job_id: str, images: list[Path], conf: float = 0.25, top_k: int = 5)
                 data={"conf": str(conf), "top_k": str(top_k)}, timeout=300)
 
 
+def stream_path(job_id: str) -> str:
+    """GET: the job's Server-Sent Events (read as a stream: Client.stream, _stream.py)."""
+    return f"/v1/jobs/{_id(job_id)}/stream"
+
+
 def artifacts(job_id: str) -> Call[ArtifactPage]:
     return Call("GET", f"/v1/jobs/{_id(job_id)}/artifacts", _model(ArtifactPage))
 

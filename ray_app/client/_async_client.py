@@ -1,0 +1,183 @@
+"""AsyncClient: Client's methods for asyncio (_client.py says what they do)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from ray_app.client import _calls as calls
+from ray_app.client._config import ClientConfig
+from ray_app.client._retry import RetryableStatus, async_retrying
+from ray_app.client._uploads import (
+    Archive,
+    PartURLExpired,
+    ProgressCallback,
+    UploadResult,
+    check_part_response,
+    missing_parts,
+    prepare,
+)
+from ray_app.datasets.models import (
+    ArtifactPage,
+    DatasetPage,
+    DatasetView,
+    UploadView,
+    VersionState,
+    VersionView,
+)
+from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+
+from ray_app.client._base import (
+    UPLOAD_ROUNDS,
+    _Base,
+    _final,
+    _finished,
+    _parsed,
+    _request_args,
+    _start,
+    _upload_body,
+    _urls_refused,
+    _validated,
+)
+
+T = TypeVar("T")
+
+
+class AsyncClient(_Base):
+    """The same methods as Client, for asyncio. Use with `async with`, or call aclose()."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0,
+                 config: ClientConfig | None = None):
+        super().__init__(url, token, timeout, config)
+        self.http = httpx.AsyncClient(base_url=self.config.base_url, headers=self._headers,
+                                      timeout=self.config.timeout)
+        self.storage = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout, read=300))
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.storage.aclose()
+
+    async def send(self, call: calls.Call[T]) -> T:
+        try:
+            async for attempt in async_retrying(call.idempotent):
+                with attempt:
+                    response = await self.http.request(call.method, call.path, **_request_args(call))
+                    return _parsed(call, response)
+        except (httpx.TransportError, RetryableStatus) as exc:
+            raise _final(exc, self.config.base_url) from None
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ jobs
+    async def submit(self, body: JobCreate | dict[str, Any]) -> JobView:
+        return await self.send(calls.submit(body))
+
+    async def get_job(self, job_id: str) -> JobView:
+        return await self.send(calls.get_job(job_id))
+
+    async def list_jobs(self, state: str | None = None, project_id: str | None = None,
+                        framework: str | None = None, cursor: str | None = None,
+                        limit: int | None = None) -> JobPage:
+        return await self.send(calls.list_jobs(state, project_id, framework, cursor, limit))
+
+    async def cancel(self, job_id: str) -> JobView:
+        return await self.send(calls.cancel(job_id))
+
+    async def events(self, job_id: str, after: int = 0, limit: int | None = None) -> EventPage:
+        return await self.send(calls.events(job_id, after, limit))
+
+    async def logs(self, job_id: str, after: int = 0, limit: int | None = None) -> LogPage:
+        return await self.send(calls.logs(job_id, after, limit))
+
+    async def metrics(self, job_id: str) -> MetricPage:
+        return await self.send(calls.metrics(job_id))
+
+    async def predict(self, job_id: str, images: list[Path], conf: float = 0.25, top_k: int = 5) -> PredictResponse:
+        return await self.send(calls.predict(job_id, images, conf, top_k))
+
+    async def artifacts(self, job_id: str) -> ArtifactPage:
+        return await self.send(calls.artifacts(job_id))
+
+    async def artifact_url(self, job_id: str, name: str) -> str:
+        return await self.send(calls.artifact_url(job_id, name))
+
+    # ------------------------------------------------------------ datasets
+    async def list_datasets(self, cursor: str | None = None, limit: int | None = None) -> DatasetPage:
+        return await self.send(calls.list_datasets(cursor, limit))
+
+    async def iter_datasets(self) -> AsyncIterator[DatasetView]:
+        cursor = None
+        while True:
+            page = await self.list_datasets(cursor)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def get_dataset(self, dataset_id: str) -> DatasetView:
+        return await self.send(calls.get_dataset(dataset_id))
+
+    async def get_version(self, dataset_id: str, version: str) -> VersionView:
+        return await self.send(calls.get_version(dataset_id, version))
+
+    async def delete_dataset(self, dataset_id: str) -> None:
+        await self.send(calls.delete_dataset(dataset_id))
+
+    async def wait_version(self, dataset_id: str, version: str, timeout: float = 600.0,
+                           interval: float = 0.5) -> VersionView:
+        deadline = time.monotonic() + timeout
+        while not _validated(view := await self.get_version(dataset_id, version), deadline, timeout):
+            await asyncio.sleep(interval)
+        return view
+
+    async def upload_dataset(self, path: str | Path, dataset_id: str, description: str = "",
+                             concurrency: int = 4, progress: ProgressCallback | None = None,
+                             on_start: Any = None) -> UploadResult:
+        archive = await asyncio.to_thread(prepare, path)
+        try:
+            body = _upload_body(archive, dataset_id, description)
+            result: UploadResult | None = None
+            gate = asyncio.Semaphore(max(1, concurrency))
+            for _ in range(UPLOAD_ROUNDS):
+                view = await self.send(calls.open_upload(body))
+                result = result or _start(view, archive, on_start, progress)
+                if view.state != VersionState.UPLOADING:
+                    return result
+
+                async def put(part: tuple[int, str], view: UploadView = view) -> int:
+                    async with gate:
+                        return await self._put_part(archive, view, part, progress)
+
+                try:
+                    sent = list(await asyncio.gather(*(put(p) for p in missing_parts(view))))
+                except PartURLExpired:
+                    continue
+                return _finished(result, sent, await self.send(calls.complete_upload(dataset_id, view.version)))
+            raise _urls_refused()
+        finally:
+            archive.cleanup()
+
+    async def _put_part(self, archive: Archive, view: UploadView, part: tuple[int, str],
+                        progress: ProgressCallback | None) -> int:
+        number, url = part
+        data = await asyncio.to_thread(archive.read_part, number, view.part_size)
+        try:
+            async for attempt in async_retrying(True):
+                with attempt:
+                    check_part_response(await self.storage.put(url, content=data))
+        except (httpx.TransportError, RetryableStatus) as exc:
+            raise _final(exc, "the storage") from None
+        if progress:
+            progress(len(data))
+        return len(data)
