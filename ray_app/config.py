@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     log_archive_chunk: int = Field(default=5_000, ge=1, description="lines per S3 object of older log lines")
     log_archive_interval_s: float = Field(default=30.0, gt=0, description="how often the controller moves them")
     mlflow_tracking_uri: str | None = None
+    mlflow_ui_url: str | None = Field(
+        default=None, description="the MLflow UI users' browsers reach, for the console's run links; "
+        "default: mlflow_tracking_uri when it is an http(s) URL")
 
     @field_validator("trainer_paths", mode="before")
     @classmethod

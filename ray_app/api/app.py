@@ -17,6 +17,7 @@ from ray_app.api.context import AppContext
 from ray_app.api.limits import BodySizeLimit
 from ray_app.api.routes import artifacts, callbacks, datasets, jobs, predict, stream, system
 from ray_app.config import Settings
+from ray_app.console import server as console
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.types import readable
 from ray_app.store.client import StoreClient
@@ -45,6 +46,7 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     app.include_router(artifacts.router)
     app.include_router(stream.router)
     app.include_router(datasets.router)
+    app.include_router(console.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import RedirectResponse
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, RedirectResponse
 from sdk.contract import artifacts_prefix, checkpoints_prefix
 
 from ray_app.api.context import AppContext
@@ -45,13 +47,20 @@ async def list_artifacts(job_id: str, ctx: Ctx) -> ArtifactPage:
 
 
 @router.get("/{job_id}/artifacts/{name:path}", status_code=307, response_class=RedirectResponse,
-            responses={**NOT_FOUND, 307: {"description": "Location: a presigned URL of the file"}},
+            responses={**NOT_FOUND, 307: {"description": "Location: a presigned URL of the file"},
+                       200: {"description": "with redirect=false: {\"url\": the presigned URL}"}},
             summary="Download one file: a redirect to a short-lived presigned URL")
-async def download_artifact(job_id: str, name: str, ctx: Ctx) -> Any:
+async def download_artifact(
+    job_id: str, name: str, ctx: Ctx,
+    redirect: Annotated[bool, Query(description="false: answer the URL as JSON instead (a browser "
+                                    "cannot follow a redirect to another origin with its token)")] = True,
+) -> Any:
     await ctx.reads.get_job(job_id)
     listing = await asyncio.to_thread(_listing, ctx, job_id)
     key = next((k for view, k in listing if view.name == name), None)
     if key is None:
         raise JobNotFound(f"job {job_id} has no artifact {name!r}")
     url = await asyncio.to_thread(ctx.storage.download_url, key, name.rsplit("/", 1)[-1])
+    if not redirect:
+        return JSONResponse({"url": url, "expires_in": ctx.settings.presign_ttl_s})
     return RedirectResponse(url, status_code=307)

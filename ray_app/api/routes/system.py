@@ -6,9 +6,13 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ray_app import __version__
 
 from ray_app.api.deps import Ctx, User
 from ray_app.api.documented import UNAUTHORIZED
+from ray_app.config import Settings
 from ray_app.runtime.registry import TrainerManifest
 
 router = APIRouter(tags=["system"])
@@ -34,3 +38,19 @@ async def healthz(ctx: Ctx) -> JSONResponse:
             summary="Registered trainers with their tasks, models and default resources")
 async def trainers(ctx: Ctx) -> list[TrainerManifest]:
     return list(ctx.registry.trainers.values())
+
+
+class PlatformInfo(BaseModel):
+    version: str
+    mlflow_ui_url: str | None = Field(description="the MLflow UI, for links to a job's run (`#/runs/<id>`)")
+
+
+def mlflow_ui_url(settings: Settings) -> str | None:
+    url = settings.mlflow_ui_url or settings.mlflow_tracking_uri
+    return url.rstrip("/") if url and url.startswith(("http://", "https://")) else None
+
+
+@router.get("/v1/info", dependencies=[User], response_model=PlatformInfo, responses=UNAUTHORIZED,
+            summary="The platform's version and the addresses its clients link to")
+async def info(ctx: Ctx) -> PlatformInfo:
+    return PlatformInfo(version=__version__, mlflow_ui_url=mlflow_ui_url(ctx.settings))

@@ -1,0 +1,103 @@
+// Metric charts (uPlot, vendored): one chart per group of metrics (losses, quality, learning
+// rate, the rest), x = epoch, one line per series (a metric of an attempt on a job page, a metric
+// of a job on the compare page). Charts grow as points arrive: add() then a redraw on the next
+// animation frame, however many points came in between.
+
+import uPlot from "./vendor/uPlot.esm.js";
+import { clear, h } from "./dom.js";
+
+const COLORS = ["#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#e8590c", "#0c8599", "#c2255c", "#5c940d", "#364fc7", "#868e96"];
+
+export function groupOf(metric) {
+  const m = metric.toLowerCase();
+  if (m.includes("loss")) return "Losses";
+  if (/^lr|learning_rate/.test(m)) return "Learning rate";
+  if (/map|top1|top5|top_1|top_5|acc|precision|recall|fitness|f1|iou|dice/.test(m)) return "Quality";
+  return "Other";
+}
+
+const GROUP_ORDER = ["Losses", "Quality", "Learning rate", "Other"];
+
+// series: key -> {label, group, points: Map(epoch -> value)}
+export class ChartPanel {
+  constructor(container) {
+    this.container = container;
+    this.series = new Map();
+    this.charts = new Map();  // group -> {el, plot, keys}
+    this.frame = null;
+    this.resize = new ResizeObserver(() => this.fit());
+    this.resize.observe(container);
+  }
+
+  add(key, label, group, x, y) {
+    if (typeof y !== "number" || !Number.isFinite(y) || typeof x !== "number") return;
+    let s = this.series.get(key);
+    if (!s) { s = { label, group, points: new Map() }; this.series.set(key, s); }
+    s.points.set(x, y);
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.frame === null) this.frame = requestAnimationFrame(() => { this.frame = null; this.draw(); });
+  }
+
+  width() {
+    return Math.max(280, Math.min(this.container.clientWidth || 600, 900));
+  }
+
+  draw() {
+    const groups = new Map();
+    for (const [key, s] of this.series) {
+      if (!groups.has(s.group)) groups.set(s.group, []);
+      groups.get(s.group).push([key, s]);
+    }
+    const order = [...groups.keys()].sort((a, b) => GROUP_ORDER.indexOf(a) - GROUP_ORDER.indexOf(b) || a.localeCompare(b));
+    if (!this.series.size && !this.container.querySelector(".empty")) {
+      clear(this.container).append(h("p", { class: "muted empty" }, "No metrics yet: they appear with the trainer's heartbeats."));
+    } else if (this.series.size) {
+      this.container.querySelector(".empty")?.remove();
+    }
+    for (const group of order) this.drawGroup(group, groups.get(group));
+  }
+
+  drawGroup(group, entries) {
+    const xs = [...new Set(entries.flatMap(([, s]) => [...s.points.keys()]))].sort((a, b) => a - b);
+    const data = [xs, ...entries.map(([, s]) => xs.map((x) => (s.points.has(x) ? s.points.get(x) : null)))];
+    const keys = entries.map(([k]) => k).join("\u0000");
+    let chart = this.charts.get(group);
+    if (!chart) {
+      const el = h("div", { class: "chart", dataset: { group } }, h("h3", {}, group));
+      chart = { el, plot: null, keys: null };
+      this.charts.set(group, chart);
+      const after = [...this.charts.keys()].sort((a, b) => GROUP_ORDER.indexOf(a) - GROUP_ORDER.indexOf(b));
+      const next = after.slice(after.indexOf(group) + 1).map((g) => this.charts.get(g)?.el).find((e) => e && e.isConnected);
+      this.container.insertBefore(el, next || null);
+    }
+    chart.el.dataset.points = String(data.slice(1).reduce((n, ys) => n + ys.filter((v) => v !== null).length, 0));
+    chart.el.dataset.series = entries.map(([, s]) => s.label).join("|");
+    if (chart.plot && chart.keys === keys) { chart.plot.setData(data); return; }
+    chart.plot?.destroy();
+    chart.keys = keys;
+    chart.plot = new uPlot({
+      width: this.width(), height: 220,
+      scales: { x: { time: false } },
+      axes: [{ label: "epoch" }, {}],
+      series: [{ label: "epoch" }, ...entries.map(([, s], i) => ({
+        label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
+        points: { show: xs.length < 60 },
+      }))],
+      legend: { live: true },
+    }, data, chart.el);
+  }
+
+  fit() {
+    const w = this.width();
+    for (const chart of this.charts.values()) chart.plot?.setSize({ width: w, height: 220 });
+  }
+
+  destroy() {
+    this.resize.disconnect();
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    for (const chart of this.charts.values()) chart.plot?.destroy();
+  }
+}

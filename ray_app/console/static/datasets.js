@@ -1,0 +1,134 @@
+// Datasets: the list, one dataset's versions with their validation reports, and an upload from
+// the browser: the archive's SHA-256 (its version), POST /v1/datasets for presigned part URLs,
+// each part PUT straight to S3 with a progress bar, then .../complete and the report once
+// validation has run. The hash needs the Web Crypto API, which browsers offer on https:// or
+// localhost pages only, and reads the archive into memory: past BROWSER_MAX, use `vtp datasets upload`.
+
+import { ApiError, get, pages, post } from "./api.js";
+import { clear, fmtBytes, fmtTime, h, section } from "./dom.js";
+
+const BROWSER_MAX = 2 * 1024 ** 3;
+
+function versionState(state) {
+  return h("span", { class: `state vstate-${state}`, "data-state": state }, state);
+}
+
+function report(v) {
+  const r = v.report;
+  if (!r) return h("p", { class: "muted" }, v.state === "validating" ? "Validation is running…" : "No report yet.");
+  return h("div", { class: "report" },
+    h("p", {}, `${r.format || "unknown format"} · ${r.task_type || "unknown task"} · ${r.images} images · ${r.annotations} annotations · validated in ${r.seconds.toFixed(1)} s`),
+    h("p", {}, "splits: ", Object.entries(r.splits).map(([k, n]) => `${k} ${n}`).join(", ") || "none"),
+    h("p", {}, "classes: ", r.classes.length ? h("span", { class: "classes" }, r.classes.map((c) => h("span", { class: "tag" }, c))) : "none"),
+    r.problems_total
+      ? h("div", {}, h("p", { class: "error" }, `${r.problems_total} problem(s)${r.problems_total > r.problems.length ? `, the first ${r.problems.length}:` : ":"}`),
+          h("ul", { class: "problems" }, r.problems.map((p) => h("li", {}, p.file ? h("code", {}, p.file) : null, p.file ? " " : null, p.problem))))
+      : h("p", { class: "ok" }, "No problems found."));
+}
+
+function detail(view, id) {
+  const box = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  view.append(h("p", {}, h("a", { href: "#/datasets" }, "← all datasets")), box);
+  let timer = null;
+  async function load() {
+    try {
+      const d = await get(`/v1/datasets/${encodeURIComponent(id)}`);
+      clear(box).append(h("h1", {}, d.id), d.description ? h("p", {}, d.description) : null,
+        h("p", { class: "muted" }, `newest valid version: ${d.latest_valid_version || "none"} · created ${fmtTime(d.created_at)}`),
+        ...d.versions.map((v) => section(h("span", {}, h("span", { class: "mono" }, v.version.slice(0, 12)), " ", versionState(v.state)),
+          h("p", { class: "muted small" }, `${v.filename} · ${fmtBytes(v.size_bytes)} · uploaded ${fmtTime(v.created_at)} · ${v.uri}`),
+          report(v))));
+      if (d.versions.some((v) => v.state === "validating" || v.state === "uploading")) timer = setTimeout(load, 2000);
+    } catch (err) {
+      clear(box).append(h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No dataset ${id}.` : err.message));
+    }
+  }
+  load();
+  return () => clearTimeout(timer);
+}
+
+function putPart(url, blob, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", url);
+    xhr.upload.addEventListener("progress", (ev) => onProgress(ev.loaded));
+    xhr.addEventListener("load", () => (xhr.status >= 200 && xhr.status < 300 ? resolve() : reject(new Error(`storage answered ${xhr.status}`))));
+    xhr.addEventListener("error", () => reject(new Error("the storage could not be reached (network or CORS)")));
+    xhr.send(blob);
+  });
+}
+
+function uploadForm(onDone) {
+  const id = h("input", { id: "upload-id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", placeholder: "dataset id" });
+  const file = h("input", { id: "upload-file", type: "file", required: true, accept: ".zip,.tar,.tar.gz,.tgz" });
+  const description = h("input", { id: "upload-description", placeholder: "description (optional)" });
+  const bar = h("progress", { id: "upload-progress", max: "100", value: "0", hidden: true });
+  const status = h("p", { id: "upload-status", role: "status" });
+  const button = h("button", { type: "submit", class: "primary" }, "Upload");
+  const form = h("form", { class: "upload", id: "upload-form" }, id, file, description, button, bar, status);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = file.files[0];
+    if (!f || !id.value.trim()) { status.textContent = "Choose an archive and a dataset id."; return; }
+    if (!globalThis.crypto?.subtle) { status.textContent = "This page is not https:// or localhost: the browser offers no hashing here. Use `vtp datasets upload`."; return; }
+    if (f.size > BROWSER_MAX) { status.textContent = `Archives over ${fmtBytes(BROWSER_MAX)} upload with \`vtp datasets upload\`.`; return; }
+    button.disabled = true;
+    try {
+      status.textContent = "Hashing…";
+      const digest = await crypto.subtle.digest("SHA-256", await f.arrayBuffer());
+      const sha256 = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+      const upload = await post("/v1/datasets", { dataset_id: id.value.trim(), filename: f.name, size_bytes: f.size, sha256, description: description.value });
+      if (upload.urls.length) {
+        bar.hidden = false;
+        const sent = new Map();
+        let done = upload.parts_done.reduce((n, part) => n + Math.min(upload.part_size, f.size - (part - 1) * upload.part_size), 0);
+        for (const { part_number: n, url } of upload.urls) {
+          const blob = f.slice((n - 1) * upload.part_size, n * upload.part_size);
+          await putPart(url, blob, (loaded) => {
+            sent.set(n, loaded);
+            const total = done + [...sent.values()].reduce((a, b) => a + b, 0);
+            bar.value = Math.round((100 * total) / f.size);
+            status.textContent = `Uploading… ${fmtBytes(total)} of ${fmtBytes(f.size)}`;
+          });
+          sent.delete(n);
+          done += blob.size;
+        }
+        bar.value = 100;
+      }
+      if (upload.state === "uploading") await post(`/v1/datasets/${encodeURIComponent(upload.dataset_id)}/versions/${upload.version}/complete`);
+      status.textContent = upload.created ? "Uploaded: validation is running." : "This content was uploaded before.";
+      onDone(upload.dataset_id);
+    } catch (err) {
+      status.textContent = err instanceof ApiError ? err.message : `Upload failed: ${err.message}`;
+      status.className = "error";
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
+export function render(view, id) {
+  if (id) return detail(view, id);
+  const body = h("tbody", { id: "datasets-body" });
+  view.append(h("h1", {}, "Datasets"), section("Upload", uploadForm((dsId) => { location.hash = `#/datasets/${encodeURIComponent(dsId)}`; })),
+    h("div", { class: "table-wrap" }, h("table", { class: "datasets" },
+      h("thead", {}, h("tr", {}, ["Dataset", "Newest version", "State", "Images", "Classes", "Updated"].map((t) => h("th", {}, t)))), body)));
+  (async () => {
+    try {
+      for await (const items of pages("/v1/datasets", { limit: 200 })) {
+        for (const d of items) {
+          const v = d.versions[0];
+          body.append(h("tr", {}, h("td", {}, h("a", { href: `#/datasets/${encodeURIComponent(d.id)}` }, d.id)),
+            h("td", { class: "mono" }, v ? v.version.slice(0, 12) : ""), h("td", {}, v ? versionState(v.state) : ""),
+            h("td", {}, v ? v.images : ""), h("td", {}, v ? v.classes.join(", ") : ""), h("td", { class: "muted small" }, fmtTime(d.updated_at))));
+        }
+      }
+      if (!body.children.length) body.append(h("tr", {}, h("td", { colspan: "6", class: "muted" }, "No datasets yet.")));
+    } catch (err) {
+      body.append(h("tr", {}, h("td", { colspan: "6", class: "error" }, err.message)));
+    }
+  })();
+  return null;
+}
+

@@ -1,0 +1,212 @@
+// A job's page: live progress, metric charts per attempt, events, the log tail, attempts, its
+// configuration, artifacts (plots inline, checkpoints to download), the MLflow run link, cancel,
+// "run again" and "try the model". Live by the job's stream (GET /v1/jobs/{id}/stream): `job`
+// messages carry the state and each heartbeat's metrics, `event` and `log` messages the rest.
+
+import { ApiError, api, follow, get } from "./api.js";
+import { ChartPanel, groupOf } from "./charts.js";
+import {
+  clear, fmtBytes, fmtClock, fmtDuration, fmtNumber, fmtTime, h, progressBar, section, setProgress, showValue,
+  stateBadge, toast,
+} from "./dom.js";
+import { predictPanel } from "./predict.js";
+
+const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+const MAX_LOG_LINES = 5000;
+const IMAGE = /\.(png|jpe?g|gif|webp|svg)$/i;
+export const HYPERPARAMETERS = ["framework", "task_type", "model_name", "dataset_id", "dataset_version", "project_id",
+  "epochs", "batch_size", "learning_rate", "image_size", "num_gpus", "num_cpus", "memory_mb", "max_attempts"];
+
+let infoPromise = null;
+export function platformInfo() {
+  infoPromise = infoPromise || get("/v1/info").catch(() => ({}));
+  return infoPromise;
+}
+
+let trainersPromise = null;
+export function trainers() {
+  trainersPromise = trainersPromise || get("/v1/trainers").catch(() => []);
+  return trainersPromise;
+}
+
+export function seriesKey(attempt, metric) { return `${attempt}\u0000${metric}`; }
+
+function kv(rows) {
+  return h("table", { class: "kv" }, h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
+}
+
+function metricsTable(metrics) {
+  const entries = Object.entries(metrics || {});
+  return entries.length ? kv(entries.map(([k, v]) => [k, showValue(v)])) : h("p", { class: "muted" }, "none yet");
+}
+
+async function openArtifact(jobId, name) {
+  const { url } = await get(`/v1/jobs/${encodeURIComponent(jobId)}/artifacts/${name.split("/").map(encodeURIComponent).join("/")}`, { redirect: "false" });
+  return url;
+}
+
+function artifactsView(jobId) {
+  const list = h("div", { class: "artifacts", id: "artifacts" }, h("p", { class: "muted" }, "Loading…"));
+  async function load() {
+    try {
+      const page = await get(`/v1/jobs/${encodeURIComponent(jobId)}/artifacts`);
+      clear(list);
+      if (!page.items.length) { list.append(h("p", { class: "muted" }, "No files yet.")); return; }
+      const gallery = h("div", { class: "gallery" });
+      const rows = page.items.map((a) => {
+        const download = h("button", { type: "button", class: "small", onclick: async () => {
+          try { location.assign(await openArtifact(jobId, a.name)); } catch (err) { toast(err.message, "error"); }
+        } }, "Download");
+        if (IMAGE.test(a.name)) {
+          const fig = h("figure", { class: "plot" }, h("figcaption", {}, a.name));
+          gallery.append(fig);
+          openArtifact(jobId, a.name).then((url) => fig.prepend(h("img", { src: url, alt: a.name, loading: "lazy" })))
+            .catch((err) => fig.append(h("p", { class: "error" }, err.message)));
+        }
+        return h("tr", {}, h("td", { class: "mono" }, a.name), h("td", {}, a.kind), h("td", {}, fmtBytes(a.size_bytes)),
+          h("td", { class: "muted small" }, fmtTime(a.last_modified)), h("td", {}, download));
+      });
+      list.append(gallery, h("table", { class: "files" }, h("tbody", {}, rows)));
+    } catch (err) {
+      clear(list).append(h("p", { class: "error" }, err.message));
+    }
+  }
+  load();
+  return { el: list, reload: load };
+}
+
+function eventItem(e) {
+  const data = e.data && Object.keys(e.data).length ? h("code", { class: "small" }, JSON.stringify(e.data)) : null;
+  return h("li", { class: `event level-${String(e.level).toLowerCase()}`, dataset: { seq: e.seq, type: e.event_type } },
+    h("span", { class: "muted small" }, fmtClock(e.created_at)), " ",
+    h("span", { class: "tag" }, e.event_type), " ",
+    e.attempt > 1 ? h("span", { class: "muted small" }, `attempt ${e.attempt} `) : null,
+    h("span", { class: "message" }, e.message), " ", data);
+}
+
+function attemptsTable(job) {
+  if (!job.attempts.length) return h("p", { class: "muted" }, `attempt ${job.attempt} of ${job.max_attempts}, running or waiting`);
+  return h("table", { class: "attempts" }, h("thead", {}, h("tr", {}, ["#", "outcome", "started", "ended", "exit", "reason"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, job.attempts.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, a.outcome), h("td", {}, fmtTime(a.started_at)),
+      h("td", {}, fmtTime(a.ended_at)), h("td", {}, a.exit_code ?? ""), h("td", {}, [a.error_type, a.reason].filter(Boolean).join(": "))))));
+}
+
+export function render(view, jobId) {
+  const stops = [];
+  let charts = null;
+  let current = null;
+  const header = h("div", { class: "job-header" });
+  const summary = h("div", { class: "summary", id: "summary" });
+  const chartBox = h("div", { class: "charts", id: "charts" });
+  const events = h("ol", { class: "events", id: "events" });
+  const logs = h("pre", { class: "logs", id: "logs", tabindex: "0" });
+  const attempts = h("div", { id: "attempts" });
+  const config = h("div", { id: "config" });
+  const predictBox = h("div", { id: "predict" });
+  const artifacts = artifactsView(jobId);
+  view.append(header, h("div", { class: "grid" },
+    section("Progress", summary), section("Metrics", chartBox)),
+  section("Try the model", predictBox),
+  section("Artifacts", artifacts.el),
+  h("div", { class: "grid" }, section("Events", events), section("Log", logs)),
+  h("div", { class: "grid" }, section("Attempts", attempts), section("Configuration", config)));
+
+  function drawHeader(job) {
+    const cancel = h("button", { type: "button", id: "cancel", class: "danger", disabled: TERMINAL.has(job.state) || job.cancel_requested },
+      job.cancel_requested && !TERMINAL.has(job.state) ? "Cancelling…" : "Cancel");
+    let armed = false;
+    cancel.addEventListener("click", async () => {
+      if (!armed) { armed = true; cancel.textContent = "Confirm cancel"; setTimeout(() => { armed = false; if (!cancel.disabled) cancel.textContent = "Cancel"; }, 5000); return; }
+      cancel.disabled = true;
+      try { await api("POST", `/v1/jobs/${encodeURIComponent(job.id)}/cancel`); toast("Cancellation requested"); } catch (err) { toast(err.message, "error"); cancel.disabled = false; }
+    });
+    const mlflow = h("span", { id: "mlflow" });
+    if (job.mlflow_run_id) {
+      platformInfo().then((info) => {
+        mlflow.append(info.mlflow_ui_url
+          ? h("a", { href: `${info.mlflow_ui_url}/#/runs/${encodeURIComponent(job.mlflow_run_id)}`, target: "_blank", rel: "noopener noreferrer" }, "MLflow run ↗")
+          : h("span", { class: "muted small" }, `MLflow run ${job.mlflow_run_id}`));
+      });
+    }
+    clear(header).append(
+      h("div", {}, h("h1", {}, h("span", { class: "mono" }, job.id), " ", stateBadge(job.state)),
+        h("p", { class: "muted" }, `${job.model_name} · ${job.framework} · ${job.task_type} · project ${job.project_id} · dataset ${job.dataset_id}`)),
+      h("div", { class: "actions" }, mlflow,
+        h("a", { class: "button", href: `#/submit?from=${encodeURIComponent(job.id)}`, id: "run-again" }, "Run again"),
+        h("a", { class: "button", href: `#/compare?ids=${encodeURIComponent(job.id)}` }, "Compare…"), cancel));
+  }
+
+  function drawSummary(job) {
+    const epoch = job.epoch ? `epoch ${job.epoch} of ${job.total_epochs ?? job.epochs}` : "not started";
+    const duration = job.training_time_seconds ?? (job.started_at ? ((job.finished_at ? new Date(job.finished_at) : new Date()) - new Date(job.started_at)) / 1000 : null);
+    clear(summary).append(
+      h("div", { class: "row" }, progressBar(job.progress), h("span", { id: "progress-text" }, `${fmtNumber(job.progress)}% · ${epoch}`)),
+      job.error ? h("p", { class: "error", id: "job-error" }, [job.error_type, job.error].filter(Boolean).join(": ")) : null,
+      kv([["state", stateBadge(job.state)], ["attempt", `${job.attempt} of ${job.max_attempts}`], ["created", fmtTime(job.created_at)],
+        ["started", fmtTime(job.started_at)], ["finished", fmtTime(job.finished_at)], ["duration", fmtDuration(duration)],
+        ["last heartbeat", fmtTime(job.last_heartbeat_at)], ["last checkpoint", job.last_checkpoint || ""]]),
+      h("h3", {}, TERMINAL.has(job.state) ? "Final metrics" : "Latest metrics"),
+      metricsTable(TERMINAL.has(job.state) && Object.keys(job.final_metrics).length ? job.final_metrics : job.latest_metrics));
+  }
+
+  function drawConfig(job) {
+    clear(config).append(kv(HYPERPARAMETERS.map((k) => [k, showValue(job[k])])),
+      h("h3", {}, "config"), h("pre", { class: "json" }, JSON.stringify(job.config, null, 2)),
+      h("h3", {}, "advanced_config"), h("pre", { class: "json" }, JSON.stringify(job.advanced_config, null, 2)));
+  }
+
+  async function drawPredict(job) {
+    const trainer = (await trainers()).find((t) => t.name === job.framework);
+    const can = Boolean(trainer?.entrypoints?.predict);
+    clear(predictBox);
+    if (!can) predictBox.append(h("p", { class: "muted" }, `The ${job.framework} trainer has no predict entrypoint.`));
+    else if (job.state !== "SUCCEEDED") predictBox.append(h("p", { class: "muted" }, "Available once the job has succeeded."));
+    else predictBox.append(predictPanel(job));
+  }
+
+  function addMetrics(attempt, epoch, metrics) {
+    for (const [name, value] of Object.entries(metrics || {})) {
+      charts.add(seriesKey(attempt, name), attempt > 1 ? `${name} (attempt ${attempt})` : name, groupOf(name), epoch, value);
+    }
+  }
+
+  function apply(job) {
+    const before = current;
+    current = job;
+    if (!before || before.state !== job.state || before.cancel_requested !== job.cancel_requested || before.mlflow_run_id !== job.mlflow_run_id) drawHeader(job);
+    if (!before || before.state !== job.state) { drawPredict(job); drawConfig(job); }
+    if (!before || before.attempts.length !== job.attempts.length || before.attempt !== job.attempt) clear(attempts).append(attemptsTable(job));
+    if (before && !TERMINAL.has(before.state) && TERMINAL.has(job.state)) artifacts.reload();
+    drawSummary(job);
+    if (job.epoch && Object.keys(job.latest_metrics || {}).length) addMetrics(job.attempt, job.epoch, job.latest_metrics);
+  }
+
+  function appendLog(line) {
+    const stick = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
+    logs.append(h("div", { class: `line ${line.stream}`, dataset: { seq: line.seq } }, line.line));
+    while (logs.childElementCount > MAX_LOG_LINES) logs.firstElementChild.remove();
+    if (stick) logs.scrollTop = logs.scrollHeight;
+  }
+
+  (async () => {
+    try {
+      const [job, history] = await Promise.all([get(`/v1/jobs/${encodeURIComponent(jobId)}`), get(`/v1/jobs/${encodeURIComponent(jobId)}/metrics`)]);
+      charts = new ChartPanel(chartBox);
+      stops.push(() => charts.destroy());
+      for (const m of history.items) addMetrics(m.attempt, m.epoch, m.metrics);
+      charts.draw();
+      apply(job);
+      stops.push(follow(`/v1/jobs/${encodeURIComponent(jobId)}/stream`, {
+        job: apply,
+        end: apply,
+        event: (e) => events.append(eventItem(e)),
+        log: appendLog,
+        error: (err) => toast(`Live updates stopped: ${err.message}`, "error"),
+      }));
+    } catch (err) {
+      clear(view).append(h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No job ${jobId}.` : err.message),
+        h("a", { href: "#/jobs" }, "All jobs"));
+    }
+  })();
+  return () => stops.forEach((stop) => stop());
+}

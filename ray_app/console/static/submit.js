@@ -1,0 +1,142 @@
+// The submit form: trainer, task and model from GET /v1/trainers, the dataset from the datasets
+// API (or any id placed in S3), the usual hyperparameters, resources and config as JSON.
+// #/submit?from=<job> pre-fills it from that job ("run again"). The API's 422 details are shown
+// at the field each one names.
+
+import { ApiError, get, pages, post } from "./api.js";
+import { clear, h } from "./dom.js";
+import { trainers } from "./job.js";
+
+const NUMBERS = {
+  epochs: { min: 1, step: 1, value: 10, int: true }, batch_size: { min: 1, step: 1, value: 16, int: true },
+  image_size: { min: 8, step: 32, value: 640, int: true }, learning_rate: { min: 0, step: "any", value: 0.01 },
+  num_gpus: { min: 0, step: "any", value: 0 }, num_cpus: { min: 0, step: "any", value: "" },
+  max_attempts: { min: 1, step: 1, value: "", int: true },
+};
+
+function field(name, label, control, hint) {
+  control.id = `f-${name}`;
+  control.name = name;
+  return h("div", { class: "field", dataset: { field: name } }, h("label", { for: control.id }, label), control,
+    hint ? h("small", { class: "muted" }, hint) : null, h("small", { class: "field-error", role: "alert" }));
+}
+
+export function render(view, query) {
+  const from = query.get("from");
+  const framework = h("select", { required: true });
+  const task = h("select", { required: true });
+  const model = h("input", { required: true, list: "model-options", autocomplete: "off", placeholder: "e.g. yolo11n" });
+  const models = h("datalist", { id: "model-options" });
+  const dataset = h("input", { required: true, list: "dataset-options", autocomplete: "off", placeholder: "dataset id" });
+  const datasets = h("datalist", { id: "dataset-options" });
+  const version = h("input", { placeholder: "newest valid version", pattern: "[0-9a-f]{8,64}", autocomplete: "off" });
+  const project = h("input", { value: "default" });
+  const numbers = Object.fromEntries(Object.entries(NUMBERS).map(([k, o]) => [k, h("input", { type: "number", min: o.min, step: o.step, value: o.value })]));
+  const config = h("textarea", { rows: 4, spellcheck: false }, "{}");
+  const advanced = h("textarea", { rows: 3, spellcheck: false }, "{}");
+  const formError = h("p", { class: "error", role: "alert", id: "form-error" });
+  const submit = h("button", { type: "submit", class: "primary", id: "submit-job" }, "Start training");
+  const form = h("form", { class: "card submit", id: "submit-form", novalidate: true },
+    h("h1", {}, from ? "Run again" : "New training job"),
+    from ? h("p", { class: "muted" }, "Pre-filled from job ", h("a", { href: `#/jobs/${encodeURIComponent(from)}`, class: "mono" }, from)) : null,
+    h("div", { class: "fields" },
+      field("framework", "Trainer", framework), field("task_type", "Task", task), field("model_name", "Model", model), models,
+      field("dataset_id", "Dataset", dataset), datasets, field("dataset_version", "Dataset version", version),
+      field("project_id", "Project", project),
+      field("epochs", "Epochs", numbers.epochs), field("batch_size", "Batch size", numbers.batch_size),
+      field("image_size", "Image size", numbers.image_size), field("learning_rate", "Learning rate", numbers.learning_rate),
+      field("num_gpus", "GPUs", numbers.num_gpus), field("num_cpus", "CPUs", numbers.num_cpus, "default: the trainer's"),
+      field("max_attempts", "Max attempts", numbers.max_attempts, "default: the platform's")),
+    field("config", "Framework arguments (config, JSON object)", config),
+    field("advanced_config", "Advanced config (JSON object)", advanced),
+    formError, submit);
+  view.append(form);
+
+  let known = [];
+  function fillTasks(selectedTask) {
+    const t = known.find((x) => x.name === framework.value);
+    clear(task).append((t?.task_types || []).map((name) => h("option", { value: name, selected: name === selectedTask }, name)));
+    clear(models).append((t?.models || []).filter((m) => !/[*?[]/.test(m)).map((m) => h("option", { value: m })));
+    model.placeholder = t ? `e.g. ${t.models.join(", ")}` : "";
+  }
+  framework.addEventListener("change", () => fillTasks());
+
+  (async () => {
+    known = await trainers();
+    framework.append(...known.map((t) => h("option", { value: t.name }, t.name)));
+    let job = null;
+    if (from) {
+      try { job = await get(`/v1/jobs/${encodeURIComponent(from)}`); } catch (err) { formError.textContent = err.message; }
+    }
+    if (job) {
+      if (!known.some((t) => t.name === job.framework)) framework.append(h("option", { value: job.framework }, job.framework));
+      framework.value = job.framework;
+      fillTasks(job.task_type);
+      model.value = job.model_name;
+      dataset.value = job.dataset_id;
+      version.value = job.dataset_version || "";
+      project.value = job.project_id;
+      for (const k of Object.keys(NUMBERS)) if (job[k] !== null && job[k] !== undefined) numbers[k].value = job[k];
+      config.value = JSON.stringify(job.config, null, 2);
+      advanced.value = JSON.stringify(job.advanced_config, null, 2);
+    } else {
+      fillTasks();
+    }
+    try {
+      for await (const items of pages("/v1/datasets", { limit: 200 })) {
+        datasets.append(...items.map((d) => h("option", { value: d.id }, d.latest_valid_version ? `valid ${d.latest_valid_version.slice(0, 8)}` : "no valid version")));
+      }
+    } catch { /* the datasets API is optional: any id placed in S3 still works */ }
+  })();
+
+  function showErrors(errors) {
+    for (const el of form.querySelectorAll(".field")) {
+      const msg = errors[el.dataset.field] || "";
+      el.querySelector(".field-error").textContent = msg;
+      el.classList.toggle("invalid", Boolean(msg));
+    }
+  }
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    formError.textContent = "";
+    const errors = {};
+    const body = {
+      framework: framework.value, task_type: task.value, model_name: model.value.trim(), dataset_id: dataset.value.trim(),
+      project_id: project.value.trim() || "default",
+    };
+    if (version.value.trim()) body.dataset_version = version.value.trim();
+    for (const [k, o] of Object.entries(NUMBERS)) {
+      const raw = numbers[k].value.trim();
+      if (raw === "") continue;
+      const n = Number(raw);
+      if (!Number.isFinite(n) || (o.int && !Number.isInteger(n))) errors[k] = o.int ? "must be a whole number" : "must be a number";
+      else body[k] = n;
+    }
+    for (const [k, el] of [["config", config], ["advanced_config", advanced]]) {
+      try {
+        const value = JSON.parse(el.value.trim() || "{}");
+        if (value === null || typeof value !== "object" || Array.isArray(value)) errors[k] = "must be a JSON object";
+        else body[k] = value;
+      } catch (err) { errors[k] = `not valid JSON: ${err.message}`; }
+    }
+    showErrors(errors);
+    if (Object.keys(errors).length) return;
+    submit.disabled = true;
+    try {
+      const job = await post("/v1/jobs", body);
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 422) {
+        const fields = err.fieldErrors();
+        showErrors(fields);
+        const unplaced = Object.keys(fields).filter((k) => !form.querySelector(`.field[data-field="${CSS.escape(k)}"]`));
+        formError.textContent = unplaced.length ? unplaced.map((k) => `${k}: ${fields[k]}`).join("; ") : "Please correct the fields marked.";
+      } else {
+        formError.textContent = err.message;
+      }
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
