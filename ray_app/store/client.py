@@ -95,9 +95,9 @@ class StoreClient:
 
     async def list_jobs(self, state: JobState | None = None, project_id: str | None = None,
                         framework: str | None = None, cursor: int | None = None,
-                        limit: int = 50) -> tuple[list[Job], int | None]:
+                        limit: int = 50, id_prefix: str | None = None) -> tuple[list[Job], int | None]:
         rows, next_cursor = await self._call(Retry.SAFE, lambda s: s.list_jobs.remote(
-            state.value if state else None, project_id, framework, cursor, limit))
+            state.value if state else None, project_id, framework, cursor, limit, id_prefix))
         return [Job.model_validate(r) for r in rows], next_cursor
 
     async def active_jobs(self) -> list[Job]:

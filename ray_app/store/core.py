@@ -88,11 +88,12 @@ class JobStoreCore(CallbackStore, DatasetWriter):
         framework: str | None = None,
         cursor: int | None = None,
         limit: int = 50,
+        id_prefix: str | None = None,
     ) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first; `cursor` is the `num` of the last job of the previous page. In SQL
         (reads.list_jobs): memory holds the live jobs only."""
         with self.engine.connect() as conn:
-            return reads.list_jobs(conn, state, project_id, framework, cursor, limit)
+            return reads.list_jobs(conn, state, project_id, framework, cursor, limit, id_prefix)
 
     def active_jobs(self) -> list[dict[str, Any]]:
         return [dict(j) for j in self._jobs.values() if not JobState(j["state"]).is_terminal]

@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -120,6 +121,8 @@ jobs = Table(
     # NULL for a dataset named only by its place in S3 (datasets/{id}.zip or datasets/{id}/)
     Column("dataset_version", String(64)),
     Column("dataset_uri", Text),
+    # what changed since a position, in order: the job-list stream (store/reads.changed_jobs)
+    Index("ix_jobs_updated_at", "updated_at", "num"),
 )
 
 events = Table(

@@ -10,6 +10,14 @@ functions on its engine, so both return exactly the same dictionaries (DESIGN §
 Lists filter and page IN SQL, newest first, on the `num` cursor: the primary key walked backwards,
 or the ix_jobs_state / ix_jobs_project_id / ix_jobs_framework index of a filter (on SQLite each of
 those holds the rowid, which `num` is, so it serves the filter, the order and the cursor at once).
+An id search (`id_prefix`) is a LIKE on the id, its wildcards escaped, and the same prefix compared
+exactly (SQLite's LIKE ignores case; PostgreSQL's does not): the same jobs on both.
+
+What changed since a position (`changed_jobs`, the job-list stream, api/routes/stream.py) is read
+in the order of (updated_at, num) on ix_jobs_updated_at: every write to a job row sets its
+updated_at, and the single writer commits one transaction after the other, so a row committed
+later never carries an earlier updated_at than one a reader has already seen (as long as the
+writer's clock does not step back).
 """
 
 from __future__ import annotations
@@ -17,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from ray_app.jobs.errors import JobNotFound
@@ -29,6 +38,7 @@ from ray_app.store import db
 from ray_app.store.log_archive import LogArchive
 
 Row = dict[str, Any]
+Position = tuple[datetime, int]  # (updated_at, num) of a job row: where a change stream stands
 
 
 # ---------------------------------------------------------------- shaping (shared with the store)
@@ -86,11 +96,15 @@ def require_job(conn: Connection, job_id: str) -> None:
 
 def list_jobs(conn: Connection, state: str | None = None, project_id: str | None = None,
               framework: str | None = None, cursor: int | None = None,
-              limit: int = 50) -> tuple[list[Row], int | None]:
+              limit: int = 50, id_prefix: str | None = None) -> tuple[list[Row], int | None]:
     """Newest first; `cursor` is the `num` of the last job of the previous page; the next cursor
-    is None on the last page. One statement for the page (one row more than asked, to know
+    is None on the last page; `id_prefix`: only the jobs whose id starts with it (taken literally:
+    `_` and `%` are no wildcards). One statement for the page (one row more than asked, to know
     whether another page follows) and one for its jobs' attempts."""
     stmt = select(db.jobs)
+    if id_prefix is not None:
+        stmt = stmt.where(db.jobs.c.id.startswith(id_prefix, autoescape=True),
+                          func.substr(db.jobs.c.id, 1, len(id_prefix)) == id_prefix)
     if state is not None:
         stmt = stmt.where(db.jobs.c.state == str(getattr(state, "value", state)))
     if project_id is not None:
@@ -102,8 +116,30 @@ def list_jobs(conn: Connection, state: str | None = None, project_id: str | None
     found = db.rows(conn.execute(stmt.order_by(db.jobs.c.num.desc()).limit(limit + 1)))
     page = found[:limit]
     next_cursor = page[-1]["num"] if len(found) > limit else None
+    return _shaped(conn, page), next_cursor
+
+
+def changed_jobs(conn: Connection, after: Position, limit: int = 200) -> list[Row]:
+    """The jobs whose row changed after `after`, oldest change first: in the order of
+    (updated_at, num), strictly after it (a row value comparison, on SQLite and PostgreSQL alike),
+    each as get_job returns it. A job appears once, where its last change puts it."""
+    key = tuple_(db.jobs.c.updated_at, db.jobs.c.num)
+    stmt = (select(db.jobs).where(key > tuple(after))
+            .order_by(db.jobs.c.updated_at, db.jobs.c.num).limit(limit))
+    return _shaped(conn, db.rows(conn.execute(stmt)))
+
+
+def last_change(conn: Connection) -> Position | None:
+    """The newest (updated_at, num) of the jobs table; None when it has no jobs."""
+    row = conn.execute(select(db.jobs.c.updated_at, db.jobs.c.num)
+                       .order_by(db.jobs.c.updated_at.desc(), db.jobs.c.num.desc()).limit(1)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def _shaped(conn: Connection, page: list[Row]) -> list[Row]:
+    """Job rows with their attempts (one statement for all of them)."""
     history = attempt_rows(conn, [job["id"] for job in page])
-    return [with_history(job, history.get(job["id"], [])) for job in page], next_cursor
+    return [with_history(job, history.get(job["id"], [])) for job in page]
 
 
 def events(conn: Connection, job_id: str, after: int = 0, limit: int = 500) -> list[Row]:
@@ -165,9 +201,17 @@ class JobReader:
 
     def list_jobs(self, state: str | None = None, project_id: str | None = None,
                   framework: str | None = None, cursor: int | None = None,
-                  limit: int = 50) -> tuple[list[Row], int | None]:
+                  limit: int = 50, id_prefix: str | None = None) -> tuple[list[Row], int | None]:
         with self.engine.connect() as conn:
-            return list_jobs(conn, state, project_id, framework, cursor, limit)
+            return list_jobs(conn, state, project_id, framework, cursor, limit, id_prefix)
+
+    def changed_jobs(self, after: Position, limit: int = 200) -> list[Row]:
+        with self.engine.connect() as conn:
+            return changed_jobs(conn, after, limit)
+
+    def last_change(self) -> Position | None:
+        with self.engine.connect() as conn:
+            return last_change(conn)
 
     def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[Row]:
         with self.engine.connect() as conn:
@@ -198,10 +242,17 @@ class AsyncJobReader:
 
     async def list_jobs(self, state: JobState | None = None, project_id: str | None = None,
                         framework: str | None = None, cursor: int | None = None,
-                        limit: int = 50) -> tuple[list[Job], int | None]:
+                        limit: int = 50, id_prefix: str | None = None) -> tuple[list[Job], int | None]:
         rows, next_cursor = await asyncio.to_thread(
-            self.reader.list_jobs, state.value if state else None, project_id, framework, cursor, limit)
+            self.reader.list_jobs, state.value if state else None, project_id, framework, cursor, limit,
+            id_prefix)
         return [Job.model_validate(r) for r in rows], next_cursor
+
+    async def changed_jobs(self, after: Position, limit: int = 200) -> list[Job]:
+        return [Job.model_validate(r) for r in await asyncio.to_thread(self.reader.changed_jobs, after, limit)]
+
+    async def last_change(self) -> Position | None:
+        return await asyncio.to_thread(self.reader.last_change)
 
     async def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[Row]:
         return await asyncio.to_thread(self.reader.events, job_id, after, limit)

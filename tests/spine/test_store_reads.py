@@ -11,6 +11,8 @@ import multiprocessing
 import statistics
 import threading
 import time
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, literal, select
@@ -193,6 +195,65 @@ def test_reader_not_found_and_async(reader, store):
     job, page, cursor, events, metrics, logs = asyncio.run(read_all())
     assert isinstance(job, Job) and job.id == job_id and [j.id for j in page] == [job_id] and cursor is None
     assert [e["seq"] for e in events] == [1, 2] and metrics == [] and logs == []
+
+
+def test_changed_jobs_in_order_of_change_paged_and_each_once(store, reader):
+    """What the job-list stream reads (GET /v1/stream/jobs): every job whose row changed after a
+    position, once each, in the order of its last change, the same in pages of any size; a
+    heartbeat, a cancel request, a state change move a job to the end."""
+    project = f"changes-{uuid.uuid4().hex[:8]}"
+    start = reader.last_change() or (datetime(1970, 1, 1, tzinfo=UTC), 0)
+    ids = [store.create_job({**SPEC, "project_id": project})["id"] for _ in range(7)]
+    running = running_job(store)  # created, queued, started: one job, its last change last
+    ids.append(running)
+
+    def walk(after, limit):
+        seen = []
+        while page := reader.changed_jobs(after, limit):
+            seen += page
+            after = (page[-1]["updated_at"], page[-1]["num"])
+        return seen
+
+    everything = walk(start, 500)
+    positions = [(j["updated_at"], j["num"]) for j in everything]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert positions[0] > start and positions[-1] == reader.last_change()
+    assert [j["id"] for j in everything if j["id"] in ids] == ids  # once each, as they changed
+    for limit in (1, 2, 3):
+        assert walk(start, limit) == everything
+    assert everything[-1] == reader.get_job(running) == store.get_job(running)  # the shape of a read
+
+    at = positions[-1]
+    store.heartbeat(running, 1, {"event_id": "cj-1", "epoch": 2, "total_epochs": 3})
+    store.request_cancel(ids[0])  # PENDING: cancelled at once
+    store.transition(ids[1], "QUEUED", "test", attempt=1)
+    changed = reader.changed_jobs(at, 10)
+    assert [j["id"] for j in changed if j["id"] in ids] == [running, ids[0], ids[1]]
+    assert (changed[0]["epoch"], changed[1]["state"], changed[2]["state"]) == (2, "CANCELLED", "QUEUED")
+    assert reader.changed_jobs(reader.last_change(), 10) == []
+    assert store.heartbeat(running, 1, {"event_id": "cj-1", "epoch": 2})["duplicate"] is True
+    assert reader.changed_jobs(reader.last_change(), 10) == []  # a repeated callback changes nothing
+
+
+def test_id_prefix_is_literal_and_combines_with_filters(store, reader):
+    tag = uuid.uuid4().hex[:8]
+    ids = [f"{tag}_a1", f"{tag}xa2", f"{tag}%b", f"{tag}_a3", f"{tag}-c"]
+    for i, job_id in enumerate(ids):
+        store.create_job({**SPEC, "project_id": f"prefix-{tag}-{i % 2}"}, job_id)
+
+    def all_ids(list_jobs, **filters):
+        return [job_id for page, _ in _sql_pages(list_jobs, limit=2, **filters) for job_id in page]
+
+    assert all_ids(reader.list_jobs, id_prefix=tag) == ids[::-1]  # newest first, across pages
+    assert all_ids(reader.list_jobs, id_prefix=f"{tag}_") == [f"{tag}_a3", f"{tag}_a1"]  # `_` is no wildcard
+    assert all_ids(reader.list_jobs, id_prefix=f"{tag}%") == [f"{tag}%b"]  # nor is `%`
+    assert all_ids(reader.list_jobs, id_prefix=f"{tag}_a1") == [f"{tag}_a1"]
+    assert all_ids(reader.list_jobs, id_prefix=f"{tag}_A1") == []  # case counts, on SQLite too
+    assert all_ids(reader.list_jobs, id_prefix=tag, project_id=f"prefix-{tag}-1") == [f"{tag}_a3", f"{tag}xa2"]
+    assert all_ids(reader.list_jobs, id_prefix=tag, state="PENDING") == ids[::-1]
+    assert all_ids(reader.list_jobs, id_prefix=tag, state="QUEUED") == []
+    assert all_ids(reader.list_jobs, id_prefix=f"x{tag}") == []
+    assert all_ids(store.list_jobs, id_prefix=f"{tag}_") == [f"{tag}_a3", f"{tag}_a1"]  # the store's list too
 
 
 # ---------------------------------------------------------------- heartbeats beside a long read
