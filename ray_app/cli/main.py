@@ -195,9 +195,11 @@ def jobs_submit(
 
 @jobs_app.command("list")
 def jobs_list(state: Optional[str] = None, project: Optional[str] = None, limit: int = 50,
+              id_prefix: Annotated[Optional[str], typer.Option(help="only jobs whose id starts with this")] = None,
               url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """List jobs, newest first."""
-    page = call_api(api_client(url, token).list_jobs, state=state, project_id=project, limit=limit)
+    page = call_api(api_client(url, token).list_jobs, state=state, project_id=project, limit=limit,
+                    id_prefix=id_prefix)
 
     def render(p) -> None:
         table = Table("id", "state", "framework", "model", "dataset", "epoch", "progress", "created")

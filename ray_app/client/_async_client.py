@@ -87,8 +87,8 @@ class AsyncClient(_Base):
 
     async def list_jobs(self, state: str | None = None, project_id: str | None = None,
                         framework: str | None = None, cursor: str | None = None,
-                        limit: int | None = None) -> JobPage:
-        return await self.send(calls.list_jobs(state, project_id, framework, cursor, limit))
+                        limit: int | None = None, id_prefix: str | None = None) -> JobPage:
+        return await self.send(calls.list_jobs(state, project_id, framework, cursor, limit, id_prefix))
 
     async def cancel(self, job_id: str) -> JobView:
         return await self.send(calls.cancel(job_id))

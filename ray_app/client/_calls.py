@@ -67,9 +67,9 @@ def get_job(job_id: str) -> Call[JobView]:
 
 
 def list_jobs(state: str | None = None, project_id: str | None = None, framework: str | None = None,
-              cursor: str | None = None, limit: int | None = None) -> Call[JobPage]:
+              cursor: str | None = None, limit: int | None = None, id_prefix: str | None = None) -> Call[JobPage]:
     return Call("GET", "/v1/jobs", _model(JobPage), params=_params(
-        state=state, project_id=project_id, framework=framework, cursor=cursor, limit=limit))
+        state=state, project_id=project_id, framework=framework, cursor=cursor, limit=limit, id_prefix=id_prefix))
 
 
 def cancel(job_id: str) -> Call[JobView]:

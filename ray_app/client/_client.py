@@ -94,8 +94,8 @@ class Client(_Base):
         return self.send(calls.get_job(job_id))
 
     def list_jobs(self, state: str | None = None, project_id: str | None = None, framework: str | None = None,
-                  cursor: str | None = None, limit: int | None = None) -> JobPage:
-        return self.send(calls.list_jobs(state, project_id, framework, cursor, limit))
+                  cursor: str | None = None, limit: int | None = None, id_prefix: str | None = None) -> JobPage:
+        return self.send(calls.list_jobs(state, project_id, framework, cursor, limit, id_prefix))
 
     def cancel(self, job_id: str) -> JobView:
         return self.send(calls.cancel(job_id))

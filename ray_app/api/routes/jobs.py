@@ -67,9 +67,11 @@ async def list_jobs(
     framework: str | None = None,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,15}$", description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    id_prefix: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                                           description="only the jobs whose id starts with this")] = None,
 ) -> JobPage:
     items, next_cursor = await ctx.reads.list_jobs(state, project_id, framework,
-                                                   int(cursor) if cursor else None, limit)
+                                                   int(cursor) if cursor else None, limit, id_prefix)
     return JobPage(items=list(items),
                    next_cursor=str(next_cursor) if next_cursor is not None else None)
 
