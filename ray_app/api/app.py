@@ -45,6 +45,7 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     app.include_router(predict.router)
     app.include_router(artifacts.router)
     app.include_router(stream.router)
+    app.include_router(stream.jobs_router)
     app.include_router(datasets.router)
     app.include_router(console.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,

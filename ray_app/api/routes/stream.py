@@ -12,14 +12,32 @@ Every message's `id` is the stream's position, `<event seq>-<log seq>`: a client
 with `Last-Event-ID` (EventSource does it by itself) continues after what it had, and gets the
 job's current state first. The metric history is GET /v1/jobs/{id}/metrics; the `job` messages
 carry each new epoch's metrics as they arrive.
+
+GET /v1/stream/jobs: the job list's changes, so a console's list of jobs stays live without
+polling its pages. It sends:
+
+  ready  first, at once: `{"position": "<pos>"}`, where the stream stands
+  job    the job (JobView) each time its row changed after the stream's position, in the order of
+         the changes (updated_at, then creation): created, a state change, a heartbeat's progress,
+         a cancel request, a new attempt. A job changed several times between two reads is sent
+         once, as it is now.
+
+A position is `<updated_at in microseconds since 1970-01-01 UTC>-<job num>` of the last change
+sent; every message's `id` is one. The stream starts after `Last-Event-ID` (a reconnect:
+EventSource sends it by itself), else after `?since=`, else at the newest change when it opens.
+So a client opens the stream, waits for `ready`, then loads the first page of GET /v1/jobs and
+applies the `job` messages on top (by id): a change made while the page loaded comes as a message,
+none is lost. Filters are the client's: every change to every job is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -30,8 +48,10 @@ from ray_app.api.deps import Ctx, User
 from ray_app.api.documented import NOT_FOUND, UNAUTHORIZED
 from ray_app.jobs.api_models import EventView, JobView, LogLine
 from ray_app.jobs.types import MAX_SEQ
+from ray_app.store.reads import Position
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
+jobs_router = APIRouter(prefix="/v1/stream", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
 
 POLL_S = 0.2  # how often a stream looks for changes: a heartbeat reaches the viewer within it
 PING_S = 15  # a comment line this often keeps proxies from closing an idle stream
@@ -97,3 +117,60 @@ async def _changes(ctx, request: Request, job_id: str, event_seq: int, log_seq: 
                 yield ServerSentEvent(view, event="end", id=f"{event_seq}-{log_seq}")
                 return
         await asyncio.sleep(POLL_S)
+
+
+# ---------------------------------------------------------------- the job list's changes
+
+LIST_POLL_S = 0.5  # how often the list stream looks for changes when it found none
+LIST_PAGE = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_MAX_NUM = 2**31 - 1  # jobs.num is an INTEGER
+_LIST_POSITION = re.compile(r"^(\d{1,18})-(\d{1,15})$")
+POSITION_PATTERN = _LIST_POSITION.pattern
+EMPTY: Position = (_EPOCH, 0)  # before every job
+
+
+def encode_position(at: Position) -> str:
+    updated_at, num = at
+    return f"{(updated_at.astimezone(UTC) - _EPOCH) // _MICROSECOND}-{num}"
+
+
+def decode_position(text: str | None) -> Position | None:
+    """A position as encode_position writes it; None for anything else."""
+    match = _LIST_POSITION.match((text or "").strip())
+    if match is None:
+        return None
+    micros, num = min(int(match[1]), _MAX_MICROS), min(int(match[2]), _MAX_NUM)
+    return _EPOCH + micros * _MICROSECOND, num
+
+
+@jobs_router.get("/jobs", response_class=EventSourceResponse, responses={
+    200: {"description": "text/event-stream: a ready message, then a job message per change",
+          "content": {"text/event-stream": {}}}},
+    summary="The job list's live changes (Server-Sent Events; resumable with Last-Event-ID)")
+async def stream_jobs(
+    request: Request,
+    ctx: Ctx,
+    since: Annotated[str | None, Query(pattern=POSITION_PATTERN, description=(
+        "start after this position (a message's id); default: the newest change now"))] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> EventSourceResponse:
+    start = decode_position(last_event_id) or decode_position(since)
+    if start is None:
+        start = await ctx.reads.last_change() or EMPTY
+    return EventSourceResponse(_list_changes(ctx, request, start), ping=PING_S)
+
+
+async def _list_changes(ctx, request: Request, at: Position) -> AsyncIterator[ServerSentEvent]:
+    position = encode_position(at)
+    yield ServerSentEvent(json.dumps({"position": position}), event="ready", id=position)
+    while not await request.is_disconnected():
+        jobs = await ctx.reads.changed_jobs(at, LIST_PAGE)
+        for job in jobs:
+            at = (job.updated_at, job.num)
+            yield ServerSentEvent(JobView.model_validate(job.model_dump()).model_dump_json(), event="job",
+                                  id=encode_position(at))
+        if len(jobs) < LIST_PAGE:  # a full page: more is there already, read on before waiting
+            await asyncio.sleep(LIST_POLL_S)
