@@ -3,7 +3,7 @@
 // that closes its streams when the user leaves the page.
 
 import { ApiError, get, onUnauthorized, token } from "./api.js";
-import { clear, h } from "./dom.js";
+import { clear, put, h } from "./dom.js";
 import * as compare from "./compare.js";
 import * as datasets from "./datasets.js";
 import * as job from "./job.js";
@@ -42,7 +42,7 @@ function signInPage(reason) {
       error.textContent = err instanceof ApiError && err.status === 401 ? "That token was refused." : `Cannot reach the API: ${err.message}`;
     }
   });
-  clear(main).append(form);
+  put(main, form);
   input.focus();
 }
 
@@ -68,6 +68,7 @@ function route() {
 }
 
 onUnauthorized(() => {
+  if (document.getElementById("signin")) return;  // the sign-in form answers its own attempt
   token.clear();
   if (cleanup) { cleanup(); cleanup = null; }
   signInPage("Your token was refused: sign in again.");

@@ -4,7 +4,7 @@
 // animation frame, however many points came in between.
 
 import uPlot from "./vendor/uPlot.esm.js";
-import { clear, h } from "./dom.js";
+import { h, put } from "./dom.js";
 
 const COLORS = ["#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#e8590c", "#0c8599", "#c2255c", "#5c940d", "#364fc7", "#868e96"];
 
@@ -53,7 +53,7 @@ export class ChartPanel {
     }
     const order = [...groups.keys()].sort((a, b) => GROUP_ORDER.indexOf(a) - GROUP_ORDER.indexOf(b) || a.localeCompare(b));
     if (!this.series.size && !this.container.querySelector(".empty")) {
-      clear(this.container).append(h("p", { class: "muted empty" }, "No metrics yet: they appear with the trainer's heartbeats."));
+      put(this.container, h("p", { class: "muted empty" }, "No metrics yet: they appear with the trainer's heartbeats."));
     } else if (this.series.size) {
       this.container.querySelector(".empty")?.remove();
     }

@@ -4,7 +4,7 @@
 
 import { get } from "./api.js";
 import { ChartPanel } from "./charts.js";
-import { clear, h, section, showValue, stateBadge } from "./dom.js";
+import { put, h, section, showValue, stateBadge } from "./dom.js";
 import { HYPERPARAMETERS } from "./job.js";
 
 const MAX = 5;
@@ -53,7 +53,7 @@ export function render(view, query) {
         return { job, history: metrics.items };
       }));
     } catch (err) {
-      clear(table).append(h("p", { class: "error", role: "alert" }, err.message));
+      put(table, h("p", { class: "error", role: "alert" }, err.message));
       return;
     }
     const last = {};
@@ -81,7 +81,7 @@ export function render(view, query) {
       const differs = new Set(shown).size > 1;
       return h("tr", { class: differs ? "diff" : "", dataset: { key: k } }, h("th", {}, k), shown.map((v) => h("td", {}, v)));
     });
-    clear(table).append(h("div", { class: "table-wrap" }, h("table", { class: "compare" },
+    put(table, h("div", { class: "table-wrap" }, h("table", { class: "compare" },
       h("thead", {}, h("tr", {}, h("th", {}), columns.map(({ job }) => h("th", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "mono" }, job.id))))),
       h("tbody", {}, rows))));
   })();

@@ -5,7 +5,7 @@
 // localhost pages only, and reads the archive into memory: past BROWSER_MAX, use `vtp datasets upload`.
 
 import { ApiError, get, pages, post } from "./api.js";
-import { clear, fmtBytes, fmtTime, h, section } from "./dom.js";
+import { put, fmtBytes, fmtTime, h, section } from "./dom.js";
 
 const BROWSER_MAX = 2 * 1024 ** 3;
 
@@ -33,14 +33,14 @@ function detail(view, id) {
   async function load() {
     try {
       const d = await get(`/v1/datasets/${encodeURIComponent(id)}`);
-      clear(box).append(h("h1", {}, d.id), d.description ? h("p", {}, d.description) : null,
+      put(box, h("h1", {}, d.id), d.description ? h("p", {}, d.description) : null,
         h("p", { class: "muted" }, `newest valid version: ${d.latest_valid_version || "none"} · created ${fmtTime(d.created_at)}`),
         ...d.versions.map((v) => section(h("span", {}, h("span", { class: "mono" }, v.version.slice(0, 12)), " ", versionState(v.state)),
           h("p", { class: "muted small" }, `${v.filename} · ${fmtBytes(v.size_bytes)} · uploaded ${fmtTime(v.created_at)} · ${v.uri}`),
           report(v))));
       if (d.versions.some((v) => v.state === "validating" || v.state === "uploading")) timer = setTimeout(load, 2000);
     } catch (err) {
-      clear(box).append(h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No dataset ${id}.` : err.message));
+      put(box, h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No dataset ${id}.` : err.message));
     }
   }
   load();

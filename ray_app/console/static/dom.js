@@ -112,3 +112,8 @@ export function showValue(value) {
   if (typeof value === "object") return JSON.stringify(value);
   return typeof value === "number" ? fmtNumber(value) : String(value);
 }
+
+// replaces el's children (null, undefined and false are skipped, arrays flattened)
+export function put(el, ...children) {
+  return append(clear(el), children);
+}

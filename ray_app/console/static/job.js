@@ -6,7 +6,7 @@
 import { ApiError, api, follow, get } from "./api.js";
 import { ChartPanel, groupOf } from "./charts.js";
 import {
-  clear, fmtBytes, fmtClock, fmtDuration, fmtNumber, fmtTime, h, progressBar, section, setProgress, showValue,
+  clear, put, fmtBytes, fmtClock, fmtDuration, fmtNumber, fmtTime, h, progressBar, section, setProgress, showValue,
   stateBadge, toast,
 } from "./dom.js";
 import { predictPanel } from "./predict.js";
@@ -68,7 +68,7 @@ function artifactsView(jobId) {
       });
       list.append(gallery, h("table", { class: "files" }, h("tbody", {}, rows)));
     } catch (err) {
-      clear(list).append(h("p", { class: "error" }, err.message));
+      put(list, h("p", { class: "error" }, err.message));
     }
   }
   load();
@@ -128,7 +128,7 @@ export function render(view, jobId) {
           : h("span", { class: "muted small" }, `MLflow run ${job.mlflow_run_id}`));
       });
     }
-    clear(header).append(
+    put(header, 
       h("div", {}, h("h1", {}, h("span", { class: "mono" }, job.id), " ", stateBadge(job.state)),
         h("p", { class: "muted" }, `${job.model_name} · ${job.framework} · ${job.task_type} · project ${job.project_id} · dataset ${job.dataset_id}`)),
       h("div", { class: "actions" }, mlflow,
@@ -139,7 +139,7 @@ export function render(view, jobId) {
   function drawSummary(job) {
     const epoch = job.epoch ? `epoch ${job.epoch} of ${job.total_epochs ?? job.epochs}` : "not started";
     const duration = job.training_time_seconds ?? (job.started_at ? ((job.finished_at ? new Date(job.finished_at) : new Date()) - new Date(job.started_at)) / 1000 : null);
-    clear(summary).append(
+    put(summary, 
       h("div", { class: "row" }, progressBar(job.progress), h("span", { id: "progress-text" }, `${fmtNumber(job.progress)}% · ${epoch}`)),
       job.error ? h("p", { class: "error", id: "job-error" }, [job.error_type, job.error].filter(Boolean).join(": ")) : null,
       kv([["state", stateBadge(job.state)], ["attempt", `${job.attempt} of ${job.max_attempts}`], ["created", fmtTime(job.created_at)],
@@ -150,7 +150,7 @@ export function render(view, jobId) {
   }
 
   function drawConfig(job) {
-    clear(config).append(kv(HYPERPARAMETERS.map((k) => [k, showValue(job[k])])),
+    put(config, kv(HYPERPARAMETERS.map((k) => [k, showValue(job[k])])),
       h("h3", {}, "config"), h("pre", { class: "json" }, JSON.stringify(job.config, null, 2)),
       h("h3", {}, "advanced_config"), h("pre", { class: "json" }, JSON.stringify(job.advanced_config, null, 2)));
   }
@@ -175,7 +175,7 @@ export function render(view, jobId) {
     current = job;
     if (!before || before.state !== job.state || before.cancel_requested !== job.cancel_requested || before.mlflow_run_id !== job.mlflow_run_id) drawHeader(job);
     if (!before || before.state !== job.state) { drawPredict(job); drawConfig(job); }
-    if (!before || before.attempts.length !== job.attempts.length || before.attempt !== job.attempt) clear(attempts).append(attemptsTable(job));
+    if (!before || before.attempts.length !== job.attempts.length || before.attempt !== job.attempt) put(attempts, attemptsTable(job));
     if (before && !TERMINAL.has(before.state) && TERMINAL.has(job.state)) artifacts.reload();
     drawSummary(job);
     if (job.epoch && Object.keys(job.latest_metrics || {}).length) addMetrics(job.attempt, job.epoch, job.latest_metrics);
@@ -204,7 +204,7 @@ export function render(view, jobId) {
         error: (err) => toast(`Live updates stopped: ${err.message}`, "error"),
       }));
     } catch (err) {
-      clear(view).append(h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No job ${jobId}.` : err.message),
+      put(view, h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No job ${jobId}.` : err.message),
         h("a", { href: "#/jobs" }, "All jobs"));
     }
   })();

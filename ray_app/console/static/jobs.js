@@ -3,7 +3,7 @@
 // (GET /v1/stream/jobs): a row changes in place, a new job that matches appears on top.
 
 import { ApiError, follow, get } from "./api.js";
-import { clear, fmtTime, h, progressBar, setProgress, stateBadge, toast } from "./dom.js";
+import { clear, put, fmtTime, h, progressBar, setProgress, stateBadge, toast } from "./dom.js";
 
 export const STATES = ["PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
 const PAGE = 50;
@@ -36,7 +36,7 @@ function row(job, selected, onSelect) {
 
 function update(tr, job) {
   const state = tr.querySelector(".c-state");
-  if (state.textContent !== job.state) clear(state).append(stateBadge(job.state));
+  if (state.textContent !== job.state) put(state, stateBadge(job.state));
   setProgress(tr.querySelector(".progress"), job.progress);
   tr.querySelector(".epoch").textContent = epochText(job);
 }
@@ -47,6 +47,7 @@ export function render(view, query) {
     framework: query.get("framework") || "", id_prefix: query.get("id_prefix") || "",
   };
   const cursor = query.get("cursor") || "";
+  const limit = Math.min(Math.max(Number(query.get("limit")) || PAGE, 1), 500);
   const selected = new Set();
   const compareBtn = h("button", { type: "button", disabled: true, id: "compare-selected" }, "Compare selected");
   const onSelect = (id, on) => {
@@ -86,7 +87,7 @@ export function render(view, query) {
       tbody)), status, pager);
 
   const rows = new Map();
-  const apiQuery = { ...filters, limit: PAGE, cursor };
+  const apiQuery = { ...filters, limit, cursor };
   let loaded = false;
   const pending = [];
 
@@ -99,7 +100,7 @@ export function render(view, query) {
       const fresh = row(job, selected, onSelect);
       rows.set(job.id, fresh);
       tbody.prepend(fresh);
-      while (tbody.children.length > PAGE) { const last = tbody.lastElementChild; rows.delete(last.dataset.id); last.remove(); }
+      while (tbody.children.length > limit) { const last = tbody.lastElementChild; rows.delete(last.dataset.id); last.remove(); }
       status.textContent = "";
     }
   }
@@ -114,10 +115,10 @@ export function render(view, query) {
       }
       status.textContent = page.items.length ? "" : "No jobs match.";
       clear(pager);
-      if (cursor) pager.append(h("a", { class: "button", href: `#/jobs?${new URLSearchParams({ ...strip(filters) })}` }, "⇤ Newest"));
+      if (cursor) pager.append(h("a", { class: "button", href: `#/jobs?${new URLSearchParams(strip({ ...filters, limit }))}` }, "⇤ Newest"));
       if (page.next_cursor) {
         pager.append(h("a", { class: "button", id: "next-page",
-                              href: `#/jobs?${new URLSearchParams({ ...strip(filters), cursor: page.next_cursor })}` }, "Older →"));
+                              href: `#/jobs?${new URLSearchParams({ ...strip({ ...filters, limit }), cursor: page.next_cursor })}` }, "Older →"));
       }
       loaded = true;
       pending.splice(0).forEach(apply);
@@ -140,5 +141,5 @@ export function render(view, query) {
 }
 
 function strip(filters) {
-  return Object.fromEntries(Object.entries(filters).filter(([, v]) => v));
+  return Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== "" && v !== PAGE));
 }

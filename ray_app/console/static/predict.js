@@ -4,7 +4,7 @@
 // never uploaded anywhere else.
 
 import { ApiError, api } from "./api.js";
-import { clear, fmtNumber, h, svg } from "./dom.js";
+import { put, fmtNumber, h, svg } from "./dom.js";
 
 const COLORS = ["#ff3b30", "#34c759", "#007aff", "#ff9500", "#af52de", "#5ac8fa", "#ffcc00", "#ff2d55"];
 
@@ -54,16 +54,16 @@ export function predictPanel(job) {
   async function run(files) {
     const images = [...files].filter((f) => f.type.startsWith("image/") || /\.(png|jpe?g|bmp|webp|tiff?)$/i.test(f.name));
     if (!images.length) return;
-    clear(result).append(h("p", { class: "muted" }, "Predicting… (the first call loads the model)"));
+    put(result, h("p", { class: "muted" }, "Predicting… (the first call loads the model)"));
     const body = new FormData();
     for (const f of images) body.append("files", f, f.name);
     body.append("conf", conf.value || "0.25");
     try {
       const answer = await api("POST", `/v1/jobs/${encodeURIComponent(job.id)}/predict`, { body });
-      clear(result).append(h("p", { class: "muted small" }, `checkpoint ${answer.checkpoint} · ${fmtNumber(answer.inference_seconds)} s`));
+      put(result, h("p", { class: "muted small" }, `checkpoint ${answer.checkpoint} · ${fmtNumber(answer.inference_seconds)} s`));
       answer.predictions.forEach((p, i) => result.append(drawPrediction(p, URL.createObjectURL(images[i]))));
     } catch (err) {
-      clear(result).append(h("p", { class: "error", role: "alert" }, err instanceof ApiError ? err.message : String(err)));
+      put(result, h("p", { class: "error", role: "alert" }, err instanceof ApiError ? err.message : String(err)));
     }
   }
   input.addEventListener("change", () => run(input.files));

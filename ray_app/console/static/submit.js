@@ -4,7 +4,7 @@
 // at the field each one names.
 
 import { ApiError, get, pages, post } from "./api.js";
-import { clear, h } from "./dom.js";
+import { put, h } from "./dom.js";
 import { trainers } from "./job.js";
 
 const NUMBERS = {
@@ -55,8 +55,8 @@ export function render(view, query) {
   let known = [];
   function fillTasks(selectedTask) {
     const t = known.find((x) => x.name === framework.value);
-    clear(task).append((t?.task_types || []).map((name) => h("option", { value: name, selected: name === selectedTask }, name)));
-    clear(models).append((t?.models || []).filter((m) => !/[*?[]/.test(m)).map((m) => h("option", { value: m })));
+    put(task, ...(t?.task_types || []).map((name) => h("option", { value: name, selected: name === selectedTask }, name)));
+    put(models, ...(t?.models || []).filter((m) => !/[*?[]/.test(m)).map((m) => h("option", { value: m })));
     model.placeholder = t ? `e.g. ${t.models.join(", ")}` : "";
   }
   framework.addEventListener("change", () => fillTasks());
