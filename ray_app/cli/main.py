@@ -53,7 +53,8 @@ def up(data_dir: DataDir = None, port: ApiPort = 8000) -> None:
 
     local = LocalPlatform(data_dir, http_port=port, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     local.up()
-    console.print(f"[green]platform up[/green]\n  API        {local.api_url}   (docs: {local.api_url}/docs)\n"
+    console.print(f"[green]platform up[/green]\n  console    {local.api_url}/\n"
+                  f"  API        {local.api_url}   (docs: {local.api_url}/docs)\n"
                   f"  dashboard  {local.dashboard_url}\n  data       {local.data_dir}\n"
                   f"  API token  {local.settings.api_token_file}\n  stop with  vtp down")
 

@@ -65,7 +65,10 @@ def run_demo(data_dir: Path | None, port: int, epochs: int, console: Console) ->
     settings = platform.platform_settings()
     client = Client(platform.api_url, settings.resolved_api_tokens()[0])
     ensure_dataset(platform, client, console)
-    job = watch(client, ensure_job(client, epochs, console).id, console)
+    submitted = ensure_job(client, epochs, console)
+    console.print(f"watch it in the console   {platform.api_url}/#/jobs/{submitted.id}   "
+                  f"(sign in with the token in {settings.api_token_file})")
+    job = watch(client, submitted.id, console)
     console.print()
     console.print(f"[bold]{job.state}[/bold]  job {job.id}")
     if job.state == JobState.SUCCEEDED:
@@ -77,6 +80,7 @@ def run_demo(data_dir: Path | None, port: int, epochs: int, console: Console) ->
         console.print(f"  download best.pt         vtp jobs artifacts {job.id} best.pt")
     else:
         console.print(f"  [red]{job.error_type}: {job.error}[/red]")
+    console.print(f"  console                  {platform.api_url}/   (token: {settings.api_token_file})")
     console.print(f"  API docs                 {platform.api_url}/docs")
     console.print(f"  Ray dashboard            {platform.dashboard_url}")
     console.print(f"  predict                  vtp jobs predict {job.id} IMAGE")

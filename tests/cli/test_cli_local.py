@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import mlflow
 import psutil
 import pytest
@@ -54,6 +55,10 @@ def test_demo_then_cli_then_down_and_up_keeps_everything(local_env):
     out = demo.stdout + demo.stderr
     assert demo.returncode == 0, out[-4000:]
     assert "SUCCEEDED" in out and f"http://127.0.0.1:{port}/docs" in out and "vtp down" in out
+    # the console's address, printed before the training is followed; the page is served there
+    assert re.search(rf"watch it in the console +http://127\.0\.0\.1:{port}/#/jobs/[0-9a-f]{{16}}", out), out[-4000:]
+    page = httpx.get(f"http://127.0.0.1:{port}/")
+    assert page.status_code == 200 and "/console/app.js" in page.text
     checkpoint = re.search(r"checkpoint \(best\)\s+(s3://\S+)", out).group(1)
     run_id = re.search(r"mlflow run\s+([0-9a-f]{32})", out).group(1)
     settings = LocalPlatform(data_dir).platform_settings()
