@@ -165,7 +165,8 @@ def test_what_users_and_trainers_send_renders_as_text(signed_in, payload):
     console, page, p = signed_in, signed_in.page, signed_in.platform
     job_id = p.create_job(framework="console", model_name=f"console-{payload}", project_id=f"console {payload}",
                           epochs=2, config={payload: payload, "say": [f"log {payload}"], "event_message": f"event {payload}",
-                                            "metric": f"metric {payload}", "class_name": f"class {payload}"})["id"]
+                                            "metric": f"metric {payload}", "class_name": f"class {payload}",
+                                            "mlflow_run_id": f"run {payload}"})["id"]
     assert p.wait_final(job_id, timeout=120)["state"] == "SUCCEEDED"
     console.go(f"#/jobs/{job_id}")
     expect(page.locator("#logs")).to_contain_text(f"log {payload}")
@@ -173,6 +174,7 @@ def test_what_users_and_trainers_send_renders_as_text(signed_in, payload):
     expect(page.locator(".job-header")).to_contain_text(f"console-{payload}")
     expect(page.locator(".job-header")).to_contain_text(f"project console {payload}")
     expect(page.locator("#config")).to_contain_text(payload)
+    expect(page.locator("#mlflow")).to_contain_text(f"run {payload}")  # no MLflow UI here: the id as text
     expect(page.locator("#charts")).to_contain_text(f"metric {payload}")  # a chart legend
     page.set_input_files("#predict-file", files=[{"name": "x.png", "mimeType": "image/png", "buffer": png(40, 40)}])
     expect(page.locator("#predict-result .detections")).to_contain_text(f"class {payload}", timeout=120_000)

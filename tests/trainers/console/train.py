@@ -5,6 +5,7 @@
   metric         the name of an extra metric reported with each heartbeat (default: none)
   class_name     the class the checkpoint predicts (default: square)
   epoch_seconds  seconds per epoch (default 0.2)
+  mlflow_run_id  the run id reported with `done` (default: none)
 """
 
 import json
@@ -46,8 +47,11 @@ def main():
     checkpoint = os.path.join(ENV.get("WORK_DIR") or os.getcwd(), "console-best.json")
     with open(checkpoint, "w") as f:
         json.dump({"class_name": CONFIG.get("class_name", "square")}, f)
-    post("done", {"status": "succeeded", "final_metrics": {"mAP50": EPOCHS / (EPOCHS + 1)},
-                  "artifacts": {"best": checkpoint}, "training_time_seconds": EPOCHS * 0.2})
+    done = {"status": "succeeded", "final_metrics": {"mAP50": EPOCHS / (EPOCHS + 1)},
+            "artifacts": {"best": checkpoint}, "training_time_seconds": EPOCHS * 0.2}
+    if CONFIG.get("mlflow_run_id"):
+        done["mlflow_run_id"] = CONFIG["mlflow_run_id"]
+    post("done", done)
     return 0
 
 
