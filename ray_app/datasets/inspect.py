@@ -195,17 +195,11 @@ def _check_yolo_line(values: list[str], n_classes: int) -> tuple[str | None, boo
     return None, polygon
 
 
-def _inspect_yolo(root: Path, report: ValidationReport, problems: _Problems) -> None:
-    yml = root / "data.yaml" if (root / "data.yaml").is_file() else root / "data.yml"
-    try:
-        data = read_data_yaml(yml)
-    except Exception as exc:  # unreadable YAML is the finding
-        problems.add(yml.name, f"cannot read: {exc}")
-        return
-    names = yolo_names(data)
-    report.classes = names
-    if not names:
-        problems.add(yml.name, "missing 'names'")
+def yolo_split_images(root: Path, data: dict[str, Any], yml_name: str,
+                      problems: _Problems | None = None) -> dict[str, list[Path]]:
+    """The images of each split (train, val, test) that data.yaml names, inside ``root`` only
+    (a folder, or a .txt list of image paths); what lies outside or is missing is a problem."""
+    problems = problems if problems is not None else _Problems()
     base = root
     if isinstance(data.get("path"), str) and data["path"]:
         candidate = root / data["path"]
@@ -218,17 +212,17 @@ def _inspect_yolo(root: Path, report: ValidationReport, problems: _Problems) -> 
         value = data.get(split)
         if not value:
             if split != "test":
-                problems.add(yml.name, f"missing '{split}'")
+                problems.add(yml_name, f"missing '{split}'")
             continue
         dirs = value if isinstance(value, list) else [value]
         found: list[Path] = []
         for d in dirs:
             if not isinstance(d, str):
-                problems.add(yml.name, f"'{split}': {d!r} is not a path")
+                problems.add(yml_name, f"'{split}': {d!r} is not a path")
                 continue
             target = base / d
             if Path(d).is_absolute() or not _inside(root, target):
-                problems.add(yml.name, f"'{split}': {d} lies outside the dataset")
+                problems.add(yml_name, f"'{split}': {d} lies outside the dataset")
                 continue
             if target.is_file() and target.suffix == ".txt":  # a list of image paths
                 for line in target.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -241,8 +235,23 @@ def _inspect_yolo(root: Path, report: ValidationReport, problems: _Problems) -> 
             else:
                 found.extend(_images_under(target))
         if not found:
-            problems.add(yml.name, f"split '{split}' is empty: no images under {value}")
+            problems.add(yml_name, f"split '{split}' is empty: no images under {value}")
         split_images[split] = found
+    return split_images
+
+
+def _inspect_yolo(root: Path, report: ValidationReport, problems: _Problems) -> None:
+    yml = root / "data.yaml" if (root / "data.yaml").is_file() else root / "data.yml"
+    try:
+        data = read_data_yaml(yml)
+    except Exception as exc:  # unreadable YAML is the finding
+        problems.add(yml.name, f"cannot read: {exc}")
+        return
+    names = yolo_names(data)
+    report.classes = names
+    if not names:
+        problems.add(yml.name, "missing 'names'")
+    split_images = yolo_split_images(root, data, yml.name, problems)
 
     seen: set[Path] = set()
     annotations = 0

@@ -144,6 +144,33 @@ class DatasetPage(BaseModel):
     next_cursor: str | None = None
 
 
+# ---------------------------------------------------------------- samples
+
+
+class SampleLabel(BaseModel):
+    """One label of a sample, in the thumbnail's pixels: a box (and the polygon of a segmented
+    object) with its class, or for classification the class alone."""
+
+    class_name: str
+    xyxy: list[float] | None = Field(default=None, min_length=4, max_length=4,
+                                     description="[x1, y1, x2, y2]; absent for classification")
+    polygon: list[list[float]] | None = Field(default=None, description="[[x, y], ...] of a segmented object")
+
+
+class SampleView(BaseModel):
+    """A sample image of a version: a JPEG thumbnail (at most 256 px on its longest side)."""
+
+    file: str = Field(description="the image, relative to the dataset root")
+    width: int = Field(description="the thumbnail's width")
+    height: int
+    labels: list[SampleLabel] = Field(default_factory=list)
+    url: str = Field(description="presigned GET URL of the thumbnail")
+
+
+class SamplePage(BaseModel):
+    items: list[SampleView] = Field(description="at most 12; none for a version validated without samples")
+
+
 # ---------------------------------------------------------------- artifacts
 
 

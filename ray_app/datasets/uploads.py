@@ -10,6 +10,7 @@ with the parts that are missing, and completion checks that every part is there 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,15 @@ from ray_app.storage import s3 as s3lib
 
 MAX_PARTS = 1000  # S3 allows 10,000; fewer keeps an upload's answer (one URL per part) small
 MiB = 1 << 20
+SAMPLES_INDEX = "samples.json"  # beside a version's sample thumbnails (samples_prefix)
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+def samples_prefix(archive_key: str) -> str:
+    """Where a version's sample thumbnails and their samples.json lie: beside its archive, in a
+    folder of its own (``datasets/{id}@{sha256}.zip`` -> ``datasets/{id}@{sha256}/samples/``)."""
+    stem = next((archive_key[:-len(s)] for s in _ARCHIVE_SUFFIXES if archive_key.lower().endswith(s)), archive_key)
+    return f"{stem}/samples/"
 
 
 def part_size_for(size: int, minimum: int) -> int:
@@ -148,6 +158,22 @@ class Storage:
             "get_object", ExpiresIn=self.settings.presign_ttl_s,
             Params={"Bucket": self.bucket, "Key": key,
                     "ResponseContentDisposition": f'attachment; filename="{_header_safe(filename)}"'})
+
+    def view_url(self, key: str) -> str:
+        """A presigned GET for showing the object in a page (an <img>): no attachment disposition."""
+        return self.public.generate_presigned_url(
+            "get_object", ExpiresIn=self.settings.presign_ttl_s, Params={"Bucket": self.bucket, "Key": key})
+
+    def read_json(self, key: str) -> Any:
+        """The JSON document at ``key``, or None when there is no such object."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        with body:
+            return json.loads(body.read())
 
 
 def _header_safe(name: str) -> str:

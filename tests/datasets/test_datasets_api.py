@@ -8,6 +8,7 @@ its connections to see parts going up in parallel."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -107,6 +109,50 @@ def test_dice_zip_yolo_folder_and_imagefolder_tree_upload_validate_and_list(remo
     assert not uploaded(remote, yolo, names["yolo"])["created"]
 
 
+# ---------------------------------------------------------------- samples
+
+
+def test_a_valid_version_shows_sample_thumbnails_with_their_labels(remote, platform, s3_server, tmp_path):
+    root = make_detection(tmp_path / "det", n_images=16, size=300, val_fraction=0.25, seed=7)
+    truth = {f"images/{i['file_name']}": i for i in json.loads((root / "annotations.json").read_text())["images"]}
+    name = unique("samples")
+    up = uploaded(remote, zip_dataset(root, tmp_path / "det.zip"), name)
+    assert up["state"] == "valid", up
+
+    resp = platform.api("GET", f"/v1/datasets/{name}/versions/{up['version'][:10]}/samples")  # a prefix names it
+    assert resp.status_code == 200, resp.text
+    items = resp.json()["items"]
+    assert len(items) == 12 and len({i["file"] for i in items}) == 12
+    classes = ["circle", "square", "triangle"]
+    for item in items:
+        assert (item["width"], item["height"]) == (256, 256)  # 300 px images, shrunk
+        r = 256 / 300
+        anns = truth[item["file"]]["annotations"]
+        assert [lab["class_name"] for lab in item["labels"]] == [classes[a["class_id"]] for a in anns]
+        for lab, a in zip(item["labels"], anns):
+            x, y, w, h = a["bbox"]
+            assert lab["xyxy"] == pytest.approx([x * r, y * r, (x + w) * r, (y + h) * r], abs=0.01)
+            assert "polygon" not in lab  # detection: boxes only, no nulls
+        # the presigned URL (the public S3 endpoint) serves the thumbnail itself
+        got = httpx.get(item["url"], timeout=30)
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+        im = Image.open(io.BytesIO(got.content))
+        assert im.format == "JPEG" and im.size == (item["width"], item["height"])
+    assert any(item["labels"] for item in items)
+
+    missing = [f"/v1/datasets/no-such-{name}/versions/{up['version']}/samples",
+               f"/v1/datasets/{name}/versions/{'0' * 64}/samples", f"/v1/datasets/{name}/versions/xyz/samples"]
+    for path in missing:
+        assert platform.api("GET", path).status_code == 404, path
+
+    # deleting the dataset deletes its samples too
+    client = s3_server.client()
+    listed = client.list_objects_v2(Bucket=s3_server.bucket, Prefix=f"datasets/{name}@")
+    assert any(o["Key"].endswith("/samples/samples.json") for o in listed.get("Contents", []))
+    assert platform.api("DELETE", f"/v1/datasets/{name}").status_code == 204
+    assert not client.list_objects_v2(Bucket=s3_server.bucket, Prefix=f"datasets/{name}@").get("Contents")
+
+
 # ---------------------------------------------------------------- large, parallel, resumed
 
 
@@ -188,6 +234,10 @@ def test_problems_are_reported_by_file_and_a_job_on_the_dataset_is_refused(remot
     assert any("outside" in m for m in by_file[f"images/{outside['file_name']}"])
     assert any("99" in m for m in by_file[f"images/{unknown['file_name']}"])
     assert report["problems_total"] == len(report["problems"]) >= 3
+    # an invalid version still shows samples: the 7 images that decode
+    version = json.loads(r.stdout)["version"]
+    samples = platform.api("GET", f"/v1/datasets/{name}/versions/{version}/samples").json()["items"]
+    assert len(samples) == 7 and f"images/{broken['file_name']}" not in {s["file"] for s in samples}
 
     shown = remote("datasets", "get", name)
     assert shown.returncode == 0 and "invalid" in shown.stdout and broken["file_name"] in shown.stdout

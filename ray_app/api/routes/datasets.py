@@ -5,11 +5,13 @@ records versions through the store (the single writer) and reads them by SQL."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import ValidationError
 from sdk.contract import dataset_version_key
 
 from ray_app.api.context import AppContext
@@ -22,6 +24,8 @@ from ray_app.datasets.models import (
     VERSION_REF_PATTERN,
     DatasetPage,
     DatasetView,
+    SamplePage,
+    SampleView,
     UploadCreate,
     UploadView,
     VersionState,
@@ -32,6 +36,8 @@ from ray_app.store import datasets as store_datasets
 # a version still VALIDATING this long after its upload completed lost its task (a cluster
 # restarted under it): the next open or complete of the same content starts validation again
 VALIDATION_STALE_S = 600.0
+
+log = logging.getLogger("ray_app.datasets")
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[User], responses=UNAUTHORIZED)
 
@@ -156,6 +162,36 @@ async def get_version(dataset_id: str, version: str, ctx: Ctx) -> VersionView:
     return version_view(ctx, await ctx.read(store_datasets.find_version, dataset_id, version))
 
 
+def _samples(ctx: AppContext, archive_key: str) -> list[SampleView]:
+    """The version's samples.json (written by its validation), each thumbnail with a presigned
+    URL; none when validation made none (a version validated before samples existed)."""
+    try:
+        index = ctx.storage.read_json(uploads.samples_prefix(archive_key) + uploads.SAMPLES_INDEX)
+    except ValueError as exc:  # not JSON: as if there were none
+        log.warning("samples of %s unreadable: %s", archive_key, exc)
+        return []
+    items = []
+    for entry in index if isinstance(index, list) else []:
+        try:
+            items.append(SampleView.model_validate({**entry, "url": ctx.storage.view_url(str(entry["key"]))}))
+        except (TypeError, KeyError, ValidationError) as exc:
+            log.warning("a sample of %s left out: %s", archive_key, exc)
+    return items
+
+
+@router.get("/{dataset_id}/versions/{version}/samples", response_model=SamplePage,
+            response_model_exclude_none=True, responses=DATASET_NOT_FOUND,
+            summary="Up to 12 sample images of a version with their labels (thumbnails at presigned URLs)")
+async def get_samples(dataset_id: str, version: str, ctx: Ctx) -> SamplePage:
+    """Images picked by validation (train split first, spread over the classes), each a JPEG
+    thumbnail at most 256 px on its longest side, with its labels in the thumbnail's pixels:
+    class_name and xyxy (and polygon) for boxes and masks, class_name alone for classification.
+    Empty while the version is not validated, or when validation made none."""
+    _check_ids(dataset_id, version, prefix=True)
+    row = await ctx.read(store_datasets.find_version, dataset_id, version)
+    return SamplePage(items=await asyncio.to_thread(_samples, ctx, row["key"]))
+
+
 @router.delete("/{dataset_id}", status_code=204, responses={**DATASET_NOT_FOUND, **CONFLICT},
                summary="Delete a dataset and its stored versions (409 while a queued or running job uses it)")
 async def delete_dataset(dataset_id: str, ctx: Ctx) -> Response:
@@ -167,6 +203,8 @@ async def delete_dataset(dataset_id: str, ctx: Ctx) -> Response:
             if v.get("upload_id"):
                 ctx.storage.abort_upload(v["key"], v["upload_id"])
             ctx.storage.delete(v["key"])
+            for obj in ctx.storage.list(uploads.samples_prefix(v["key"])):
+                ctx.storage.delete(obj["Key"])
 
     await asyncio.to_thread(remove)
     return Response(status_code=204)
