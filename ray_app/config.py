@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     )
     controller_interval_s: float = 0.5
 
+    # inference: one Ray Serve application per trainer, its models multiplexed (ray_app/serving)
+    predict_models_per_replica: int = Field(
+        default=3, ge=1, le=1000, description="models a predict replica keeps loaded; the least "
+        "recently used is unloaded (its memory freed) past this")
+    predict_min_replicas: int = Field(default=1, ge=0, le=1000, description="predict replicas per trainer kept up")
+    predict_max_replicas: int = Field(default=1, ge=1, le=1000, description="autoscaling bound of predict "
+                                      "replicas per trainer (above predict_min_replicas: Serve autoscales)")
+    predict_num_cpus: float = Field(default=0.0, ge=0, le=512, description="CPUs a predict replica "
+                                    "reserves (0: it never keeps a training job from being placed)")
+    predict_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs a predict replica "
+                                    "reserves (a fraction shares one); 0: inference on the CPU")
+
     # storage (S3-compatible): embedded SeaweedFS by default
     storage_type: str = "minio"
     s3_endpoint: str | None = None

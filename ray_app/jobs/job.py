@@ -1,7 +1,7 @@
 """`Job`: a job as the store holds it, the one shape every part of the platform passes around.
 
 The store keeps each job as its database row; the typed store client (store/client.py) hands it
-out as a `Job`, so the controller, the API and the predictor read attributes a type checker and
+out as a `Job`, so the controller, the API and the model server read attributes a type checker and
 a reader can follow (`job.state is JobState.RUNNING`), not dictionary keys.
 
 It is what the API shows (`JobView`, the public contract) plus the store's own bookkeeping; the

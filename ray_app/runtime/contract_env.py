@@ -89,11 +89,22 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         public["RESUME_FROM"] = job.resume_from
     if settings.mlflow_tracking_uri:
         public["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    store = storage(settings)
+    public.update(store.public)
     secret = {
         "CALLBACK_TOKEN": callback_tokens.issue(
             settings.resolved_jwt_secret(), job.id, attempt, settings.callback_token_ttl_s
-        )
+        ),
+        **store.secret,
     }
+    return ContractEnv(public=public, secret=secret)
+
+
+def storage(settings: Settings) -> ContractEnv:
+    """S3's endpoint under each name trainers read (public) and its keys (secret); also what a
+    model server needs to fetch checkpoints (ray_app/serving)."""
+    public: dict[str, str] = {}
+    secret: dict[str, str] = {}
     if settings.s3_endpoint:
         endpoint = settings.s3_endpoint
         public.update({

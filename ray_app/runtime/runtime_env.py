@@ -71,6 +71,3 @@ def runner_name(job_id: str, attempt: int) -> str:
     """The actor's name: how the Ray dashboard and `ray list actors` show the job's trainer."""
     return f"trainer:job-{job_id}:attempt-{attempt}"
 
-
-def predictor_name(job_id: str) -> str:
-    return f"predictor:job-{job_id}"

@@ -1,4 +1,5 @@
-"""POST /v1/jobs/{id}/predict: inference with a finished job's checkpoint, run on Ray."""
+"""POST /v1/jobs/{id}/predict: inference with a finished job's checkpoint, on the trainer's model
+server (a Ray Serve application with multiplexed models: ray_app/serving)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from ray.exceptions import RayError
+from ray.serve.exceptions import RayServeException
 
 from ray_app.api.deps import Ctx, User
 from ray_app.api.documented import NOT_FOUND, TOO_LARGE, UNAUTHORIZED, ErrorBody
 from ray_app.jobs.api_models import PredictResponse
-from ray_app.runtime import predictor
 from ray_app.runtime.registry import UnknownTrainer
+from ray_app.serving import apps
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
 log = logging.getLogger("ray_app.api")
@@ -38,12 +40,14 @@ async def predict(
                                           "type": "value_error"}])
     try:
         manifest = ctx.registry.get(job.framework)
-        actor = await asyncio.to_thread(predictor.get_or_create, ctx.settings, manifest, job)
-    except (predictor.PredictUnavailable, UnknownTrainer) as exc:
+        model = apps.model_id(manifest, job)
+    except (apps.PredictUnavailable, UnknownTrainer) as exc:
         raise HTTPException(409, detail=str(exc)) from None
     try:
-        result = await actor.predict.remote(images, {"conf": conf, "top_k": top_k})
-    except RayError as exc:
+        server = await asyncio.to_thread(apps.model_server, ctx.settings, manifest)
+        result = await server.options(multiplexed_model_id=model).predict.remote(
+            images, {"conf": conf, "top_k": top_k})
+    except (RayError, RayServeException) as exc:
         log.error("[TRACE:%s] prediction for job %s failed: %s", job.trace_id, job_id, exc)
         raise HTTPException(502, detail=f"prediction failed: {type(exc).__name__}") from None
     return PredictResponse(job_id=job_id, **result)
