@@ -1,5 +1,6 @@
 """The console's lists (issue 16): jobs (filters, id search, pages, live rows) and datasets
-(upload from the browser with a progress bar, the validation report)."""
+(upload from the browser with a progress bar, the validation report, sample images with their
+boxes drawn)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,16 @@ def test_a_dataset_uploads_from_the_browser_and_shows_its_report(signed_in, tmp_
     expect(page.locator(".vstate-valid")).to_be_visible(timeout=60_000)
     expect(page.locator(".report")).to_contain_text("6 images")
     expect(page.locator(".report")).to_contain_text("No problems found.")
+    # the version's samples: every image (6 of them, boxes drawn over each) loaded from its presigned URL
+    samples = page.locator(".samples figure.sample")
+    expect(samples).to_have_count(6, timeout=30_000)
+    page.wait_for_function("""() => [...document.querySelectorAll('.samples img')].every(
+        (img) => img.complete && img.naturalWidth > 0)""")
+    assert page.locator(".samples img").evaluate_all("imgs => imgs.map((i) => i.naturalWidth)") == [64] * 6
+    expect(page.locator(".samples svg.overlay rect.box").first).to_be_visible()
+    assert page.locator(".samples svg.overlay").first.get_attribute("viewBox") == "0 0 64 64"
+    labels = page.locator(".samples text.box-label").all_text_contents()
+    assert labels and set(labels) <= {"circle", "square", "triangle"}  # ground truth: no confidence
     console.shot("dataset")
     console.go("#/datasets")
     expect(page.locator("#datasets-body")).to_contain_text(name)

@@ -1,4 +1,5 @@
-// Datasets: the list, one dataset's versions with their validation reports, and an upload from
+// Datasets: the list, one dataset's versions with their validation reports and a grid of sample
+// images with their labels drawn (draw.js, as predictions are), and an upload from
 // the browser: the archive's SHA-256 (its version), POST /v1/datasets for presigned part URLs,
 // each part PUT straight to S3 with a progress bar, then .../complete and the report once
 // validation has run. The hash needs the Web Crypto API, which browsers offer on https:// or
@@ -6,6 +7,7 @@
 
 import { ApiError, get, pages, post } from "./api.js";
 import { put, fmtBytes, fmtTime, h, section } from "./dom.js";
+import { COLORS, drawBoxes } from "./draw.js";
 
 const BROWSER_MAX = 2 * 1024 ** 3;
 
@@ -26,10 +28,48 @@ function report(v) {
       : h("p", { class: "ok" }, "No problems found."));
 }
 
+// one sample: the thumbnail with its boxes and masks (coloured by class), the class of a
+// classification image as its caption, and the file it came from
+function sample(s, classes) {
+  const boxes = s.labels.filter((l) => Array.isArray(l.xyxy));
+  const named = s.labels.filter((l) => !Array.isArray(l.xyxy)).map((l) => l.class_name);
+  const colorOf = (box, i) => COLORS[(classes.includes(box.class_name) ? classes.indexOf(box.class_name) : i) % COLORS.length];
+  const stage = drawBoxes({ width: s.width, height: s.height, boxes }, s.url, { alt: s.file, colorOf });
+  // labels in the thumbnail's units: about 1/14 of its width reads the same in every cell
+  for (const t of stage.querySelectorAll(".box-label")) {
+    t.style.fontSize = `${Math.max(5, Math.round(s.width / 14))}px`;
+    t.style.strokeWidth = `${Math.max(0.5, s.width / 100)}px`;  // the dark halo (console.css)
+  }
+  return h("figure", { class: "sample", title: s.file }, stage,
+    h("figcaption", {}, named.length ? h("span", { class: "sample-class" }, named.join(", ")) : null,
+      h("span", { class: "sample-file" }, s.file)));
+}
+
+// GET .../versions/{version}/samples as a grid (up to 12 thumbnails made by validation)
+function samples(datasetId, v) {
+  const grid = h("div", { class: "samples", "data-version": v.version }, h("p", { class: "muted small" }, "Loading samples…"));
+  (async () => {
+    try {
+      const page = await get(`/v1/datasets/${encodeURIComponent(datasetId)}/versions/${encodeURIComponent(v.version)}/samples`);
+      put(grid, page.items.length ? page.items.map((s) => sample(s, v.classes || []))
+        : h("p", { class: "muted small" }, "No sample images."));
+    } catch (err) {
+      put(grid, h("p", { class: "error" }, `Samples: ${err.message}`));
+    }
+  })();
+  return grid;
+}
+
 function detail(view, id) {
   const box = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   view.append(h("p", {}, h("a", { href: "#/datasets" }, "← all datasets")), box);
   let timer = null;
+  const grids = new Map();  // version -> its samples grid: fetched once, kept across reloads
+  const grid = (v) => {
+    if (v.state !== "valid" && v.state !== "invalid") return null;
+    if (!grids.has(v.version)) grids.set(v.version, samples(id, v));
+    return grids.get(v.version);
+  };
   async function load() {
     try {
       const d = await get(`/v1/datasets/${encodeURIComponent(id)}`);
@@ -37,7 +77,7 @@ function detail(view, id) {
         h("p", { class: "muted" }, `newest valid version: ${d.latest_valid_version || "none"} · created ${fmtTime(d.created_at)}`),
         ...d.versions.map((v) => section(h("span", {}, h("span", { class: "mono" }, v.version.slice(0, 12)), " ", versionState(v.state)),
           h("p", { class: "muted small" }, `${v.filename} · ${fmtBytes(v.size_bytes)} · uploaded ${fmtTime(v.created_at)} · ${v.uri}`),
-          report(v))));
+          report(v), grid(v))));
       if (d.versions.some((v) => v.state === "validating" || v.state === "uploading")) timer = setTimeout(load, 2000);
     } catch (err) {
       put(box, h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No dataset ${id}.` : err.message));

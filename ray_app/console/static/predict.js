@@ -1,33 +1,18 @@
 // "Try the model": an image dropped (or chosen) on a finished job goes to POST
-// /v1/jobs/{id}/predict; its boxes and masks are drawn over the image (SVG in the image's pixel
-// coordinates), classification's top-k listed with bars. The image is shown from a blob: URL,
+// /v1/jobs/{id}/predict; its boxes and masks are drawn over the image (draw.js: SVG in the image's
+// pixel coordinates), classification's top-k listed with bars. The image is shown from a blob: URL,
 // never uploaded anywhere else.
 
 import { ApiError, api } from "./api.js";
-import { put, fmtNumber, h, svg } from "./dom.js";
-
-const COLORS = ["#ff3b30", "#34c759", "#007aff", "#ff9500", "#af52de", "#5ac8fa", "#ffcc00", "#ff2d55"];
+import { put, fmtNumber, h } from "./dom.js";
+import { boxColor, drawBoxes } from "./draw.js";
 
 export function drawPrediction(prediction, imageUrl) {
-  const img = h("img", { src: imageUrl, alt: prediction.image || "image", class: "predict-image" });
-  const figure = h("figure", { class: "prediction" });
-  const overlay = svg("svg", { class: "overlay", preserveAspectRatio: "none" });
-  figure.append(h("div", { class: "stage" }, img, overlay));
+  const figure = h("figure", { class: "prediction" },
+    drawBoxes(prediction, imageUrl, { alt: prediction.image || "image", imgClass: "predict-image" }));
   const legend = h("ul", { class: "detections" });
-  img.addEventListener("load", () => {
-    const w = prediction.width || img.naturalWidth, hgt = prediction.height || img.naturalHeight;
-    overlay.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
-  });
   (prediction.boxes || []).forEach((box, i) => {
-    const color = COLORS[(box.class_id ?? i) % COLORS.length];
-    const [x1, y1, x2, y2] = box.xyxy;
-    const g = svg("g", { class: "det" });
-    if (Array.isArray(box.polygon) && box.polygon.length) {
-      g.append(svg("polygon", { class: "mask", points: box.polygon.map(([x, y]) => `${x},${y}`).join(" "), fill: color, stroke: color }));
-    }
-    g.append(svg("rect", { class: "box", x: x1, y: y1, width: Math.max(0, x2 - x1), height: Math.max(0, y2 - y1), stroke: color }),
-             svg("text", { x: x1 + 2, y: Math.max(y1 - 3, 10), fill: color, class: "box-label" }, `${box.class_name} ${fmtNumber(box.confidence)}`));
-    overlay.append(g);
+    const color = boxColor(box, i);
     legend.append(h("li", {}, h("span", { class: "swatch", dataset: { color } }), `${box.class_name} · ${fmtNumber(box.confidence)} · [${box.xyxy.map((v) => Math.round(v)).join(", ")}]`));
   });
   for (const sw of legend.querySelectorAll(".swatch")) sw.style.background = sw.dataset.color;
