@@ -47,6 +47,10 @@ class JobCreate(Strict):
     config: JsonObject = Field(default_factory=dict, description="framework arguments")
     advanced_config: JsonObject = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, strict=True, ge=1, le=20)
+    register_as: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", examples=["shapes-detector"],
+        description="a name in the MLflow Model Registry: once the job succeeds, its model is "
+        "registered there as a new version (needs an MLflow tracking server or store)")
     resume_from: Text | None = Field(default=None, max_length=1024, description="checkpoint URI")
 
     _normalize_task = field_validator("task_type", mode="before")(task_type_input)
@@ -73,6 +77,16 @@ class AttemptView(BaseModel):
     error_type: str | None = None
     reason: str | None = None
     resume_from: str | None = Field(default=None, description="the checkpoint this attempt resumed from")
+
+
+class ModelInfo(BaseModel):
+    """The job's model in MLflow, logged once the job succeeded (ray_app/serving/mlflow_models.py)."""
+
+    uri: str | None = Field(default=None, description="the run's model (runs:/<run>/model): "
+                            "mlflow.pyfunc.load_model(uri).predict([image paths])")
+    registered_name: str | None = None
+    registered_version: int | None = None
+    error: str | None = Field(default=None, description="why it could not be logged or registered")
 
 
 class JobView(View):
@@ -111,6 +125,8 @@ class JobView(View):
     error: str | None = None
     error_type: str | None = None
     mlflow_run_id: str | None = None
+    register_as: str | None = None
+    mlflow_model: ModelInfo | None = None
     resume_from: str | None = None
     last_checkpoint: str | None = None
     cancel_requested: bool = False

@@ -91,6 +91,7 @@ class Reconciler:
         for job_id in list(self.attempts):
             if job_id not in active:
                 await self._finish(self.attempts.pop(job_id), reason="job is final")
+                self._publish_model(job_id)
         for job in jobs:
             try:
                 await self._reconcile(job)
@@ -98,6 +99,13 @@ class Reconciler:
                 log.info("[TRACE:%s] job %s: %s", job.trace_id, job.id, exc.detail)
             except Exception:
                 log.exception("[TRACE:%s] reconcile of job %s failed", job.trace_id, job.id)
+
+    def _publish_model(self, job_id: str) -> None:
+        """A job that ended: its model to MLflow, if it succeeded with a run (the task decides)."""
+        if self.settings.mlflow_tracking_uri:
+            from ray_app.serving.mlflow_models import publish_model
+
+            publish_model.remote(self.settings, job_id)
 
     async def _reconcile(self, job: Job) -> None:
         att = self.attempts.get(job.id)

@@ -106,6 +106,9 @@ class StoreClient:
     async def request_cancel(self, job_id: str) -> Job:
         return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.request_cancel.remote(job_id)))
 
+    async def model_published(self, job_id: str, model: dict[str, Any]) -> Job:
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.model_published.remote(job_id, model)))
+
     # ------------------------------------------------------------------ datasets (store/datasets.py)
 
     async def open_dataset_version(self, dataset_id: str, description: str,

@@ -113,6 +113,22 @@ class JobStoreCore(CallbackStore, DatasetWriter):
                 self._transition(conn, job, JobState.CANCELLED, "cancelled before it was queued")
         return self._with_history(job)
 
+    def model_published(self, job_id: str, model: dict[str, Any]) -> dict[str, Any]:
+        """The job's model as ray_app/serving/mlflow_models.py logged it (or why it could not),
+        with an event saying so."""
+        job = self._job(job_id)
+        if model.get("error"):
+            kind, level, message = "model_not_logged", "warning", f"model not logged to MLflow: {model['error']}"
+        elif model.get("registered_version") is not None:
+            kind, level = "model_registered", "info"
+            message = f"model registered as {model['registered_name']} version {model['registered_version']}"
+        else:
+            kind, level, message = "model_logged", "info", f"model logged to MLflow: {model.get('uri')}"
+        with self._tx(job) as conn:
+            self._set(conn, job, mlflow_model=model)
+            self._add_event(conn, job, "platform", level, kind, message, model)
+        return self._with_history(job)
+
     # ------------------------------------------------------------------ controller side
 
     def transition(

@@ -121,6 +121,10 @@ jobs = Table(
     # NULL for a dataset named only by its place in S3 (datasets/{id}.zip or datasets/{id}/)
     Column("dataset_version", String(64)),
     Column("dataset_uri", Text),
+    # the MLflow Model Registry name the job asked for, and its model once logged (or why not):
+    # {"uri", "registered_name", "registered_version", "error"} (ray_app/serving/mlflow_models.py)
+    Column("register_as", String(128)),
+    Column("mlflow_model", JSON),
     # what changed since a position, in order: the job-list stream (store/reads.changed_jobs)
     Index("ix_jobs_updated_at", "updated_at", "num"),
 )

@@ -74,9 +74,12 @@ def test_submit_from_the_form_then_watch_it_train_live_and_cancel_it(signed_in):
     page.fill("#f-model_name", "any")
     page.fill("#f-dataset_id", "ds-console")
     page.fill("#f-project_id", "console-live")
-    page.fill("#f-epochs", "0")  # the API's 422 is shown at the field it names
+    page.fill("#f-epochs", "0")  # the API's 422s are shown at the fields they name
+    page.fill("#f-register_as", "../bad")
     page.click("#submit-job")
     expect(page.locator('.field[data-field="epochs"] .field-error')).to_contain_text("greater than or equal to 1")
+    expect(page.locator('.field[data-field="register_as"] .field-error')).to_contain_text("should match pattern")
+    page.fill("#f-register_as", "")
     page.fill("#f-epochs", "5")
     page.fill("#f-config", '{"lr0": 0.02}')
     page.click("#submit-job")

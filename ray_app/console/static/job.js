@@ -15,7 +15,7 @@ const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
 const MAX_LOG_LINES = 5000;
 const IMAGE = /\.(png|jpe?g|gif|webp|svg)$/i;
 export const HYPERPARAMETERS = ["framework", "task_type", "model_name", "dataset_id", "dataset_version", "project_id",
-  "epochs", "batch_size", "learning_rate", "image_size", "num_gpus", "num_cpus", "memory_mb", "max_attempts"];
+  "epochs", "batch_size", "learning_rate", "image_size", "num_gpus", "num_cpus", "memory_mb", "max_attempts", "register_as"];
 
 let infoPromise = null;
 export function platformInfo() {
@@ -121,6 +121,9 @@ export function render(view, jobId) {
       try { await api("POST", `/v1/jobs/${encodeURIComponent(job.id)}/cancel`); toast("Cancellation requested"); } catch (err) { toast(err.message, "error"); cancel.disabled = false; }
     });
     const mlflow = h("span", { id: "mlflow" });
+    const model = job.mlflow_model;
+    if (model?.registered_name) mlflow.append(h("span", { class: "tag", id: "registered" }, `model ${model.registered_name} v${model.registered_version}`), " ");
+    else if (model?.error) mlflow.append(h("span", { class: "tag error", title: model.error }, "model not logged"), " ");
     if (job.mlflow_run_id) {
       platformInfo().then((info) => {
         mlflow.append(info.mlflow_ui_url
@@ -173,7 +176,8 @@ export function render(view, jobId) {
   function apply(job) {
     const before = current;
     current = job;
-    if (!before || before.state !== job.state || before.cancel_requested !== job.cancel_requested || before.mlflow_run_id !== job.mlflow_run_id) drawHeader(job);
+    if (!before || before.state !== job.state || before.cancel_requested !== job.cancel_requested || before.mlflow_run_id !== job.mlflow_run_id
+        || JSON.stringify(before.mlflow_model) !== JSON.stringify(job.mlflow_model)) drawHeader(job);
     if (!before || before.state !== job.state) { drawPredict(job); drawConfig(job); }
     if (!before || before.attempts.length !== job.attempts.length || before.attempt !== job.attempt) put(attempts, attemptsTable(job));
     if (before && !TERMINAL.has(before.state) && TERMINAL.has(job.state)) artifacts.reload();

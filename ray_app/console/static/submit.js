@@ -31,6 +31,7 @@ export function render(view, query) {
   const datasets = h("datalist", { id: "dataset-options" });
   const version = h("input", { placeholder: "newest valid version", pattern: "[0-9a-f]{8,64}", autocomplete: "off" });
   const project = h("input", { value: "default" });
+  const registerAs = h("input", { placeholder: "none", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", autocomplete: "off" });
   const numbers = Object.fromEntries(Object.entries(NUMBERS).map(([k, o]) => [k, h("input", { type: "number", min: o.min, step: o.step, value: o.value })]));
   const config = h("textarea", { rows: 4, spellcheck: false }, "{}");
   const advanced = h("textarea", { rows: 3, spellcheck: false }, "{}");
@@ -43,6 +44,7 @@ export function render(view, query) {
       field("framework", "Trainer", framework), field("task_type", "Task", task), field("model_name", "Model", model), models,
       field("dataset_id", "Dataset", dataset), datasets, field("dataset_version", "Dataset version", version),
       field("project_id", "Project", project),
+      field("register_as", "Register model as", registerAs, "a name in the MLflow Model Registry"),
       field("epochs", "Epochs", numbers.epochs), field("batch_size", "Batch size", numbers.batch_size),
       field("image_size", "Image size", numbers.image_size), field("learning_rate", "Learning rate", numbers.learning_rate),
       field("num_gpus", "GPUs", numbers.num_gpus), field("num_cpus", "CPUs", numbers.num_cpus, "default: the trainer's"),
@@ -76,6 +78,7 @@ export function render(view, query) {
       dataset.value = job.dataset_id;
       version.value = job.dataset_version || "";
       project.value = job.project_id;
+      registerAs.value = job.register_as || "";
       for (const k of Object.keys(NUMBERS)) if (job[k] !== null && job[k] !== undefined) numbers[k].value = job[k];
       config.value = JSON.stringify(job.config, null, 2);
       advanced.value = JSON.stringify(job.advanced_config, null, 2);
@@ -106,6 +109,7 @@ export function render(view, query) {
       project_id: project.value.trim() || "default",
     };
     if (version.value.trim()) body.dataset_version = version.value.trim();
+    if (registerAs.value.trim()) body.register_as = registerAs.value.trim();
     for (const [k, o] of Object.entries(NUMBERS)) {
       const raw = numbers[k].value.trim();
       if (raw === "") continue;

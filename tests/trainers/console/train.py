@@ -6,6 +6,8 @@
   class_name     the class the checkpoint predicts (default: square)
   epoch_seconds  seconds per epoch (default 0.2)
   mlflow_run_id  the run id reported with `done` (default: none)
+  mlflow         true: a run of its own in MLFLOW_TRACKING_URI (experiment project-<project>),
+                 its id reported with `done`
 """
 
 import json
@@ -51,6 +53,14 @@ def main():
             "artifacts": {"best": checkpoint}, "training_time_seconds": EPOCHS * 0.2}
     if CONFIG.get("mlflow_run_id"):
         done["mlflow_run_id"] = CONFIG["mlflow_run_id"]
+    if CONFIG.get("mlflow"):
+        import mlflow  # the platform's environment has it (env: none)
+
+        mlflow.set_tracking_uri(ENV["MLFLOW_TRACKING_URI"])
+        mlflow.set_experiment(f"project-{ENV['PROJECT_ID']}")
+        with mlflow.start_run(run_name=f"job-{JOB}") as run:
+            mlflow.log_metric("mAP50", EPOCHS / (EPOCHS + 1))
+        done["mlflow_run_id"] = run.info.run_id
     post("done", done)
     return 0
 
