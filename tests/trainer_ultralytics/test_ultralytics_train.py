@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -147,6 +148,14 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     assert [m.step for m in client.get_metric_history(run.info.run_id, "mAP50")] == list(range(1, DET_EPOCHS + 1))
     assert "weights/best.pt" in [a.path for a in client.list_artifacts(run.info.run_id, "weights")]
     assert not any("secret" in k.lower() or "token" in k.lower() for k in run.data.params)
+    # and the run's model, logged by the platform once the job succeeded (issue 17): the best
+    # checkpoint with the trainer's predict.py, loadable with mlflow.pyfunc where ultralytics is
+    deadline = time.monotonic() + 120
+    while (model := p.job(job_id)["mlflow_model"]) is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert model is not None and model["error"] is None and model["uri"] == f"runs:/{run.info.run_id}/model", model
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/MLmodel", "model/artifacts", "model/requirements.txt"} <= logged, logged
 
     # predictions on images the model never saw find the drawn shapes, with the right class
     held_out = make_detection(tmp_path / "held-out", n_images=4, size=128, seed=2024)
