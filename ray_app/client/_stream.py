@@ -27,20 +27,23 @@ class StreamMessage:
 _MODELS: dict[str, type[BaseModel]] = {"job": JobView, "end": JobView, "event": EventView, "log": LogLine}
 
 
-def parse(lines: Iterable[str]) -> Iterator[StreamMessage]:
-    """SSE text lines → messages (comments and unknown kinds skipped)."""
+def messages(lines: Iterable[str], pings: bool = False) -> Iterator[tuple[str, str | None, str] | None]:
+    """SSE text lines → (event, id, data) per message, whatever its kind; with `pings`, None for
+    each comment line too (a reader that keeps a deadline sees time pass on an idle stream)."""
     kind: str = "message"
     ident: str | None = None
     data: list[str] = []
     for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
-            if data and kind in _MODELS:
-                yield StreamMessage(kind, ident, _MODELS[kind].model_validate_json("\n".join(data)))
+            if data:
+                yield kind, ident, "\n".join(data)
             kind, data = "message", []
             continue
         if line.startswith(":"):
-            continue  # a ping
+            if pings:
+                yield None
+            continue
         field, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if field == "event":
@@ -49,3 +52,11 @@ def parse(lines: Iterable[str]) -> Iterator[StreamMessage]:
             data.append(value)
         elif field == "id":
             ident = value
+
+
+def parse(lines: Iterable[str]) -> Iterator[StreamMessage]:
+    """A job's stream → typed messages (comments and unknown kinds skipped)."""
+    for message in messages(lines):
+        if message is not None and message[0] in _MODELS:
+            kind, ident, data = message
+            yield StreamMessage(kind, ident, _MODELS[kind].model_validate_json(data))

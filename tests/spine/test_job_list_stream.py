@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from ray_app.client import Client
+from ray_app.client._stream import messages
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,32 +37,19 @@ class Reader:
     """The messages of one open stream, read as the test asks for them."""
 
     def __init__(self, lines: Iterator[str]):
-        self.lines = lines
+        self.messages = messages(lines, pings=True)
         self.seen: list[Message] = []
 
     def next(self, timeout: float = 30.0) -> Message:
         """The next message (pings skipped). A ping every 15 s keeps lines coming, so a late
         message fails the test at most that long after its deadline."""
         deadline = time.monotonic() + timeout
-        kind, ident, data = "message", None, []
-        for raw in self.lines:
+        for message in self.messages:
             assert time.monotonic() < deadline, f"no message within {timeout:g}s; seen {self.kinds()}"
-            line = raw.rstrip("\r\n")
-            if not line:
-                if data:
-                    message = Message(kind, ident, json.loads("\n".join(data)), time.monotonic())
-                    self.seen.append(message)
-                    return message
-                kind, data = "message", []
-            elif not line.startswith(":"):
-                field, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if field == "event":
-                    kind = value
-                elif field == "data":
-                    data.append(value)
-                elif field == "id":
-                    ident = value
+            if message is not None:
+                kind, ident, data = message
+                self.seen.append(Message(kind, ident, json.loads(data), time.monotonic()))
+                return self.seen[-1]
         raise AssertionError(f"the stream ended; seen {self.kinds()}")
 
     def until(self, wanted: Callable[[Message], bool], timeout: float = 30.0) -> Message:
