@@ -81,7 +81,8 @@ export class ChartPanel {
     chart.plot = new uPlot({
       width: this.width(), height: 220,
       scales: { x: { time: false } },
-      axes: [{ label: "epoch" }, {}],
+      // epochs are whole numbers: no tick at 1.5
+      axes: [{ label: "epoch", values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) }, {}],
       series: [{ label: "epoch" }, ...entries.map(([, s], i) => ({
         label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
         points: { show: xs.length < 60 },
