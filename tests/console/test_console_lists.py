@@ -14,6 +14,7 @@ from ray_app.datasets import make_detection, zip_dataset
 from tests.spine.test_hostile_input import running_job
 
 pytestmark = pytest.mark.timeout(240)
+XSS_CLASS = '<img src=x onerror="window.__xss = 1">'
 
 
 def test_the_jobs_list_filters_searches_pages_and_stays_live(signed_in):
@@ -61,7 +62,10 @@ def test_the_jobs_list_filters_searches_pages_and_stays_live(signed_in):
 def test_a_dataset_uploads_from_the_browser_and_shows_its_report(signed_in, tmp_path):
     console, page = signed_in, signed_in.page
     name = f"console-ds-{uuid.uuid4().hex[:6]}"
-    archive = zip_dataset(make_detection(tmp_path / "det", n_images=6, size=64, seed=3), tmp_path / "det.zip")
+    # a class name a user chose badly: shown as text in the report and on the samples
+    classes = ("circle", "square", XSS_CLASS)
+    archive = zip_dataset(make_detection(tmp_path / "det", n_images=6, size=64, seed=3, classes=classes),
+                          tmp_path / "det.zip")
     console.go("#/datasets")
     page.fill("#upload-id", name)
     page.set_input_files("#upload-file", str(archive))
@@ -79,7 +83,9 @@ def test_a_dataset_uploads_from_the_browser_and_shows_its_report(signed_in, tmp_
     expect(page.locator(".samples svg.overlay rect.box").first).to_be_visible()
     assert page.locator(".samples svg.overlay").first.get_attribute("viewBox") == "0 0 64 64"
     labels = page.locator(".samples text.box-label").all_text_contents()
-    assert labels and set(labels) <= {"circle", "square", "triangle"}  # ground truth: no confidence
+    assert labels and set(labels) <= set(classes)  # ground truth: no confidence
+    assert XSS_CLASS in labels and XSS_CLASS in page.locator(".report .classes").inner_text()
+    assert page.evaluate("window.__xss") is None and page.locator("img[src='x']").count() == 0
     console.shot("dataset")
     console.go("#/datasets")
     expect(page.locator("#datasets-body")).to_contain_text(name)

@@ -62,7 +62,7 @@ def metric_history(p, job_id: str) -> list[dict]:
 
 def predict(p, job_id: str, images: list[Path], **form) -> list[dict]:
     files = [("files", (path.name, path.read_bytes(), "image/png")) for path in images]
-    # the first call starts a Predictor actor in the trainer's runtime (imports torch + ultralytics)
+    # the first call deploys the trainer's model server (Ray Serve, in the trainer's runtime) and loads the model
     resp = p.api("POST", f"/v1/jobs/{job_id}/predict", files=files,
                  data={k: str(v) for k, v in form.items()}, timeout=300)
     assert resp.status_code == 200, resp.text

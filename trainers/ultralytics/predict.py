@@ -1,6 +1,6 @@
 """Inference with a checkpoint of this trainer (the platform's predict contract).
 
-The platform's Predictor actor imports this file and calls
+The platform's model server (ray_app/serving, a Ray Serve deployment) imports this file and calls
 
     model = load_model(checkpoint_path, device)       # once; the model stays loaded
     predict(model, image_paths, conf=0.25, top_k=5)   # one JSON-serializable dict per image
