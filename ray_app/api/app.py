@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray_app import __version__
 from ray_app.api.context import AppContext
 from ray_app.api.limits import BodySizeLimit
-from ray_app.api.routes import artifacts, callbacks, datasets, jobs, predict, stream, system
+from ray_app.api.routes import artifacts, callbacks, datasets, exports, jobs, predict, stream, system
 from ray_app.config import Settings
 from ray_app.console import server as console
 from ray_app.jobs.errors import StoreError
@@ -44,6 +44,7 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     app.include_router(callbacks.router)
     app.include_router(predict.router)
     app.include_router(artifacts.router)
+    app.include_router(exports.router)
     app.include_router(stream.router)
     app.include_router(stream.jobs_router)
     app.include_router(datasets.router)

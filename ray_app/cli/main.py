@@ -35,6 +35,7 @@ from ray_app.cli.common import (
     err,
 )
 from ray_app.cli.datasets import datasets_app
+from ray_app.cli.exports import register as register_exports
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 jobs_app = typer.Typer(no_args_is_help=True, help="Submit and follow training jobs.")
@@ -362,6 +363,9 @@ def jobs_predict(
         console.print(f"[dim]{r.checkpoint} in {r.inference_seconds}s[/dim]")
 
     emit(result, as_json, render)
+
+
+register_exports(jobs_app)  # vtp jobs export (cli/exports.py)
 
 
 def main() -> None:

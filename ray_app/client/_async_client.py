@@ -30,6 +30,7 @@ from ray_app.datasets.models import (
     VersionState,
     VersionView,
 )
+from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
 
 from ray_app.client._base import (
@@ -43,6 +44,7 @@ from ray_app.client._base import (
     _upload_body,
     _urls_refused,
     _validated,
+    _export_done,
 )
 
 T = TypeVar("T")
@@ -104,6 +106,22 @@ class AsyncClient(_Base):
 
     async def predict(self, job_id: str, images: list[Path], conf: float = 0.25, top_k: int = 5) -> PredictResponse:
         return await self.send(calls.predict(job_id, images, conf, top_k))
+
+    async def export(self, job_id: str, format: str, **options: Any) -> ExportView:
+        return await self.send(calls.export(job_id, ExportCreate(format=format, **options)))
+
+    async def get_export(self, job_id: str, export_id: str) -> ExportView:
+        return await self.send(calls.get_export(job_id, export_id))
+
+    async def list_exports(self, job_id: str) -> ExportPage:
+        return await self.send(calls.list_exports(job_id))
+
+    async def wait_export(self, job_id: str, export_id: str, timeout: float = 600.0,
+                          interval: float = 1.0) -> ExportView:
+        deadline = time.monotonic() + timeout
+        while not _export_done(view := await self.get_export(job_id, export_id), deadline, timeout):
+            await asyncio.sleep(interval)
+        return view
 
     async def artifacts(self, job_id: str) -> ArtifactPage:
         return await self.send(calls.artifacts(job_id))

@@ -19,6 +19,7 @@ from ray_app.client._uploads import (
     UploadProgress,
     UploadResult,
 )
+from ray_app.jobs.export_models import ExportView
 from ray_app.datasets.models import (
     UploadCreate,
     UploadView,
@@ -112,6 +113,15 @@ def _validated(view: VersionView, deadline: float, timeout: float) -> bool:
         return True
     if time.monotonic() > deadline:
         raise TimeoutError(f"version {view.version[:12]} still {view.state} after {timeout:g}s")
+    return False
+
+
+def _export_done(view: ExportView, deadline: float, timeout: float) -> bool:
+    """Whether waiting for the export is over (succeeded or failed); TimeoutError past the deadline."""
+    if view.state in ("succeeded", "failed"):
+        return True
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"export {view.id} still {view.state} after {timeout:g}s")
     return False
 
 

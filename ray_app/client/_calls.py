@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel
 
 from ray_app.datasets.models import ArtifactPage, DatasetPage, DatasetView, UploadCreate, UploadView, VersionView
+from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
 
 T = TypeVar("T")
@@ -107,6 +108,20 @@ def artifact_url(job_id: str, name: str) -> Call[str]:
     """The presigned URL the API redirects to (not followed: the token must not go to S3)."""
     return Call("GET", f"/v1/jobs/{_id(job_id)}/artifacts/{quote(name, safe='/')}", _location,
                 follow_redirects=False)
+
+
+def export(job_id: str, body: ExportCreate) -> Call[ExportView]:
+    # not idempotent: sent again, it would start a second export
+    return Call("POST", f"/v1/jobs/{_id(job_id)}/exports", _model(ExportView),
+                json=body.model_dump(mode="json", exclude_none=True), idempotent=False)
+
+
+def get_export(job_id: str, export_id: str) -> Call[ExportView]:
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/exports/{_id(export_id)}", _model(ExportView))
+
+
+def list_exports(job_id: str) -> Call[ExportPage]:
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/exports", _model(ExportPage))
 
 
 # ---------------------------------------------------------------- datasets

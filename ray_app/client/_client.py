@@ -34,6 +34,7 @@ from ray_app.datasets.models import (
     VersionState,
     VersionView,
 )
+from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
 
 from ray_app.client._base import (
@@ -43,6 +44,7 @@ from ray_app.client._base import (
     UPLOAD_ROUNDS,
     _Base,
     _detail,
+    _export_done,
     _final,
     _finished,
     _parsed,
@@ -111,6 +113,31 @@ class Client(_Base):
 
     def predict(self, job_id: str, images: list[Path], conf: float = 0.25, top_k: int = 5) -> PredictResponse:
         return self.send(calls.predict(job_id, images, conf, top_k))
+
+    def export(self, job_id: str, format: str, **options: Any) -> ExportView:
+        """Start exporting the job's best checkpoint (options: image_size, half, dynamic); the
+        export runs on the cluster: follow it with get_export or wait_export."""
+        return self.send(calls.export(job_id, ExportCreate(format=format, **options)))
+
+    def get_export(self, job_id: str, export_id: str) -> ExportView:
+        return self.send(calls.get_export(job_id, export_id))
+
+    def list_exports(self, job_id: str) -> ExportPage:
+        return self.send(calls.list_exports(job_id))
+
+    def wait_export(self, job_id: str, export_id: str, timeout: float = 600.0, interval: float = 1.0,
+                    on_change: Any = None) -> ExportView:
+        """The export once it succeeded or failed; `on_change(view)` whenever its state moves."""
+        deadline = time.monotonic() + timeout
+        state = None
+        while True:
+            view = self.get_export(job_id, export_id)
+            if view.state != state and on_change is not None:
+                on_change(view)
+            state = view.state
+            if _export_done(view, deadline, timeout):
+                return view
+            time.sleep(interval)
 
     def artifacts(self, job_id: str) -> ArtifactPage:
         return self.send(calls.artifacts(job_id))

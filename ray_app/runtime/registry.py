@@ -5,7 +5,8 @@ A plugin is a new folder with a manifest; the platform needs no code change to r
     name: ultralytics
     task_types: [object_detection, instance_segmentation, image_classification]
     models: ["yolo11*", "yolov8*"]          # fnmatch patterns; "*" accepts any model
-    entrypoints: {train: train.py, predict: predict.py}
+    entrypoints: {train: train.py, predict: predict.py, export: export.py}
+    export_formats: [onnx, torchscript]    # what export.py can write (POST /v1/jobs/{id}/exports)
     resources: {num_cpus: 2, num_gpus: 0}  # defaults when the job does not say; `custom:
                                            # {name: amount}` Ray custom resources it always needs
     requirements: requirements.txt         # the trainer's own dependencies
@@ -50,6 +51,9 @@ class Entrypoints(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = "train.py"
     predict: str | None = None
+    # export(checkpoint_path, output_dir, format, image_size, half, dynamic, device) -> [files]
+    # (ray_app/serving/exports.py; trainers/README.md "Export")
+    export: str | None = None
 
 
 class TrainerManifest(BaseModel):
@@ -60,6 +64,7 @@ class TrainerManifest(BaseModel):
     task_types: list[TaskType]
     models: list[str] = Field(default_factory=lambda: ["*"])
     entrypoints: Entrypoints = Field(default_factory=Entrypoints)
+    export_formats: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     requirements: str | None = None
     env: Literal["venv", "pip", "uv", "none"] = "none"

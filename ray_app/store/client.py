@@ -130,6 +130,17 @@ class StoreClient:
     async def delete_dataset(self, dataset_id: str) -> list[Row]:
         return await self._call(Retry.SAFE, lambda s: s.delete_dataset.remote(dataset_id))
 
+    # ------------------------------------------------------------------ exports (store/exports.py)
+
+    async def export_created(self, job_id: str, export_id: str, fmt: str, options: Row) -> Row:
+        """Safe to repeat: the id is chosen by the caller, a second call returns the first row."""
+        return await self._call(Retry.SAFE, lambda s: s.export_created.remote(job_id, export_id, fmt, options))
+
+    async def export_state(self, job_id: str, export_id: str, state: str, files: list[Row] | None = None,
+                           error: str | None = None) -> Row:
+        """Safe to repeat: a final export is never changed again."""
+        return await self._call(Retry.SAFE, lambda s: s.export_state.remote(job_id, export_id, state, files, error))
+
     # ------------------------------------------------------------------ the controller's writes
 
     async def transition(self, job_id: str, target: JobState, reason: str, *, attempt: int | None = None,

@@ -26,6 +26,7 @@ from ray_app.jobs.types import readable
 from ray_app.store import attempts, db, reads
 from ray_app.store.callbacks import CallbackStore
 from ray_app.store.datasets import DatasetWriter
+from ray_app.store.exports import ExportWriter
 
 log = logging.getLogger("ray_app.store")
 
@@ -38,7 +39,7 @@ JOB_DEFAULTS: dict[str, Any] = {
 }
 
 
-class JobStoreCore(CallbackStore, DatasetWriter):
+class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:

@@ -221,6 +221,24 @@ dataset_versions = Table(
     Column("validated_at", UTCDateTime()),
 )
 
+# A finished job's model exported to another format (ONNX, TorchScript...) by its trainer's
+# export.py (ray_app/serving/exports.py): pending -> running -> succeeded | failed; the files
+# lie in S3 under artifacts/job-{id}/exports/{export id}/ ([{name, size_bytes, uri}]).
+exports = Table(
+    "job_exports",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("format", String(32), nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("files", JSON, nullable=False),
+    Column("error", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+)
+
 # Idempotency keys of applied callbacks: inserting an existing key is the "already applied" test.
 callback_keys = Table(
     "job_callback_keys",

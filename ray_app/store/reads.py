@@ -225,6 +225,18 @@ class JobReader:
         with self.engine.connect() as conn:
             return logs(conn, job_id, after, limit, self.archive)
 
+    def exports(self, job_id: str) -> list[Row]:
+        from ray_app.store import exports
+
+        with self.engine.connect() as conn:
+            return exports.list_exports(conn, job_id)
+
+    def export(self, job_id: str, export_id: str) -> Row:
+        from ray_app.store import exports
+
+        with self.engine.connect() as conn:
+            return exports.export_row(conn, job_id, export_id)
+
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
@@ -262,3 +274,10 @@ class AsyncJobReader:
 
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Row]:
         return await asyncio.to_thread(self.reader.logs, job_id, after, limit)
+
+    async def exports(self, job_id: str) -> list[Row]:
+        """The job's exports, newest first (store/exports.py)."""
+        return await asyncio.to_thread(self.reader.exports, job_id)
+
+    async def export(self, job_id: str, export_id: str) -> Row:
+        return await asyncio.to_thread(self.reader.export, job_id, export_id)
