@@ -10,6 +10,7 @@ generated set to be predicted right except at most one.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ import torch
 
 from ray_app.datasets import make_classification
 from ray_app.storage.s3 import upload_dataset
+from tests.fixtures.exports import export_and_fetch
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +46,29 @@ def timm_job(p, dataset_id, epochs=5, advanced=None, **fields) -> str:
             "image_size": IMAGE_SIZE, "num_cpus": 2, "advanced_config": {**ADVANCED, **(advanced or {})},
             **fields}
     return p.create_job(**body)["id"]
+
+
+def eval_batch(paths, data_config) -> torch.Tensor:
+    """timm's eval transform (timm_common.eval_transform, crop_mode center) without timm: resize the
+    short side to size / crop_pct, center-crop, to tensor, normalize."""
+    import math
+
+    from PIL import Image
+    from torchvision import transforms
+
+    size = int(data_config["input_size"][-1])
+    interp = {"bilinear": transforms.InterpolationMode.BILINEAR, "bicubic": transforms.InterpolationMode.BICUBIC,
+              "nearest": transforms.InterpolationMode.NEAREST}[data_config.get("interpolation") or "bilinear"]
+    assert (data_config.get("crop_mode") or "center") == "center", data_config
+    tf = transforms.Compose([
+        transforms.Resize(math.floor(size / (data_config.get("crop_pct") or 0.875)), interpolation=interp),
+        transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize(torch.tensor(data_config["mean"]), torch.tensor(data_config["std"]))])
+    tensors = []
+    for path in paths:
+        with Image.open(path) as img:
+            tensors.append(tf(img.convert("RGB")))
+    return torch.stack(tensors)
 
 
 def wait_event(p, job_id, predicate, timeout=120.0) -> dict:
@@ -126,6 +151,27 @@ def test_training_succeeds_with_metrics_checkpoints_mlflow_and_predict(platform,
     right = sum(pr["top_k"][0]["class_name"] == t for pr, t in zip(preds, truth))
     assert right >= 5, (truth, preds)
     assert all(pr["top_k"][0]["class_id"] == CLASSES.index(pr["top_k"][0]["class_name"]) for pr in preds)
+
+    # the model leaves the platform as ONNX and TorchScript (issue 17): fed as the trainer's eval
+    # transform feeds it (preprocess.json, written beside each export), each gives predict's top-1
+    paths = [held_out / "images" / f"img_{i:04d}.png" for i in range(6)]
+    expected = [pr["top_k"][0]["class_name"] for pr in preds]
+    for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".torchscript")):
+        view, files, seconds = export_and_fetch(p, job_id, fmt, tmp_path / fmt, dynamic=True)
+        assert sorted(files) == sorted([f"best{suffix}", "preprocess.json"]), view
+        meta = json.loads(files["preprocess.json"].read_text())
+        batch = eval_batch(paths, meta["data_config"])
+        if fmt == "onnx":
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(files["best.onnx"]), providers=["CPUExecutionProvider"])
+            logits = torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
+        else:
+            with torch.no_grad():
+                logits = torch.jit.load(str(files["best.torchscript"]), map_location="cpu")(batch)
+        got = [meta["class_names"][i] for i in logits.argmax(dim=1).tolist()]
+        assert got == expected, (fmt, got, expected, preds)
+        print(f"export {fmt}: {seconds:.1f}s, top-1 agrees with predict on {len(got)} of {len(got)} images")
 
 
 def test_cancel_mid_training_saves_last_and_ends_cancelled(platform, s3_server, dataset_id):

@@ -15,6 +15,8 @@ import pytest
 
 from ray_app.datasets import make_classification, make_detection, make_segmentation, zip_dataset
 from ray_app.storage.s3 import upload_dataset
+from tests.fixtures.exports import export_and_fetch
+from tests.trainer_ultralytics.exported import box_iou, decode, image_input, onnx_runner, torchscript_runner
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +144,11 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     import mlflow
 
     client = mlflow.tracking.MlflowClient(tracking_uri=p.settings.mlflow_tracking_uri)
+    # the platform logs the model into the run once the job succeeded (below), which opens the run
+    # again (RUNNING) until it is done: its status is read once the job shows the model
+    deadline = time.monotonic() + 120
+    while (model := p.job(job_id)["mlflow_model"]) is None and time.monotonic() < deadline:
+        time.sleep(1)
     run = client.get_run(job["mlflow_run_id"])
     assert run.info.run_name == f"job-{job_id}" and run.info.status == "FINISHED"
     assert run.data.params["model"] == "yolo11n" and run.data.params["epochs"] == str(DET_EPOCHS)
@@ -150,9 +157,6 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     assert not any("secret" in k.lower() or "token" in k.lower() for k in run.data.params)
     # and the run's model, logged by the platform once the job succeeded (issue 17): the best
     # checkpoint with the trainer's predict.py, loadable with mlflow.pyfunc where ultralytics is
-    deadline = time.monotonic() + 120
-    while (model := p.job(job_id)["mlflow_model"]) is None and time.monotonic() < deadline:
-        time.sleep(1)
     assert model is not None and model["error"] is None and model["uri"] == f"runs:/{run.info.run_id}/model", model
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/MLmodel", "model/artifacts", "model/requirements.txt"} <= logged, logged
@@ -172,6 +176,25 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
             total += 1
             found += any(b["class_name"] == name and iou(b["xyxy"], xyxy) >= 0.5 for b in pred["boxes"])
     assert found >= 0.6 * total, f"found {found} of {total} shapes: {predictions}"
+
+    # the model leaves the platform as ONNX and TorchScript (issue 17): both, run outside it on the
+    # same held-out images, find every box predict found, same class, IoU >= 0.9
+    onnx_view, onnx_files, onnx_s = export_and_fetch(p, job_id, "onnx", tmp_path / "onnx", image_size=128)
+    ts_view, ts_files, ts_s = export_and_fetch(p, job_id, "torchscript", tmp_path / "ts", image_size=128)
+    assert list(onnx_files) == ["best.onnx"] and list(ts_files) == ["best.torchscript"], (onnx_view, ts_view)
+    run_onnx, names = onnx_runner(onnx_files["best.onnx"])
+    run_ts = torchscript_runner(ts_files["best.torchscript"])
+    worst = {"onnx": 1.0, "torchscript": 1.0}
+    for image, pred in zip(images, predictions):
+        x = image_input(image, 128)
+        for kind, run in (("onnx", run_onnx), ("torchscript", run_ts)):
+            boxes = [(xyxy, names[c]) for xyxy, c, _ in decode(run(x), conf=0.25)]
+            for box in pred["boxes"]:
+                best = max((box_iou(box["xyxy"], xyxy) for xyxy, name in boxes if name == box["class_name"]),
+                           default=0.0)
+                worst[kind] = min(worst[kind], best)
+                assert best >= 0.9, (kind, image.name, box, boxes)
+    print(f"exports: onnx {onnx_s:.1f}s, torchscript {ts_s:.1f}s; worst IoU with predict's boxes {worst}")
 
     # the trained model as the bucket's pretrained yolo11n: a new job starts from it (no hub
     # download, no config) and is good from its first epoch, where training from scratch scores 0
