@@ -158,8 +158,11 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     # and the run's model, logged by the platform once the job succeeded (issue 17): the best
     # checkpoint with the trainer's predict.py, loadable with mlflow.pyfunc where ultralytics is
     assert model is not None and model["error"] is None and model["uri"] == f"runs:/{run.info.run_id}/model", model
-    logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert {"model/MLmodel", "model/artifacts", "model/requirements.txt"} <= logged, logged
+    mlflow.set_tracking_uri(p.settings.mlflow_tracking_uri)
+    info = mlflow.models.get_model_info(model["uri"])
+    assert info.run_id == run.info.run_id and "python_function" in info.flavors, info.flavors
+    assert any(r.startswith("ultralytics") for r in
+               Path(mlflow.pyfunc.get_model_dependencies(model["uri"])).read_text().split())
 
     # predictions on images the model never saw find the drawn shapes, with the right class
     held_out = make_detection(tmp_path / "held-out", n_images=4, size=128, seed=2024)
