@@ -24,7 +24,10 @@ PHONE = {"width": 390, "height": 844}
 _FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d+)")
 
 
-@pytest.fixture(scope="session")
+# package scope, not session: Playwright's sync API runs an event loop in the test thread while
+# it is open, and every later test that calls asyncio.run() (or a Serve handle's .result())
+# would find one running; the browser closes when the console tests are done
+@pytest.fixture(scope="package")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail("the console tests need Debian's Chromium: apt-get install chromium (.ci/run installs it)")
