@@ -19,9 +19,7 @@ argument (in `settings`), never through the runtime_env, which the dashboard sho
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import sys
 import tempfile
 import time
 import traceback
@@ -29,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from sdk.contract import S3_SCHEME, artifacts_prefix, parse_s3_uri
+from sdk.contract import artifacts_prefix
 
 from ray_app.config import Settings
 from ray_app.runtime import contract_env, runtime_env
 from ray_app.runtime.registry import TrainerManifest
+from ray_app.serving.trainer_files import fetch_checkpoint, load_entrypoint
 
 log = logging.getLogger("ray_app.serving")
 
@@ -46,34 +45,15 @@ def export_folder(export_id: str) -> str:
     return f"exports/{export_id}/"
 
 
-def _load_entrypoint(entrypoint: str) -> Any:
-    spec = importlib.util.spec_from_file_location("trainer_export", Path.cwd() / entrypoint)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {entrypoint}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["trainer_export"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _checkpoint(storage: Any, uri: str, folder: Path) -> Path:
-    if not uri.startswith(S3_SCHEME):
-        return Path(uri)
-    bucket, key = parse_s3_uri(uri)
-    target = folder / Path(key).name
-    storage.client.download_file(bucket, key, str(target))
-    return target
-
-
 def export_files(settings: Settings, job_id: str, export_id: str, checkpoint: str, entrypoint: str,
                  fmt: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Run the trainer's export() and upload what it wrote; the files as ExportView shows them."""
     from ray_app.datasets.uploads import Storage
 
     storage = Storage(settings)
-    module = _load_entrypoint(entrypoint)
+    module = load_entrypoint(entrypoint, "trainer_export")
     with tempfile.TemporaryDirectory(prefix="vtp-export-") as tmp:
-        local = _checkpoint(storage, checkpoint, Path(tmp))
+        local = fetch_checkpoint(storage.client, checkpoint, Path(tmp))
         out_dir = Path(tmp) / "out"
         out_dir.mkdir()
         written = module.export(str(local), str(out_dir), fmt, int(options["image_size"]),

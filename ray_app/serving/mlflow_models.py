@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from sdk.contract import S3_SCHEME, parse_s3_uri
 
 from ray_app.config import REPO_ROOT, Settings
 from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
 from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
+from ray_app.serving.trainer_files import fetch_checkpoint
 
 log = logging.getLogger("ray_app.serving")
 PYFUNC = Path(__file__).with_name("mlflow_pyfunc.py")
@@ -33,17 +33,6 @@ SDK_DIR = REPO_ROOT / "trainers" / "sdk"
 def needs_model(settings: Settings, job: Job) -> bool:
     return bool(settings.mlflow_tracking_uri and job.state is JobState.SUCCEEDED and job.mlflow_run_id
                 and job.mlflow_model is None)
-
-
-def _checkpoint(settings: Settings, uri: str, folder: Path) -> Path:
-    if not uri.startswith(S3_SCHEME):
-        return Path(uri)
-    from ray_app.datasets.uploads import Storage
-
-    bucket, key = parse_s3_uri(uri)
-    target = folder / Path(key).name
-    Storage(settings).client.download_file(bucket, key, str(target))
-    return target
 
 
 def log_model(settings: Settings, manifest: TrainerManifest, job: Job) -> dict[str, Any]:
@@ -58,7 +47,9 @@ def log_model(settings: Settings, manifest: TrainerManifest, job: Job) -> dict[s
         return {"error": "no MLflow tracking URI is set"}
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     with tempfile.TemporaryDirectory(prefix="vtp-model-") as tmp:
-        checkpoint = _checkpoint(settings, checkpoint_of(job), Path(tmp))
+        from ray_app.datasets.uploads import Storage
+
+        checkpoint = fetch_checkpoint(Storage(settings).client, checkpoint_of(job), Path(tmp))
         with mlflow.start_run(run_id=job.mlflow_run_id):
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import os
 import sys
 import tempfile
@@ -29,7 +28,9 @@ from typing import Any
 
 import ray
 from ray import serve
-from sdk.contract import S3_SCHEME, parse_s3_uri
+from sdk.contract import S3_SCHEME
+
+from ray_app.serving.trainer_files import fetch_checkpoint, load_entrypoint
 
 
 def split_model_id(model_id: str) -> tuple[str, str]:
@@ -69,12 +70,7 @@ class ModelServer:
         # the storage keys: handed as an argument like the runners' (never in the runtime_env,
         # which the dashboard shows), for fetching checkpoints from S3
         os.environ.update(env)
-        spec = importlib.util.spec_from_file_location("trainer_predict", Path.cwd() / entrypoint)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {entrypoint}")
-        self.module = importlib.util.module_from_spec(spec)
-        sys.modules["trainer_predict"] = self.module
-        spec.loader.exec_module(self.module)
+        self.module = load_entrypoint(entrypoint, "trainer_predict")
         self.device = "0" if ray.get_gpu_ids() else "cpu"
         self.resident: set[str] = set()
         self.loads: dict[str, int] = {}
@@ -95,19 +91,15 @@ class ModelServer:
         return model
 
     def _fetch(self, uri: str) -> Path:
-        if not uri.startswith(S3_SCHEME):
-            return Path(uri)
         import boto3
 
-        bucket, key = parse_s3_uri(uri)
-        target = Path(tempfile.mkdtemp(prefix="vtp-predict-")) / Path(key).name
-        boto3.client(
+        client = boto3.client(
             "s3", endpoint_url=os.environ.get("S3_ENDPOINT") or None,
             aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
             region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        ).download_file(bucket, key, str(target))
-        return target
+        ) if uri.startswith(S3_SCHEME) else None
+        return fetch_checkpoint(client, uri, Path(tempfile.mkdtemp(prefix="vtp-predict-")))
 
     async def predict(self, images: list[tuple[str, bytes]], options: dict[str, Any]) -> dict[str, Any]:
         model_id = serve.get_multiplexed_model_id()
