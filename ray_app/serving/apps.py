@@ -78,26 +78,33 @@ def deployment_options(settings: Settings, manifest: TrainerManifest, renv: dict
 
 
 _lock = threading.Lock()
-_deployed: dict[str, str] = {}  # application -> the version this process deployed
+_handles: dict[str, Any] = {}  # application -> its handle, once this process deployed or found it
 
 
-def model_server(settings: Settings, manifest: TrainerManifest, refresh: bool = False) -> Any:
-    """A handle to the trainer's model server, deployed (and waited for) when this process has
-    not deployed this configuration yet. Blocking: call it from a thread."""
+def model_server(settings: Settings, manifest: TrainerManifest) -> Any:
+    """A handle to the trainer's model server, deployed (and waited for) the first time this
+    process asks for it unless it already runs with this configuration. Later calls return the
+    handle at once: preparing the runtime_env (hashing the trainer's folder, finding its venv)
+    costs tens of milliseconds, too much for every prediction, and neither the settings nor the
+    registry's manifests change within an API replica (edits to a trainer's files reach its model
+    server when the API is deployed again). Blocking the first time: call it from a thread."""
     name = app_name(manifest.name)
-    env = _storage_env(settings)
+    handle = _handles.get(name)
+    if handle is not None:
+        return handle
     with _lock:
-        renv = runtime_env.prepare(settings, manifest, env.public)
-        options = deployment_options(settings, manifest, renv)
-        args = (manifest.entrypoints.predict, settings.predict_models_per_replica)
-        version = hashlib.sha256(json.dumps([options, args, sorted(env.secret.items())], sort_keys=True,
-                                            default=str).encode()).hexdigest()[:16]
-        if refresh or _deployed.get(name) != version:
-            if refresh or _running_version(name) != version:
+        if name not in _handles:
+            env = _storage_env(settings)
+            renv = runtime_env.prepare(settings, manifest, env.public)
+            options = deployment_options(settings, manifest, renv)
+            args = (manifest.entrypoints.predict, settings.predict_models_per_replica)
+            version = hashlib.sha256(json.dumps([options, args, sorted(env.secret.items())], sort_keys=True,
+                                                default=str).encode()).hexdigest()[:16]
+            if _running_version(name) != version:
                 app = ModelServer.options(**options).bind(*args, env.secret, version)  # type: ignore[attr-defined]
                 serve.run(app, name=name, route_prefix=None)
-            _deployed[name] = version
-    return serve.get_app_handle(name)
+            _handles[name] = serve.get_app_handle(name)
+        return _handles[name]
 
 
 def _running_version(name: str) -> str | None:
