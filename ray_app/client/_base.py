@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import httpx
@@ -19,7 +20,7 @@ from ray_app.client._uploads import (
     UploadProgress,
     UploadResult,
 )
-from ray_app.jobs.export_models import ExportView
+from ray_app.jobs.export_models import FINAL_EXPORT_STATES, ExportView
 from ray_app.datasets.models import (
     UploadCreate,
     UploadView,
@@ -107,22 +108,22 @@ def _urls_refused() -> APIError:
                          "endpoint setting?)")
 
 
-def _validated(view: VersionView, deadline: float, timeout: float) -> bool:
-    """Whether waiting for the version is over; TimeoutError past the deadline."""
-    if view.state in FINAL_VERSION_STATES:
+def _wait_over(what: str, state: str, final: Iterable[str], deadline: float, timeout: float) -> bool:
+    """Whether waiting for `what` (a dataset version, an export) is over: its state is final;
+    TimeoutError past the deadline."""
+    if state in final:
         return True
     if time.monotonic() > deadline:
-        raise TimeoutError(f"version {view.version[:12]} still {view.state} after {timeout:g}s")
+        raise TimeoutError(f"{what} still {state} after {timeout:g}s")
     return False
+
+
+def _validated(view: VersionView, deadline: float, timeout: float) -> bool:
+    return _wait_over(f"version {view.version[:12]}", view.state, FINAL_VERSION_STATES, deadline, timeout)
 
 
 def _export_done(view: ExportView, deadline: float, timeout: float) -> bool:
-    """Whether waiting for the export is over (succeeded or failed); TimeoutError past the deadline."""
-    if view.state in ("succeeded", "failed"):
-        return True
-    if time.monotonic() > deadline:
-        raise TimeoutError(f"export {view.id} still {view.state} after {timeout:g}s")
-    return False
+    return _wait_over(f"export {view.id}", view.state, FINAL_EXPORT_STATES, deadline, timeout)
 
 
 def _target(dest: Path, name: str) -> Path:

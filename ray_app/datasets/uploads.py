@@ -20,20 +20,19 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ray_app.config import Settings
-from ray_app.datasets.models import PartURL
+from ray_app.datasets.models import ARCHIVE_SUFFIXES, PartURL
 from ray_app.jobs.errors import Conflict
 from ray_app.storage import s3 as s3lib
 
 MAX_PARTS = 1000  # S3 allows 10,000; fewer keeps an upload's answer (one URL per part) small
 MiB = 1 << 20
 SAMPLES_INDEX = "samples.json"  # beside a version's sample thumbnails (samples_prefix)
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def samples_prefix(archive_key: str) -> str:
     """Where a version's sample thumbnails and their samples.json lie: beside its archive, in a
     folder of its own (``datasets/{id}@{sha256}.zip`` -> ``datasets/{id}@{sha256}/samples/``)."""
-    stem = next((archive_key[:-len(s)] for s in _ARCHIVE_SUFFIXES if archive_key.lower().endswith(s)), archive_key)
+    stem = next((archive_key[:-len(s)] for s in ARCHIVE_SUFFIXES if archive_key.lower().endswith(s)), archive_key)
     return f"{stem}/samples/"
 
 

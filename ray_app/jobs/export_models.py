@@ -11,6 +11,7 @@ from ray_app.jobs.model_bases import Strict, View
 from ray_app.jobs.types import Timestamp
 
 ExportState = Literal["pending", "running", "succeeded", "failed"]
+FINAL_EXPORT_STATES = ("succeeded", "failed")  # never changed again (store/exports.py)
 
 
 class ExportCreate(Strict):

@@ -14,13 +14,14 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from ray_app.jobs.errors import StoreError
+from ray_app.jobs.export_models import FINAL_EXPORT_STATES
 from ray_app.store import db, reads
 from ray_app.store.writer import Writer
 
 Row = dict[str, Any]
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
-FINAL = (SUCCEEDED, FAILED)
+FINAL = FINAL_EXPORT_STATES
 
 
 class ExportNotFound(StoreError):
