@@ -206,10 +206,12 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     s3.copy_object(Bucket=bucket, Key=pretrained_key,
                    CopySource={"Bucket": bucket, "Key": f"checkpoints/job-{job_id}/best.pt"})
     try:
+        # with a data-loader worker: a job's own `workers` holds on a CPU too (Ultralytics forces 0)
         tuned_id, tuned = train(p, dataset_id, "object_detection", 1, image_size=128, timeout=240,
-                                advanced_config={"plots": False})
+                                advanced_config={"plots": False, "workers": 1})
     finally:
         s3.delete_object(Bucket=bucket, Key=pretrained_key)  # later jobs train from scratch again
+    assert any("threads, 1 data-loader workers" in line for line in p.logs(tuned_id)), p.logs(tuned_id)[-20:]
     init = next(e["data"] for e in p.events(tuned_id) if e["event_type"] == "model_initialized")
     assert init["source"] == "pretrained" and init["model"] == "yolo11n"
     # how good one epoch from the trained weights gets depends on the run (0.25 to >= 0.5 here, by

@@ -130,7 +130,9 @@ class UltralyticsJob:
     def arguments(self, plan: Any, device: str) -> dict[str, Any]:
         env = self.env
         gpu = device != "cpu"
-        workers = min(8, ul_runtime.job_cpus(default=2)) if gpu else 0  # Ultralytics forces 0 on CPU
+        # on a CPU Ultralytics' own 0 (a worker process on the job's second CPU measured slower
+        # inside the platform: bench/README.md, training speed); a job's own `workers` is kept
+        workers = min(8, ul_runtime.job_cpus(default=2)) if gpu else 0
         args: dict[str, Any] = {
             "task": plan.task, "epochs": env.epochs, "batch": env.batch_size, "imgsz": env.image_size,
             "lr0": env.learning_rate, "device": device, "workers": workers,
@@ -231,6 +233,9 @@ class UltralyticsJob:
                          "pretrained": str(path) if path is not None else False}
         self.phase = "setup"
         trainer = trainer_cls(overrides=overrides)
+        # Ultralytics' trainer sets workers=0 on a CPU as it is built, whatever the job asked; its
+        # dataloaders are built later, in train(): the job's own choice goes back in between
+        trainer.args.workers = args["workers"]
         self.bridge = Bridge(sdk, plan.task, self.beats)
         self.bridge.attach(trainer)
         sdk.event("model_initialized", f"{plan.model_stem} ({source}) for {plan.task}",

@@ -109,7 +109,8 @@ class Bridge:
         self.total_epochs = int(trainer.epochs)
         self.start_epoch = int(trainer.start_epoch or 0)
         self.sdk.log("INFO", f"training {trainer.epochs} epochs from epoch {self.start_epoch + 1} on "
-                     f"{trainer.device} ({threads} torch threads, {self.total_steps} batches per epoch)")
+                     f"{trainer.device} ({threads} torch threads, {getattr(trainer.train_loader, 'num_workers', 0)} data-loader "
+                     f"workers, {self.total_steps} batches per epoch)")
         self.beats.beat(epoch=self.start_epoch + 1, total_epochs=trainer.epochs, step=0,
                         total_steps=self.total_steps)
         if self.sdk.should_stop:
