@@ -25,6 +25,7 @@ from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState
 from ray_app.runtime import deaths, launch, recovery, runtime_env
 from ray_app.runtime.environments import EnvironmentBuilds
+from ray_app.runtime.node_envs import NodeWarmUp
 from ray_app.runtime.recovery import Action, Decision
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 from ray_app.runtime.runner import kill_orphaned_group
@@ -72,6 +73,7 @@ class Reconciler:
         # ended): the loop then reacts at once instead of at its next tick
         self.wake: Any = lambda: None
         self.environments = EnvironmentBuilds(settings, self.store, lambda: self.wake())
+        self.nodes = NodeWarmUp(settings)  # the other nodes' environments (node_envs.py)
         self._warmed = False
 
     # ------------------------------------------------------------------ loop
@@ -86,6 +88,10 @@ class Reconciler:
             else:
                 if started:
                     log.info("building trainer environments ahead of jobs: %s", ", ".join(started))
+        try:
+            await self.nodes.check()
+        except Exception:
+            log.exception("could not look for nodes to warm up")
         jobs = await self.store.active_jobs()
         active = {j.id for j in jobs}
         for job_id in list(self.attempts):

@@ -12,7 +12,8 @@ first job, and it held the controller's loop. Instead:
   `environment_ready` with the seconds it took (or the job fails with the build's error).
 
 One build per trainer at a time (and venvs.build holds a file lock, so another process building
-the same environment is waited for, not repeated).
+the same environment is waited for, not repeated). This is the controller's node; the other nodes
+of a cluster are warmed, and build on demand, by node_envs.py.
 """
 
 from __future__ import annotations

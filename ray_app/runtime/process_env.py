@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_app.runtime import node_envs
+
 SPEC_FIELDS = ("working_dir", "py_modules", "env_vars", "py_executable")  # what the trainer gets
 PROCESS_FIELDS = frozenset({*SPEC_FIELDS, "excludes"})  # excludes only shaped the uploaded package
 
@@ -63,8 +65,15 @@ async def _unpack(uri: str, base_dir: Path) -> str:
     return await ray_private.download_and_unpack(uri, str(base_dir))
 
 
-async def materialize(spec: dict[str, Any], base_dir: Path | None = None) -> TrainerProcessEnv:
-    """Download and unpack the spec's packages on this node; returns the process's settings."""
+async def _say_nothing(event_type: str, message: str, data: dict[str, Any]) -> None:
+    return None
+
+
+async def materialize(spec: dict[str, Any], base_dir: Path | None = None,
+                      say: node_envs.Say = _say_nothing) -> TrainerProcessEnv:
+    """Download and unpack the spec's packages on this node; returns the process's settings.
+    The trainer's virtualenv is the one on this node, built here first if the node lacks it
+    (node_envs.py; `say` tells the job)."""
     base = base_dir or packages_dir()
     base.mkdir(parents=True, exist_ok=True)
     paths: list[str] = []
@@ -79,4 +88,7 @@ async def materialize(spec: dict[str, Any], base_dir: Path | None = None) -> Tra
     tail = [p for p in (env.get("PYTHONPATH"), os.environ.get("PYTHONPATH")) if p]
     if paths:
         env["PYTHONPATH"] = os.pathsep.join(paths + tail)
-    return TrainerProcessEnv(python=spec.get("py_executable") or sys.executable, cwd=cwd, env=env)
+    python = spec.get("py_executable") or sys.executable
+    if spec.get("py_executable"):
+        python = await node_envs.trainer_python(python, cwd, say)
+    return TrainerProcessEnv(python=python, cwd=cwd, env=env)

@@ -97,6 +97,12 @@ class TrainerManifest(BaseModel):
         return [line for line in lines if line]
 
 
+def read_manifest(folder: Path) -> TrainerManifest:
+    """The manifest in a trainer's folder (yaml.YAMLError or ValidationError when it is broken)."""
+    data = yaml.safe_load((folder / MANIFEST).read_text()) or {}
+    return TrainerManifest.model_validate({**data, "folder": folder})
+
+
 class UnknownTrainer(ValueError):
     """The job names a framework/task/model that no registered trainer supports (HTTP 422)."""
 
@@ -117,8 +123,7 @@ class TrainerRegistry:
 
     def _load(self, path: Path) -> None:
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-            manifest = TrainerManifest.model_validate({**data, "folder": path.parent})
+            manifest = read_manifest(path.parent)
         except (yaml.YAMLError, ValidationError) as exc:
             # one broken plugin must not take the others down; /healthz reports it
             self.problems.append(f"{path}: {exc}")

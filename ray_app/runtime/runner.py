@@ -98,6 +98,13 @@ class TrainerRunner:
         self._pending_logs: list[tuple[str, str]] = []
         self._terminating = False  # once asked to end, never start the trainer
 
+    async def _event(self, event_type: str, message: str, data: dict[str, Any]) -> None:
+        """A platform event on the job (news, such as an environment being built on this node)."""
+        try:
+            await self.store.add_platform_event(self.job_id, event_type, message, data=data)
+        except Exception as exc:  # news, not state: never fail the attempt for it
+            self._say(f"could not record {event_type}: {exc}")
+
     def _say(self, message: str) -> None:
         print(f"[TRACE:{self.trace_id}] [RUNNER] {message}", flush=True)
 
@@ -113,7 +120,7 @@ class TrainerRunner:
         if self.process_spec is None:  # the actor's runtime_env is the trainer's: inherit it
             return process_env.TrainerProcessEnv()
         if self._process_env is None:
-            self._process_env = asyncio.create_task(process_env.materialize(self.process_spec))
+            self._process_env = asyncio.create_task(process_env.materialize(self.process_spec, say=self._event))
             self._process_env.add_done_callback(
                 lambda _: self.startup.setdefault("packages_ready_at", time.time()))
         return await asyncio.shield(self._process_env)
@@ -159,7 +166,7 @@ class TrainerRunner:
         # actor dies; the job's event tells the user where it runs and how long starting took
         node_id = ray.get_runtime_context().get_node_id()
         await self.store.attempt_started(self.job_id, self.attempt, node_id, self.proc.pid, self.pgid,
-                                         {"gpu_ids": gpu_ids, "startup": self.startup})
+                                         {"gpu_ids": gpu_ids, "python": trainer.python, "startup": self.startup})
         flusher = asyncio.create_task(self._flush_logs_forever())
         try:
             assert self.proc.stdout is not None

@@ -8,12 +8,33 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
-from ray_app.runtime import process_env
+from ray_app.runtime import node_envs, process_env
 
 RENV = {"working_dir": "gcs://_ray_pkg_a.zip", "py_modules": ["gcs://_ray_pkg_b.zip"],
         "excludes": ["*.pt"], "env_vars": {"JOB_ID": "j1", "PYTHONPATH": "/extra"},
         "py_executable": "/venvs/ul/bin/python"}
+
+
+def built_venv(root: Path, name: str) -> Path:
+    """A venv folder as venvs.build leaves it (the marker is what says built)."""
+    venv = root / name
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".complete").write_text("")
+    return venv
+
+
+def test_the_trainers_interpreter_is_the_one_on_the_runners_node(monkeypatch, tmp_path):
+    async def say(event_type: str, message: str, data: dict) -> None:
+        raise AssertionError(f"nothing to build, yet: {event_type}")
+
+    controller = built_venv(tmp_path / "controller", "ul-0123") / "bin" / "python"
+    monkeypatch.delenv("VTP_TRAINER_VENVS_DIR", raising=False)  # the node shares the controller's folder
+    assert asyncio.run(node_envs.trainer_python(str(controller), None, say)) == str(controller)
+    node = built_venv(tmp_path / "node", "ul-0123")
+    monkeypatch.setenv("VTP_TRAINER_VENVS_DIR", str(tmp_path / "node"))  # the node keeps its own
+    assert asyncio.run(node_envs.trainer_python(str(controller), None, say)) == str(node / "bin" / "python")
 
 
 def test_a_runtime_env_of_process_fields_leaves_the_runner_without_one():
@@ -34,9 +55,11 @@ def test_materialized_spec_gives_cwd_pythonpath_in_ray_order_and_the_interpreter
 
     monkeypatch.setattr(process_env, "_unpack", unpack)
     monkeypatch.setenv("PYTHONPATH", "/node")
-    _, spec = process_env.split(RENV)
+    monkeypatch.delenv("VTP_TRAINER_VENVS_DIR", raising=False)
+    python = built_venv(tmp_path / "venvs", "ul-0123") / "bin" / "python"
+    _, spec = process_env.split({**RENV, "py_executable": str(python)})
     got = asyncio.run(process_env.materialize(spec, tmp_path))
-    assert got.cwd == str(tmp_path / "_ray_pkg_a") and got.python == "/venvs/ul/bin/python"
+    assert got.cwd == str(tmp_path / "_ray_pkg_a") and got.python == str(python)
     # Ray's precedence: working_dir, py_modules, then env_vars' PYTHONPATH, then the node's
     assert got.env["PYTHONPATH"].split(os.pathsep) == [
         str(tmp_path / "_ray_pkg_a"), str(tmp_path / "_ray_pkg_b"), "/extra", "/node"]

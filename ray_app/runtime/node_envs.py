@@ -1,0 +1,133 @@
+"""Trainer environments on every node of a cluster, not only the controller's (issue 18).
+
+A trainer's virtualenv (runtime/venvs.py) is a folder on a node's disk, named by a hash of what
+decides its content. The controller builds the bundled trainers' environments on its own node
+when it starts (environments.py), and hands a runner the interpreter's path there. Another node
+has its own disk, so:
+
+- **warm-up**: the controller watches the cluster's nodes; each node that joins gets a task,
+  pinned to it, that builds the bundled trainers' environments there before jobs need them
+  (`warm_node`, started by `NodeWarmUp`);
+- **on demand**: a runner whose node lacks its trainer's environment (a plugin trainer, or a job
+  that came before the warm-up finished) builds it there from the trainer's own folder, and the
+  job's events say so (`environment_building` ... `environment_ready`, with the node), as they do
+  for a build on the controller's node.
+
+Where a node keeps them: its own `VTP_TRAINER_VENVS_DIR`, from the environment its `ray start`
+ran with (so an operator can put them on a node's local disk), else the same folder as the
+controller's. Builds of one environment on one node are file-locked (venvs.build): a runner
+and the warm-up never build it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ray_app.config import Settings
+from ray_app.runtime import venvs
+from ray_app.runtime.registry import read_manifest
+
+log = logging.getLogger("ray_app.environments")
+NODE_CHECK_S = 10.0  # how often the controller looks for nodes that joined
+Say = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (event type, message, data)
+
+
+def venvs_root_here(default: Path) -> Path:
+    """This node's folder of trainer environments: its own VTP_TRAINER_VENVS_DIR, else `default`."""
+    own = os.environ.get("VTP_TRAINER_VENVS_DIR")
+    return Path(own) if own else default
+
+
+def node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+async def trainer_python(py_executable: str, trainer_dir: str | None, say: Say) -> str:
+    """The trainer's interpreter on this node, for the one the controller named on its own node
+    (`<root>/<trainer>-<hash>/bin/python`): the same environment under this node's folder, built
+    here first if this node does not have it."""
+    controller_venv = Path(py_executable).parent.parent
+    root = venvs_root_here(controller_venv.parent)
+    here = root / controller_venv.name
+    if (here / ".complete").exists():
+        return str(venvs.python_of(here))
+    if trainer_dir is None:  # nothing to build it from (the runner kept Ray's runtime_env)
+        return py_executable
+    manifest = read_manifest(Path(trainer_dir))
+    built = await asyncio.to_thread(venvs.find_built, root, manifest)
+    if built is not None:  # this node's platform differs: its own hash, already built
+        return str(venvs.python_of(built))
+    where = {"trainer": manifest.name, "node_id": node_id()}
+    await say("environment_building",
+              f"waiting for the {manifest.name} trainer's environment: it is being built on this job's node "
+              "(first use on this node; once built it is reused)", where)
+    started = time.monotonic()
+    venv = await asyncio.to_thread(venvs.build, root, manifest, lambda _: None)
+    seconds = round(time.monotonic() - started, 1)
+    await say("environment_ready", f"the {manifest.name} trainer's environment is ready on this job's node "
+              f"(built in {seconds:g}s)", {**where, "seconds": seconds})
+    return str(venvs.python_of(venv))
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def warm_node(settings: Settings) -> list[str]:
+    """On the node it is pinned to: build the bundled trainers' environments it lacks."""
+    from ray_app.runtime.environments import build_bundled
+
+    root = venvs_root_here(settings.venvs_dir)
+    here = settings.model_copy(update={"trainer_venvs_dir": root})
+    return build_bundled(here, log_line=lambda line: print(f"[node warm-up] {line}", flush=True))
+
+
+class NodeWarmUp:
+    """The controller's view of the cluster's nodes: each one that joins is warmed once."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.seen: set[str] = set()
+        self.pending: dict[str, Any] = {}  # node id -> its warm-up task's ref
+        self._next_check = 0.0
+
+    async def check(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + NODE_CHECK_S
+        if not self.seen:  # the controller's own node is warmed by environments.warm_up
+            self.seen.add(node_id())
+        nodes = await asyncio.to_thread(ray.nodes)
+        for node in nodes:
+            nid = node.get("NodeID")
+            if not node.get("Alive") or not nid or nid in self.seen:
+                continue
+            self.seen.add(nid)
+            self.pending[nid] = warm_node.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(self.settings)
+            log.info("warming node %s: building the bundled trainers' environments there", nid)
+        await self._collect()
+
+    async def _collect(self) -> None:
+        """Log the warm-ups that ended (a failed one is news, not a failure of anything else)."""
+        if not self.pending:
+            return
+        done, _ = await asyncio.to_thread(ray.wait, list(self.pending.values()),
+                                          num_returns=len(self.pending), timeout=0)
+        for nid, ref in list(self.pending.items()):
+            if ref not in done:
+                continue
+            del self.pending[nid]
+            try:
+                built = await ref
+            except Exception as exc:
+                log.warning("node %s: could not build the trainers' environments: %s", nid, exc)
+            else:
+                log.info("node %s warmed: %s", nid, ", ".join(built) if built else "nothing to build")
