@@ -18,16 +18,21 @@ from tests.fixtures.platform import TEST_TRAINERS
 ENV_EVENTS = ("environment_building", "environment_progress", "environment_ready")
 
 
-@pytest.fixture
-def venv_plugin(deployment):
+def venv_plugin_folder(plugins_dir: Path, prefix: str, resources: str = "{num_cpus: 0.5}") -> Path:
     """A plugin trainer (the fake trainer) in a virtualenv of its own that nobody built yet."""
-    name = f"envwait{uuid.uuid4().hex[:8]}"
-    folder = deployment.plugins_dir / name
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    folder = plugins_dir / name
     folder.mkdir()
     shutil.copy(TEST_TRAINERS / "fake" / "train.py", folder / "train.py")
     (folder / "trainer.yaml").write_text(
-        f"name: {name}\ntask_types: [image_classification]\nmodels: ['*']\nresources: {{num_cpus: 0.5}}\nenv: venv\n")
-    yield name
+        f"name: {name}\ntask_types: [image_classification]\nmodels: ['*']\nresources: {resources}\nenv: venv\n")
+    return folder
+
+
+@pytest.fixture
+def venv_plugin(deployment):
+    folder = venv_plugin_folder(deployment.plugins_dir, "envwait")
+    yield folder.name
     shutil.rmtree(folder)
 
 

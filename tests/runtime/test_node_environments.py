@@ -8,28 +8,21 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 
 import pytest
 
 from ray_app.runtime import venvs
 from ray_app.runtime.registry import read_manifest
-from tests.fixtures.platform import TEST_TRAINERS
 from tests.fixtures.ray_cluster import extra_nodes
+from tests.runtime.test_environments import venv_plugin_folder
 
 ENV_EVENTS = ("environment_building", "environment_progress", "environment_ready")
 
 
 @pytest.fixture
 def pooled_venv_plugin(deployment):
-    """The fake trainer as a plugin in a virtualenv of its own, whose runners need a pool node."""
-    name = f"nodeenv{uuid.uuid4().hex[:8]}"
-    folder = deployment.plugins_dir / name
-    folder.mkdir()
-    shutil.copy(TEST_TRAINERS / "fake" / "train.py", folder / "train.py")
-    (folder / "trainer.yaml").write_text(
-        f"name: {name}\ntask_types: [image_classification]\nmodels: ['*']\n"
-        "resources: {num_cpus: 0.5, custom: {vtp_pool: 1}}\nenv: venv\n")
+    """A venv plugin whose runners need a pool node."""
+    folder = venv_plugin_folder(deployment.plugins_dir, "nodeenv", "{num_cpus: 0.5, custom: {vtp_pool: 1}}")
     yield folder
     shutil.rmtree(folder)
 
