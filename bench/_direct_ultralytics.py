@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plots", action="store_true")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for training and validation (0: Ultralytics' own rule, cpus - 1)")
     args = ap.parse_args()
 
     work = Path(args.work)
@@ -45,6 +47,12 @@ def main() -> None:
 
     t_model = time.perf_counter()
     model = YOLO(args.model)
+    if args.threads:  # Ultralytics sets its own count as the trainer and each validator start
+        def threads(_: object) -> None:
+            torch.set_num_threads(args.threads)
+
+        for event in ("on_pretrain_routine_end", "on_train_start", "on_val_start"):
+            model.add_callback(event, threads)
     t_train = time.perf_counter()
     # The trainer's only non-default training argument that changes the optimisation is nbs=batch
     # (one optimizer step per batch); it is repeated here so both sides run the same training.

@@ -22,6 +22,14 @@ from the job's own events: created → trainer_process (queue, placement, Ray wo
 MLflow run, Ultralytics trainer built) → SUCCEEDED (training, final evaluation, uploads, `done`);
 the trainer process's own wall is trainer_process → the runner's "trainer exited" log line.
 
+  direct_Nthreads  (--direct-threads N) the direct run with N torch threads for training and
+             validation: what a bare run gets from the job's CPUs when it uses them all.
+
+Each platform run also records the CPU seconds of the trainer process and of every other process
+of the machine (Ray, Serve, the store, the gateway, the runner, the trainer's MLflow child, S3)
+between the job's creation and its end, the latter as `others_cores` (cores busy beside the
+trainer): what a 2-CPU job shares its CPUs with, and a bare run does not.
+
   ratio            platform wall / direct wall (medians; target ≤ 0.9)
   fixed overhead   what the platform adds before Ultralytics' trainer is built: (created →
                    `dataset_prepared`) − (direct: process start → model.train() called, which
@@ -78,9 +86,11 @@ def prepare_dataset(tmp: Path, images: int, size: int, seed: int) -> tuple[Path,
     return Path(zip_dataset(root)), yolo / "data.yaml"
 
 
-def run_direct(python: Path, data_yaml: Path, work: Path, a: argparse.Namespace, epochs: int) -> dict[str, Any]:
+def run_direct(python: Path, data_yaml: Path, work: Path, a: argparse.Namespace, epochs: int,
+               threads: int = 0) -> dict[str, Any]:
     cmd = [str(python), str(BENCH / "_direct_ultralytics.py"), "--data", str(data_yaml), "--work", str(work),
-           "--epochs", str(epochs), "--imgsz", str(a.imgsz), "--batch", str(a.batch), "--seed", str(a.seed)]
+           "--epochs", str(epochs), "--imgsz", str(a.imgsz), "--batch", str(a.batch), "--seed", str(a.seed),
+           "--threads", str(threads)]
     if a.plots:
         cmd.append("--plots")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VTP_"))}
@@ -96,6 +106,37 @@ def run_direct(python: Path, data_yaml: Path, work: Path, a: argparse.Namespace,
             "before_train_s": inner["startup_s"] + inner["import_s"] + inner["model_s"]}
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's CPU time so far (user + system), with its command line."""
+    import psutil
+
+    out = {}
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = (" ".join(proc.info["cmdline"] or [proc.info["name"] or "?"]), t.user + t.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two snapshots by the trainer process (`train.py`) and by every
+    other process of the machine but this script (the platform's own: Ray, Serve, the store, the
+    gateway, the runner, the trainer's MLflow child, S3). Taken at job creation and once the job
+    is SUCCEEDED, when the trainer process has not exited yet (it exits ~2 s later)."""
+    trainer = other = 0.0
+    for pid, (cmd, t) in after.items():
+        if pid == os.getpid():
+            continue
+        spent = t - before.get(pid, (cmd, 0.0))[1]
+        if cmd.split(" -u ")[-1].strip() == "train.py" or cmd.endswith(" train.py"):
+            trainer += spent
+        else:
+            other += spent
+    return {"trainer_cpu_s": trainer, "others_cpu_s": other}
+
+
 def all_logs(p: Any, job_id: str) -> list[dict[str, Any]]:
     items, after = [], 0
     while True:
@@ -109,6 +150,7 @@ def all_logs(p: Any, job_id: str) -> list[dict[str, Any]]:
 def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int,
                  extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
     config = {"seed": a.seed, "plots": a.plots, **(extra_config or {})}
+    cpu_before = cpu_seconds()
     c0 = time.time()
     job = p.create_job(framework="ultralytics", task_type="object_detection", model_name="yolo11n",
                        dataset_id=dataset_id, epochs=epochs, batch_size=a.batch, image_size=a.imgsz,
@@ -123,6 +165,7 @@ def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int,
         time.sleep(1.0)
         job = p.job(job_id)
     client_s = time.time() - c0
+    cpu = cpu_split(cpu_before, cpu_seconds())
     if job["state"] != "SUCCEEDED":
         tail = "\n".join(p.logs(job_id, complete=False)[-60:])
         raise RuntimeError(f"job {job_id} {job['state']}: {job['error_type']}: {job['error']}\n{tail}")
@@ -157,6 +200,8 @@ def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int,
         "exit_after_final_s": exited - finished if exited else None,
         "mAP50": (job.get("final_metrics") or {}).get("mAP50"), "threads_line": threads[-160:],
         "callbacks": sum(1 for e in events if e.get("source") == "trainer"),
+        # what the job's two CPUs also carried: the platform's processes, in cores (per second of the job)
+        **cpu, "others_cores": cpu["others_cpu_s"] / client_s,
     }
 
 
@@ -178,8 +223,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]], delay: float) -> dict[str, 
     out["launch_only_s"] = med["platform"]["launch_s"] + med["platform"]["trainer_start_s"]
     out["train_speedup"] = med["direct"]["train_s"] / med["platform"]["train_finish_s"]
     targets = {"ratio_le_0.9": out["ratio_platform"] <= 0.9, "fixed_overhead_le_3s": out["fixed_overhead_s"] <= 3.0}
-    for kind, rs in runs.items():  # --variant runs: the same job with other trainer settings
-        if kind.startswith("platform+") and rs:
+    for kind, rs in runs.items():  # --variant runs (the same job with other trainer settings), --direct-threads
+        if kind.startswith(("platform+", "direct_")) and rs:
             out[f"ratio_{kind}"] = med[kind]["wall_s"] / d
             out[f"ratio_{kind}_per_rep"] = [v["wall_s"] / r["wall_s"] for r, v in zip(runs["direct"], rs)]
     if runs.get("slowed"):
@@ -211,6 +256,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="also run the platform job with these Ultralytics arguments in its config, "
                     "interleaved in each repetition (e.g. nodet='{\"deterministic\": false}')")
+    ap.add_argument("--direct-threads", type=int, default=0, metavar="N",
+                    help="also run the direct training with N torch threads (a second reference: what "
+                    "the job's CPUs give a bare run that uses them all)")
     a = ap.parse_args()
     variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in a.variant}
 
@@ -223,7 +271,9 @@ def main() -> None:
     s3 = SeaweedS3Server(tmp / "s3", buckets=[BUCKET])
     s3.start(timeout=60)
     proxy: subprocess.Popen | None = None
+    direct_n = f"direct_{a.direct_threads}threads"
     runs: dict[str, list[dict[str, Any]]] = {"direct": [], "platform": [], "slowed": [],
+                                             **({direct_n: []} if a.direct_threads else {}),
                                              **{f"platform+{n}": [] for n in variants}}
     warmup: dict[str, Any] = {}
     try:
@@ -251,6 +301,10 @@ def main() -> None:
                 runs["direct"].append(r)
                 print(f"  rep {rep} direct   {r['wall_s']:6.1f}s (train {r['train_s']:.1f}s, "
                       f"{r['torch_threads']} threads, mAP50 {r['mAP50']:.2f})")
+                if a.direct_threads:
+                    r = run_direct(python, data_yaml, tmp / f"direct-n-{rep}", a, a.epochs, a.direct_threads)
+                    runs[direct_n].append(r)
+                    print(f"  rep {rep} {direct_n} {r['wall_s']:6.1f}s (train {r['train_s']:.1f}s)")
                 for kind, delay in (("platform", 0.0), ("slowed", a.delay)):
                     if kind == "slowed" and a.no_slowed:
                         continue
@@ -260,12 +314,14 @@ def main() -> None:
                     runs[kind].append(r)
                     print(f"  rep {rep} {kind:8s} {r['wall_s']:6.1f}s (launch {r['launch_s']:.1f}, before training "
                           f"{r['before_train_s']:.1f}, train+finish {r['train_finish_s']:.1f}, "
-                          f"process {r['trainer_process_s'] or 0:.1f}s, callbacks {r['proxied_requests']})")
+                          f"process {r['trainer_process_s'] or 0:.1f}s, callbacks {r['proxied_requests']}, "
+                          f"other processes {r['others_cores']:.2f} cores)")
                 for name, cfg in variants.items():
                     r = run_platform(p, dataset_id, a, a.epochs, cfg)
                     runs[f"platform+{name}"].append(r)
                     print(f"  rep {rep} +{name:8s} {r['wall_s']:6.1f}s (before training {r['before_train_s']:.1f}, "
-                          f"train+finish {r['train_finish_s']:.1f}, mAP50 {r['mAP50']})")
+                          f"train+finish {r['train_finish_s']:.1f}, mAP50 {r['mAP50']}, "
+                          f"other processes {r['others_cores']:.2f} cores)")
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -276,7 +332,8 @@ def main() -> None:
     s = summarize(runs, a.delay)
     m = s["medians"]
     cols = ["wall_s", "before_train_s", "train_s", "train_finish_s", "launch_s", "trainer_start_s",
-            "dataset_s", "to_loaded_s", "convert_s", "prepare_s", "trainer_process_s"]
+            "dataset_s", "to_loaded_s", "convert_s", "prepare_s", "trainer_process_s", "trainer_cpu_s",
+            "others_cores"]
     print(f"\nTraining overhead: {a.images} images {a.size}px, imgsz {a.imgsz}, {a.epochs} epochs, batch {a.batch}, "
           f"num_cpus {a.num_cpus:g}; medians of {a.reps} (seconds)")
     print(harness.table(["run"] + cols, [[k] + [m[k].get(c) for c in cols] for k in m]))
@@ -285,6 +342,9 @@ def main() -> None:
             ["fixed overhead before training, s (target ≤ 3)", s["fixed_overhead_s"]],
             ["  of which created → `started` (launch + trainer start), s", s["launch_only_s"]],
             ["training speed-up (direct train / platform train+finish)", s["train_speedup"]]]
+    if a.direct_threads:
+        rows += [[f"ratio {direct_n} / direct (the headroom of the job's CPUs)", s[f"ratio_{direct_n}"]],
+                 ["  per repetition", ", ".join(f"{x:.2f}" for x in s[f"ratio_{direct_n}_per_rep"])]]
     for name in variants:
         rows += [[f"ratio platform+{name} ({json.dumps(variants[name])}) / direct", s[f"ratio_platform+{name}"]],
                  ["  per repetition", ", ".join(f"{x:.2f}" for x in s[f"ratio_platform+{name}_per_rep"])]]
