@@ -27,12 +27,12 @@ from typing import Any
 from ray_app.config import REPO_ROOT, Settings
 from ray_app.jobs.job import Job
 from ray_app.runtime import venvs
+from ray_app.runtime.node_envs import progress_message
 from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
 from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.environments")
 BUNDLED = REPO_ROOT / "trainers"
-MAX_STEP_CHARS = 300
 
 
 class EnvironmentBuildFailed(RuntimeError):
@@ -140,10 +140,9 @@ class EnvironmentBuilds:
 
     def _progress(self, build: Build, line: str) -> None:
         build.steps.append(line)
-        text = line if len(line) <= MAX_STEP_CHARS else line[:MAX_STEP_CHARS] + "…"
+        message = progress_message(build.trainer, len(build.steps), line)
         for job_id in build.waiting:
-            self._spawn(self._event(job_id, "environment_progress",
-                                    f"building the {build.trainer} environment, step {len(build.steps)}: {text}",
+            self._spawn(self._event(job_id, "environment_progress", message,
                                     {"trainer": build.trainer, "step": len(build.steps)}))
 
     def _finished(self, build: Build) -> None:

@@ -22,10 +22,11 @@ and the warm-up never build it twice.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,20 @@ from ray_app.runtime.registry import read_manifest
 
 log = logging.getLogger("ray_app.environments")
 NODE_CHECK_S = 10.0  # how often the controller looks for nodes that joined
-Say = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (event type, message, data)
+MAX_STEP_CHARS = 300
+Say = Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, None]]  # (event type, message, data)
 
 
 def venvs_root_here(default: Path) -> Path:
     """This node's folder of trainer environments: its own VTP_TRAINER_VENVS_DIR, else `default`."""
     own = os.environ.get("VTP_TRAINER_VENVS_DIR")
     return Path(own) if own else default
+
+
+def progress_message(trainer: str, step: int, line: str, where: str = "") -> str:
+    """The `environment_progress` event's message for one build step (a line of the build's log)."""
+    text = line if len(line) <= MAX_STEP_CHARS else line[:MAX_STEP_CHARS] + "…"
+    return f"building the {trainer} environment{where}, step {step}: {text}"
 
 
 def node_id() -> str:
@@ -70,8 +78,17 @@ async def trainer_python(py_executable: str, trainer_dir: str | None, say: Say) 
     await say("environment_building",
               f"waiting for the {manifest.name} trainer's environment: it is being built on this job's node "
               "(first use on this node; once built it is reused)", where)
+    loop = asyncio.get_running_loop()
+    told: list[concurrent.futures.Future] = []
+
+    def step(line: str) -> None:  # in the build's thread: each step is news for the job
+        message = progress_message(manifest.name, len(told) + 1, line, " on this job's node")
+        told.append(asyncio.run_coroutine_threadsafe(
+            say("environment_progress", message, {**where, "step": len(told) + 1}), loop))
+
     started = time.monotonic()
-    venv = await asyncio.to_thread(venvs.build, root, manifest, lambda _: None)
+    venv = await asyncio.to_thread(venvs.build, root, manifest, step)
+    await asyncio.gather(*map(asyncio.wrap_future, told))  # the steps' events before `ready`'s
     seconds = round(time.monotonic() - started, 1)
     await say("environment_ready", f"the {manifest.name} trainer's environment is ready on this job's node "
               f"(built in {seconds:g}s)", {**where, "seconds": seconds})

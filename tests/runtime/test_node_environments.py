@@ -55,6 +55,10 @@ def test_a_node_that_joins_is_warmed_and_a_job_there_says_when_it_waits(platform
         assert building["source"] == "platform" and building["data"]["node_id"] == node.node_id
         assert manifest.name in building["message"] and "node" in building["message"]
         assert kinds.index("environment_building") < kinds.index("environment_ready") < kinds.index("trainer_process")
+        steps = [e for e in events if e["event_type"] == "environment_progress"]
+        assert steps and all(kinds.index("environment_building") < kinds.index("environment_progress")
+                             and "on this job's node, step" in e["message"] for e in steps)
+        assert max(i for i, k in enumerate(kinds) if k == "environment_progress") < kinds.index("environment_ready")
         process = next(e for e in events if e["event_type"] == "trainer_process")
         assert process["data"]["node_id"] == node.node_id
         assert process["data"]["python"].startswith(str(node_venvs / manifest.name))  # the node's own
