@@ -59,7 +59,7 @@ def test_fake_trainer_runs_to_succeeded_with_history_logs_and_named_actor(platfo
     states = [e["data"]["to"] for e in p.events(job_id) if e["event_type"] == "state_changed"]
     assert states == ["QUEUED", "RUNNING", "SUCCEEDED"]
     # where the attempt's start-up went, in order, on the runner's clock (the launch benchmark's split)
-    process = next(e for e in p.events(job_id) if e["event_type"] == "trainer_process")
+    process = p.wait_event(job_id, "trainer_process")  # the runner's: it may come after `done`
     stamps = process["data"]["startup"]
     order = ["worker_process_at", "runner_init_at", "packages_ready_at", "run_called_at", "trainer_spawned_at"]
     assert [stamps[k] <= stamps[n] for k, n in zip(order, order[1:])] == [True] * 4, stamps
