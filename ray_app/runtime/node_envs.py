@@ -63,10 +63,10 @@ async def trainer_python(py_executable: str, trainer_dir: str | None, say: Say) 
     """The trainer's interpreter on this node, for the one the controller named on its own node
     (`<root>/<trainer>-<hash>/bin/python`): the same environment under this node's folder, built
     here first if this node does not have it."""
-    controller_venv = Path(py_executable).parent.parent
+    controller_venv = venvs.venv_of(Path(py_executable))
     root = venvs_root_here(controller_venv.parent)
     here = root / controller_venv.name
-    if (here / ".complete").exists():
+    if venvs.is_built(here):
         return str(venvs.python_of(here))
     if trainer_dir is None:  # nothing to build it from (the runner kept Ray's runtime_env)
         return py_executable

@@ -134,9 +134,19 @@ def python_of(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def venv_of(python: Path) -> Path:
+    """The venv whose interpreter `python` is (python_of's inverse)."""
+    return python.parent.parent
+
+
+def is_built(venv: Path) -> bool:
+    """A finished build leaves its marker last; a folder without it is a build that crashed."""
+    return (venv / ".complete").exists()
+
+
 def find_built(venvs_root: Path, manifest: TrainerManifest) -> Path | None:
     path = venv_dir(venvs_root, manifest)
-    return path if (path / ".complete").exists() else None
+    return path if is_built(path) else None
 
 
 # --------------------------------------------------------------------------- build
@@ -169,7 +179,7 @@ def build(venvs_root: Path, manifest: TrainerManifest, log: Log = print,
     target = venv_dir(venvs_root, manifest)
     venvs_root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / ".complete").exists():
+        if is_built(target):
             return target
         # a folder without the marker is a build that crashed: start it again from scratch
         shutil.rmtree(target, ignore_errors=True)

@@ -28,7 +28,7 @@ def pooled_venv_plugin(deployment):
 
 
 def built(root, name: str) -> bool:
-    return any((d / ".complete").exists() for d in root.glob(f"{name}-*"))
+    return any(venvs.is_built(d) for d in root.glob(f"{name}-*"))
 
 
 def test_a_node_that_joins_is_warmed_and_a_job_there_says_when_it_waits(platform, ray_cluster, pooled_venv_plugin,
