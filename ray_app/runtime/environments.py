@@ -103,10 +103,10 @@ class EnvironmentBuilds:
             return self._outcome(build, job)
         if job.id not in build.waiting:
             build.waiting.add(job.id)
-            await self._event(job.id, "environment_building",
-                              f"waiting for the {manifest.name} trainer's environment: it is being built "
-                              "(first use on this platform; once built it is reused)",
-                              {"trainer": manifest.name, "steps_done": len(build.steps)})
+            await self.store.add_news(job.id, "environment_building",
+                                      f"waiting for the {manifest.name} trainer's environment: it is being built "
+                                      "(first use on this platform; once built it is reused)",
+                                      {"trainer": manifest.name, "steps_done": len(build.steps)})
         return False
 
     def _outcome(self, build: Build, job: Job) -> bool:
@@ -142,8 +142,8 @@ class EnvironmentBuilds:
         build.steps.append(line)
         message = progress_message(build.trainer, len(build.steps), line)
         for job_id in build.waiting:
-            self._spawn(self._event(job_id, "environment_progress", message,
-                                    {"trainer": build.trainer, "step": len(build.steps)}))
+            self._spawn(self.store.add_news(job_id, "environment_progress", message,
+                                            {"trainer": build.trainer, "step": len(build.steps)}))
 
     def _finished(self, build: Build) -> None:
         seconds = round(time.monotonic() - build.started, 1)
@@ -156,18 +156,13 @@ class EnvironmentBuilds:
             log.error("the %s trainer's environment could not be built: %s", build.trainer, exc)
         for job_id in build.waiting:
             if exc is None:
-                self._spawn(self._event(job_id, "environment_ready",
-                                        f"the {build.trainer} trainer's environment is ready (built in {seconds:g}s)",
-                                        {"trainer": build.trainer, "seconds": seconds}))
+                self._spawn(self.store.add_news(job_id, "environment_ready",
+                                                f"the {build.trainer} trainer's environment is ready "
+                                                f"(built in {seconds:g}s)",
+                                                {"trainer": build.trainer, "seconds": seconds}))
         self.wake()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _event(self, job_id: str, event_type: str, message: str, data: dict[str, Any]) -> None:
-        try:
-            await self.store.add_platform_event(job_id, event_type, message, data=data)
-        except Exception as exc:  # an event is news, not state: never fail the build for it
-            log.warning("could not record %s for job %s: %s", event_type, job_id, exc)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import importlib.machinery
 import logging
 import os
@@ -98,13 +99,6 @@ class TrainerRunner:
         self._pending_logs: list[tuple[str, str]] = []
         self._terminating = False  # once asked to end, never start the trainer
 
-    async def _event(self, event_type: str, message: str, data: dict[str, Any]) -> None:
-        """A platform event on the job (news, such as an environment being built on this node)."""
-        try:
-            await self.store.add_platform_event(self.job_id, event_type, message, data=data)
-        except Exception as exc:  # news, not state: never fail the attempt for it
-            self._say(f"could not record {event_type}: {exc}")
-
     def _say(self, message: str) -> None:
         print(f"[TRACE:{self.trace_id}] [RUNNER] {message}", flush=True)
 
@@ -120,7 +114,8 @@ class TrainerRunner:
         if self.process_spec is None:  # the actor's runtime_env is the trainer's: inherit it
             return process_env.TrainerProcessEnv()
         if self._process_env is None:
-            self._process_env = asyncio.create_task(process_env.materialize(self.process_spec, say=self._event))
+            self._process_env = asyncio.create_task(process_env.materialize(
+                self.process_spec, say=functools.partial(self.store.add_news, self.job_id)))
             self._process_env.add_done_callback(
                 lambda _: self.startup.setdefault("packages_ready_at", time.time()))
         return await asyncio.shield(self._process_env)

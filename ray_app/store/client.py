@@ -168,6 +168,14 @@ class StoreClient:
                                  data: dict[str, Any] | None = None) -> None:
         await self._call(Retry.ONCE, lambda s: s.add_platform_event.remote(job_id, event_type, message, level, data))
 
+    async def add_news(self, job_id: str, event_type: str, message: str, data: dict[str, Any]) -> None:
+        """A platform event that is news, not state (an environment's build, say): a failure to
+        record it is logged, never raised, so it cannot fail what it reports on."""
+        try:
+            await self.add_platform_event(job_id, event_type, message, data=data)
+        except Exception as exc:
+            log.warning("could not record %s for job %s: %s", event_type, job_id, exc)
+
     async def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]], final: bool = False) -> int:
         """`final`: the attempt's last lines; its output is then recorded as complete."""
         return await self._call(Retry.ONCE, lambda s: s.append_logs.remote(job_id, attempt, lines, final))
