@@ -130,7 +130,7 @@ def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
         if pid == os.getpid():
             continue
         spent = t - before.get(pid, (cmd, 0.0))[1]
-        if cmd.split(" -u ")[-1].strip() == "train.py" or cmd.endswith(" train.py"):
+        if cmd.endswith(" train.py"):  # the runner starts it as `<python> -u train.py`
             trainer += spent
         else:
             other += spent
