@@ -125,6 +125,37 @@ def test_a_failing_model_is_false_not_an_error():
     assert ul_amp.check_amp_offline(Broken(), imgsz=64) is False
 
 
+def test_on_a_cpu_amp_is_checked_only_where_bfloat16_is_native(monkeypatch):
+    assert isinstance(ul_amp.native_cpu_bf16(), bool)  # this machine's answer, whichever it is
+    reports = []
+    monkeypatch.setattr(ul_amp, "_report", lambda ok, why: reports.append((ok, why)))
+    monkeypatch.setattr(ul_amp, "_force", False)
+    torch.manual_seed(0)
+    model = Conv()
+    monkeypatch.setattr(ul_amp, "native_cpu_bf16", lambda: False)  # bfloat16 emulated: slower, off
+    assert ul_amp.check_amp(model) is False
+    assert reports[-1] == (False, "this CPU has no native bfloat16 (AMX or AVX512-BF16): "
+                                  "autocast would be slower than float32 here")
+    monkeypatch.setattr(ul_amp, "native_cpu_bf16", lambda: True)  # AMX: the offline check decides
+    assert ul_amp.check_amp(model) is True
+    assert reports[-1][0] and "cpu bfloat16 autocast" in reports[-1][1], reports
+    monkeypatch.setattr(ul_amp, "_force", True)  # the job's amp=True holds even where it is slower
+    monkeypatch.setattr(ul_amp, "native_cpu_bf16", lambda: False)
+    assert ul_amp.check_amp(model) is True and reports[-1][0] is False
+
+
+def test_on_a_cpu_the_trainer_has_no_loss_scaler():
+    from types import SimpleNamespace
+
+    cpu = SimpleNamespace(device=torch.device("cpu"), scaler=torch.amp.GradScaler("cpu", enabled=True))
+    ul_amp.cpu_scaler_off(cpu)
+    assert not cpu.scaler.is_enabled()  # bfloat16 needs no loss scaling
+    gpu_scaler = object()
+    gpu = SimpleNamespace(device=torch.device("cuda"), scaler=gpu_scaler)
+    ul_amp.cpu_scaler_off(gpu)
+    assert gpu.scaler is gpu_scaler  # float16 on a GPU keeps Ultralytics' scaler
+
+
 def test_the_default_size_is_ultralytics_own():
     assert ul_amp._default_imgsz(Conv()) == 256
     m = Conv()
@@ -188,9 +219,13 @@ args = {"amp": True}
 job.offline_amp_check(args, forced=False)
 assert ul_trainer.check_amp is ul_amp.check_amp and original is not ul_amp.check_amp
 assert args["amp"] is True and not logs
-assert ul_trainer.check_amp(model) is False  # on the CPU, as Ultralytics' own: AMP is for accelerators
-assert logs == [("WARNING", "AMP check (offline, on the job's own model) failed: amp=False; "
-                 "AMP is only used on accelerators, not cpu")], logs
+if ul_amp.native_cpu_bf16():  # a CPU with AMX: the offline check in bfloat16 decides (and agrees)
+    assert ul_trainer.check_amp(model) is True
+    assert logs[0][0] == "INFO" and "passed: amp=True" in logs[0][1] and "cpu bfloat16 autocast" in logs[0][1], logs
+else:  # bfloat16 emulated: slower than float32, no AMP (Ultralytics never uses it on a CPU)
+    assert ul_trainer.check_amp(model) is False
+    assert logs == [("WARNING", "AMP check (offline, on the job's own model) failed: amp=False; this CPU has "
+                     "no native bfloat16 (AMX or AVX512-BF16): autocast would be slower than float32 here")], logs
 job.offline_amp_check(args, forced=True)  # amp=True in the job's config: kept, the check still reported
 assert ul_trainer.check_amp(model) is True and "amp=True (the job's config asks for it)" in logs[-1][1], logs
 print("hook: ok")

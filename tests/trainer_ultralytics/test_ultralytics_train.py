@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,11 @@ from tests.fixtures.exports import export_and_fetch
 from tests.trainer_ultralytics.exported import box_iou, decode, image_input, onnx_runner, torchscript_runner
 
 pytestmark = pytest.mark.slow
+
+TRAINER_DIR = Path(__file__).resolve().parents[2] / "trainers" / "ultralytics"
+if str(TRAINER_DIR) not in sys.path:
+    sys.path.insert(0, str(TRAINER_DIR))
+import ul_amp  # noqa: E402  (whether this CPU trains under bfloat16 autocast: the platform's default)
 
 # Small enough for a 2-core CI machine (about 1.5 s an epoch), large enough to learn: 64 images of
 # 128 px hold about 130 shapes of 3 classes; batch 8 (the trainer sets nbs = batch) makes 7
@@ -117,6 +123,10 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     final = job["final_metrics"]
     assert final["epochs_completed"] == DET_EPOCHS
     assert final["mAP50"] >= DET_MIN_MAP50, f"the model did not learn: {final}"
+    # on a CPU the model trains in channels-last memory format, and under bfloat16 autocast where the
+    # CPU has it natively (the platform's defaults there: bench/README.md, training speed)
+    amp = "AMP on" if ul_amp.native_cpu_bf16() else "AMP off"
+    assert any(f"channels_last memory format, {amp}," in line for line in p.logs(job_id)), p.logs(job_id)[-20:]
 
     # events: the lifecycle, a validation per epoch with per-class numbers, checkpoints
     events = p.events(job_id)
@@ -206,12 +216,14 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     s3.copy_object(Bucket=bucket, Key=pretrained_key,
                    CopySource={"Bucket": bucket, "Key": f"checkpoints/job-{job_id}/best.pt"})
     try:
-        # with a data-loader worker: a job's own `workers` holds on a CPU too (Ultralytics forces 0)
+        # with a data-loader worker: a job's own `workers` holds on a CPU too (Ultralytics forces 0);
+        # and in the default memory format, as the job asks (the weights it starts from are NHWC)
         tuned_id, tuned = train(p, dataset_id, "object_detection", 1, image_size=128, timeout=240,
-                                advanced_config={"plots": False, "workers": 1})
+                                advanced_config={"plots": False, "workers": 1, "channels_last": False})
     finally:
         s3.delete_object(Bucket=bucket, Key=pretrained_key)  # later jobs train from scratch again
-    assert any("threads, 1 data-loader workers" in line for line in p.logs(tuned_id)), p.logs(tuned_id)[-20:]
+    assert any("threads, 1 data-loader workers, contiguous memory format" in line
+               for line in p.logs(tuned_id)), p.logs(tuned_id)[-20:]
     init = next(e["data"] for e in p.events(tuned_id) if e["event_type"] == "model_initialized")
     assert init["source"] == "pretrained" and init["model"] == "yolo11n"
     # how good one epoch from the trained weights gets depends on the run (0.25 to >= 0.5 here, by
@@ -259,6 +271,7 @@ def test_classification_job_reports_accuracy_and_predicts_top_k(platform, s3_ser
     assert [m["epoch"] for m in history] == list(range(1, CLS_EPOCHS + 1))
     assert {"train_loss", "top1", "top5", "val_loss"} <= set(history[-1]["metrics"]), history[-1]
     assert job["final_metrics"]["top1"] >= CLS_MIN_TOP1, job["final_metrics"]
+    assert any("channels_last memory format" in line for line in p.logs(job_id)), p.logs(job_id)[-20:]
     validation = [e["data"] for e in p.events(job_id) if e["event_type"] == "validation_complete"][-1]
     assert validation["primary_metric"]["name"] == "top1"
     assert set(validation["per_class"]) == {"circle", "square", "triangle"}

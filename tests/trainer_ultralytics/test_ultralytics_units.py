@@ -77,6 +77,42 @@ def test_torch_threads_is_the_platforms_not_an_ultralytics_argument():
     assert args == {"mosaic": 0.5}
 
 
+def test_channels_last_is_the_platforms_choice_on_by_default_on_a_cpu():
+    args, _ = ul_config.collect_user_args(env_with({"channels_last": False, "mosaic": 0.5}), DEFAULTS)
+    assert args == {"mosaic": 0.5}  # not handed to Ultralytics, which has no such argument
+    assert ul_config.channels_last_choice({}) is None
+    assert ul_config.channels_last_choice({"channels_last": False}) is False
+    for bad in ("yes", 1, [True]):
+        with pytest.raises(ConfigError, match="channels_last must be true or false") as err:
+            ul_config.channels_last_choice({"channels_last": bad})
+        assert err.value.error_type is ErrorType.CONFIG_ERROR
+    assert ul_runtime.use_channels_last(None, "cpu") is True
+    assert ul_runtime.use_channels_last(None, "0") is False  # a GPU: not measured, off unless asked
+    assert ul_runtime.use_channels_last(False, "cpu") is False
+    assert ul_runtime.use_channels_last(True, "0") is True
+
+
+def test_channels_last_models_converts_the_model_setup_builds():
+    torch = pytest.importorskip("torch")
+
+    class Trainer:  # the two members of Ultralytics' BaseTrainer that channels_last_models uses
+        model = None
+
+        def setup_model(self):
+            self.model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+            return {"epoch": 4}
+
+    trainer = Trainer()
+    ul_runtime.channels_last_models(trainer)
+    assert trainer.setup_model() == {"epoch": 4}  # Ultralytics' checkpoint, passed on
+    weight = trainer.model[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert ul_runtime.memory_format(trainer.model) == "channels_last"
+    assert ul_runtime.memory_format(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))) == "contiguous"
+    out = trainer.model(torch.randn(2, 3, 16, 16))  # plain NCHW images in, as Ultralytics' batches
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_platform_owned_arguments_and_contradicting_job_fields_are_refused():
     with pytest.raises(ConfigError, match="set by the platform"):
         ul_config.collect_user_args(env_with({"advanced_config": {"data": "/etc/x.yaml"}}), DEFAULTS)

@@ -11,9 +11,10 @@ environment and reporting through the SDK:
             models/pretrained/ultralytics/{model}.pt in the bucket > built from its YAML;
             never a download from the internet;
 4. train    Ultralytics' trainer with the callbacks of ul_callbacks.py (heartbeats, validation
-            events, background checkpoint uploads, MLflow, cancel); on a GPU with AMP on by default,
-            kept when ul_amp's offline check of the job's own model agrees (Ultralytics' own check
-            would download yolo26n.pt); `amp` in the job's config is kept either way;
+            events, background checkpoint uploads, MLflow, cancel); AMP on by default on a GPU
+            and on a CPU with native bfloat16, kept when ul_amp's offline check of the job's own
+            model agrees (Ultralytics' own check would download yolo26n.pt); `amp` in the job's
+            config is kept either way; on a CPU the model in channels-last memory format;
 5. finish   best/last tagged with the class map and uploaded, results.csv and plots uploaded,
             `done` with the final metrics and artifact URIs.
 
@@ -27,6 +28,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ try:
 except ImportError:  # run by hand from the repository: the SDK sits next to this trainer
     sys.path.insert(0, str(HERE.parent))
 
+import ul_amp  # noqa: E402  (imports torch and ultralytics only inside its functions)
 import ul_runtime  # noqa: E402  (imports nothing of ultralytics: it must configure it first)
 from sdk import (CallbackError, CheckpointError, DatasetError, ErrorType, SDKError, TrainerSDK,  # noqa: E402
                  run_main)
@@ -136,7 +139,9 @@ class UltralyticsJob:
         args: dict[str, Any] = {
             "task": plan.task, "epochs": env.epochs, "batch": env.batch_size, "imgsz": env.image_size,
             "lr0": env.learning_rate, "device": device, "workers": workers,
-            "amp": gpu,                 # Ultralytics' default on a GPU, kept when ul_amp's offline check agrees
+            # Ultralytics' default on a GPU; on a CPU with native bfloat16 (AMX) the platform's:
+            # kept when ul_amp's offline check of the job's own model agrees
+            "amp": gpu or ul_amp.native_cpu_bf16(),
             "nbs": env.batch_size,      # one optimizer step per batch: small datasets learn in few epochs
             "project": str(self.work / "runs"), "name": "train", "exist_ok": True,
             "save_dir": str(self.work / "runs" / "train"),
@@ -236,6 +241,11 @@ class UltralyticsJob:
         # Ultralytics' trainer sets workers=0 on a CPU as it is built, whatever the job asked; its
         # dataloaders are built later, in train(): the job's own choice goes back in between
         trainer.args.workers = args["workers"]
+        # a CPU's autocast is bfloat16, which needs no loss scaling: not Ultralytics' CUDA scaler
+        trainer.add_callback("on_pretrain_routine_end", ul_amp.cpu_scaler_off)
+        warnings.filterwarnings("ignore", message="torch.cuda.amp.GradScaler is enabled, but CUDA is not available")
+        if ul_runtime.use_channels_last(plan.channels_last, args["device"]):
+            ul_runtime.channels_last_models(trainer)
         self.bridge = Bridge(sdk, plan.task, self.beats)
         self.bridge.attach(trainer)
         sdk.event("model_initialized", f"{plan.model_stem} ({source}) for {plan.task}",
@@ -246,7 +256,9 @@ class UltralyticsJob:
         # competing with the imports and dataset preparation every job waits for.
         sdk.start_mlflow_run()
         sdk.log_params({"framework": "ultralytics", "task": plan.task, "model": plan.model_stem,
-                        "dataset_id": env.dataset_id, **{k: v for k, v in args.items()
+                        "dataset_id": env.dataset_id,
+                        "channels_last": ul_runtime.use_channels_last(plan.channels_last, args["device"]),
+                        **{k: v for k, v in args.items()
                                                          if k not in ("project", "save_dir", "name")}})
         try:
             trainer.train()
@@ -262,8 +274,6 @@ class UltralyticsJob:
         ultralytics/engine/trainer.py, called from _setup_train when amp is on): ul_amp puts an
         offline check of the job's own model in its place, and the outcome goes to the job's log.
         amp=True from the job's config is kept whatever the check says; amp=False skips it."""
-        import ul_amp
-
         def report(ok: bool, why: str) -> None:
             outcome = "passed" if ok else "failed"
             keep = "amp=True (the job's config asks for it)" if forced and args.get("amp") else f"amp={ok}"

@@ -110,7 +110,9 @@ class Bridge:
         self.start_epoch = int(trainer.start_epoch or 0)
         self.sdk.log("INFO", f"training {trainer.epochs} epochs from epoch {self.start_epoch + 1} on "
                      f"{trainer.device} ({threads} torch threads, {getattr(trainer.train_loader, 'num_workers', 0)} data-loader "
-                     f"workers, {self.total_steps} batches per epoch)")
+                     f"workers, {ul_runtime.memory_format(trainer.model)} memory format, "
+                     f"AMP {'on' if getattr(trainer, 'amp', False) else 'off'}, "
+                     f"{self.total_steps} batches per epoch)")
         self.beats.beat(epoch=self.start_epoch + 1, total_epochs=trainer.epochs, step=0,
                         total_steps=self.total_steps)
         if self.sdk.should_stop:

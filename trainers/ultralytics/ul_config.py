@@ -32,7 +32,8 @@ KNOWN_SUFFIXES = ("-seg", "-cls", "-pose", "-obb", "-sem", "-depth")
 PLATFORM_KEYS = {"epochs", "batch", "batch_size", "imgsz", "image_size", "learning_rate", "lr", "device",
                  "model_name", "task_type", "advanced_config", "weights", "pretrained_weights",
                  "val_fraction", "val_ratio", "split_seed", "framework", "dataset_id",
-                 "torch_threads"}  # ul_runtime.torch_threads: the job's own thread count
+                 "torch_threads",   # ul_runtime.torch_threads: the job's own thread count
+                 "channels_last"}   # ul_runtime.use_channels_last: the model's memory format
 WEIGHTS_KEYS = ("weights", "pretrained_weights")
 # Ultralytics arguments the trainer itself owns: where data and runs live, which device Ray gave.
 MANAGED = {"data", "model", "task", "mode", "project", "name", "save_dir", "resume", "exist_ok", "cfg", "device"}
@@ -49,6 +50,7 @@ class Plan:
     user_args: dict[str, Any]       # validated Ultralytics arguments from the config
     val_fraction: float = 0.2
     split_seed: int = 0
+    channels_last: bool | None = None   # None: the platform's default for the device
     warnings: list[str] = field(default_factory=list)
 
 
@@ -143,7 +145,16 @@ def build_plan(env: TrainerEnv) -> Plan:
         raise ConfigError(f"val_fraction must be between 0 and 1 (got {val_fraction})")
     return Plan(task=task, model_stem=stem, model_yaml=f"{stem}.yaml", weights_uri=weights,
                 use_pretrained=use_pretrained, user_args=user_args, val_fraction=val_fraction,
-                split_seed=split_seed, warnings=warnings)
+                split_seed=split_seed, channels_last=channels_last_choice(config), warnings=warnings)
+
+
+def channels_last_choice(config: dict[str, Any]) -> bool | None:
+    """`channels_last` from the job's config (top level or advanced_config, merged): true, false,
+    or None for the platform's default (ul_runtime.use_channels_last)."""
+    value = config.get("channels_last")
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"channels_last must be true or false (got {value!r})")
+    return value
 
 
 def check_values(args: dict[str, Any]) -> None:
