@@ -75,6 +75,7 @@ class Reconciler:
         self.environments = EnvironmentBuilds(settings, self.store, lambda: self.wake())
         self.nodes = NodeWarmUp(settings)  # the other nodes' environments (node_envs.py)
         self._warmed = False
+        self._adopted = False
 
     # ------------------------------------------------------------------ loop
 
@@ -94,6 +95,12 @@ class Reconciler:
             log.exception("could not look for nodes to warm up")
         jobs = await self.store.active_jobs()
         active = {j.id for j in jobs}
+        if not self._adopted:  # once, as a (re)started controller: runners no one followed
+            self._adopted = True
+            try:
+                await self._adopt_runners_of_ended_jobs(active)
+            except Exception:
+                log.exception("could not look for the runners of jobs that ended meanwhile")
         for job_id in list(self.attempts):
             if job_id not in active:
                 await self._finish(self.attempts.pop(job_id), reason="job is final")
@@ -105,6 +112,25 @@ class Reconciler:
                 log.info("[TRACE:%s] job %s: %s", job.trace_id, job.id, exc.detail)
             except Exception:
                 log.exception("[TRACE:%s] reconcile of job %s failed", job.trace_id, job.id)
+
+    async def _adopt_runners_of_ended_jobs(self, active: set[str]) -> None:
+        """A job that ends while the controller restarts is never active again, so no tick would
+        attach to its runner: the runner (and its reserved resources) would stay forever, and its
+        model would not be published. Such runners are followed once here, so that the loop ends
+        them as it ends every finished job's (terminate, remove, the attempt's exit, the model)."""
+        for name in await asyncio.to_thread(launch.runner_names):
+            job_id, attempt = runtime_env.parse_runner_name(name) or ("", 0)
+            if not job_id or job_id in active or job_id in self.attempts:
+                continue
+            try:
+                actor = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:  # gone meanwhile
+                continue
+            att = AttemptHandle(job_id, attempt, "", actor, placement=launch.find_placement(name))
+            att.ready = asyncio.create_task(_await(actor.ready.remote()))
+            await asyncio.wait([att.ready], timeout=10)  # a runner that answers is terminated, not only removed
+            self.attempts[job_id] = att
+            log.info("job %s ended while no controller followed it: ending its runner %s", job_id, name)
 
     def _publish_model(self, job_id: str) -> None:
         """A job that ended: its model to MLflow, if it succeeded with a run (the task decides)."""

@@ -9,6 +9,7 @@ env_vars     the public contract variables  + the trainer's dependencies, one of
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ray_app.config import REPO_ROOT, Settings
@@ -70,4 +71,13 @@ def prepare(settings: Settings, manifest: TrainerManifest, public_env: dict[str,
 def runner_name(job_id: str, attempt: int) -> str:
     """The actor's name: how the Ray dashboard and `ray list actors` show the job's trainer."""
     return f"trainer:job-{job_id}:attempt-{attempt}"
+
+
+RUNNER_NAME = re.compile(r"trainer:job-(?P<job_id>.+):attempt-(?P<attempt>[0-9]+)")
+
+
+def parse_runner_name(name: str) -> tuple[str, int] | None:
+    """(job id, attempt) of a runner's actor name; None for any other name."""
+    match = RUNNER_NAME.fullmatch(name)
+    return (match["job_id"], int(match["attempt"])) if match else None
 

@@ -11,6 +11,7 @@ import ray
 from ray_app.config import CONTROLLER_ACTOR, NAMESPACE, Settings
 from ray_app.datasets import make_classification
 from ray_app.runtime import runtime_env
+from ray_app.runtime.controller import ensure_controller
 from ray_app.runtime.registry import TrainerRegistry
 from ray_app.storage import object_exists
 from ray_app.storage.s3 import upload_dataset
@@ -52,12 +53,37 @@ def test_controller_restart_reattaches_to_running_attempt(platform):
     assert job["attempt"] == 1  # followed again, not retried
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # and the finished runner is cleaned up by the new controller
-        alive = [a.name for a in ray.util.state.list_actors(filters=[("state", "=", "ALIVE")], limit=1000)]
-        if f"trainer:job-{job_id}:attempt-1" not in alive:
+        if runtime_env.runner_name(job_id, 1) not in alive_actors():
             break
         time.sleep(0.5)
     else:
         raise AssertionError("runner still alive after the restarted controller saw the job finish")
+
+
+def alive_actors() -> list[str]:
+    return [a.name for a in ray.util.state.list_actors(filters=[("state", "=", "ALIVE")], limit=1000)]
+
+
+def test_a_job_that_ends_while_no_controller_runs_has_its_runner_ended_by_the_next(platform):
+    """The race a controller restart can lose (seen on a slow machine): the job ends before the
+    restarted controller's first look, is never active again, and its runner would stay forever."""
+    p = platform
+    job_id = p.create_job(framework="fake", model_name="fake-gap", task_type="image_classification",
+                          epochs=4, config={"behaviour": "succeed", "epoch_seconds": 0.5})["id"]
+    p.wait_state(job_id, "RUNNING", timeout=60)
+    ray.kill(ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE), no_restart=True)  # gone until started again
+    try:
+        job = p.wait_state(job_id, "SUCCEEDED", timeout=90)  # the trainer's callbacks need no controller
+        runner = runtime_env.runner_name(job_id, 1)
+        assert job["attempt"] == 1 and runner in alive_actors()  # no one has ended it
+    finally:
+        ensure_controller(p.settings)  # what the API does as it starts
+    deadline = time.monotonic() + 30
+    while runner in alive_actors():
+        assert time.monotonic() < deadline, "the new controller left the ended job's runner alive"
+        time.sleep(0.5)
+    assert runtime_env.parse_runner_name(runner) == (job_id, 1)
+    assert runtime_env.parse_runner_name("vtp-controller") is None
 
 
 def test_trainer_whose_environment_cannot_be_built_fails_with_the_reason(platform):
