@@ -79,7 +79,12 @@ def test_cancel_stops_within_an_epoch_with_last_saved(platform, s3_server, detec
     # the grace period): it stopped between batches, saved `last` and exited before any SIGKILL
     assert any("stop requested:" in line for line in lines)
     assert any("training stopped" in line and "uploads: complete" in line for line in lines), lines[-30:]
-    assert any("trainer exited with code 0" in line or "trainer exited with code -15" in line for line in lines)
+    # the runner's own line comes after the process ended, and can be stored after the job's end
+    deadline = time.monotonic() + 30
+    while not any("trainer exited with code 0" in line or "trainer exited with code -15" in line for line in lines):
+        assert time.monotonic() < deadline, lines[-30:]
+        time.sleep(0.5)
+        lines = p.logs(job_id)
     assert waited < 90
 
 
