@@ -118,9 +118,8 @@ class Reconciler:
         attach to its runner: the runner (and its reserved resources) would stay forever, and its
         model would not be published. Such runners are followed once here, so that the loop ends
         them as it ends every finished job's (terminate, remove, the attempt's exit, the model)."""
-        for name in await asyncio.to_thread(launch.runner_names):
-            job_id, attempt = runtime_env.parse_runner_name(name) or ("", 0)
-            if not job_id or job_id in active or job_id in self.attempts:
+        for name, job_id, attempt in await asyncio.to_thread(launch.runners):
+            if job_id in active or job_id in self.attempts:
                 continue
             try:
                 actor = ray.get_actor(name, namespace=NAMESPACE)

@@ -70,10 +70,10 @@ def launch_runner(settings: Settings, manifest: TrainerManifest, job: Job, name:
     return actor, placement
 
 
-def runner_names() -> list[str]:
-    """The names of the runner actors alive in the platform's namespace."""
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a.get("namespace") == NAMESPACE and runtime_env.parse_runner_name(a["name"])]
+def runners() -> list[tuple[str, str, int]]:
+    """(actor name, job id, attempt) of every runner actor alive in the platform's namespace."""
+    return [(a["name"], *parsed) for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") == NAMESPACE and (parsed := runtime_env.parse_runner_name(a["name"]))]
 
 
 def find_placement(name: str) -> Any:

@@ -244,7 +244,8 @@ class UltralyticsJob:
         # a CPU's autocast is bfloat16, which needs no loss scaling: not Ultralytics' CUDA scaler
         trainer.add_callback("on_pretrain_routine_end", ul_amp.cpu_scaler_off)
         warnings.filterwarnings("ignore", message="torch.cuda.amp.GradScaler is enabled, but CUDA is not available")
-        if ul_runtime.use_channels_last(plan.channels_last, args["device"]):
+        channels_last = ul_runtime.use_channels_last(plan.channels_last, args["device"])
+        if channels_last:
             ul_runtime.channels_last_models(trainer)
         self.bridge = Bridge(sdk, plan.task, self.beats)
         self.bridge.attach(trainer)
@@ -257,7 +258,7 @@ class UltralyticsJob:
         sdk.start_mlflow_run()
         sdk.log_params({"framework": "ultralytics", "task": plan.task, "model": plan.model_stem,
                         "dataset_id": env.dataset_id,
-                        "channels_last": ul_runtime.use_channels_last(plan.channels_last, args["device"]),
+                        "channels_last": channels_last,
                         **{k: v for k, v in args.items()
                                                          if k not in ("project", "save_dir", "name")}})
         try:

@@ -160,8 +160,8 @@ def check_amp(model: Any) -> bool:
     """Stands in for ``ultralytics.utils.checks.check_amp`` in Ultralytics' trainer: the same
     answers where it gives them without a model (no AMP on MPS, none on the GPUs it lists), none
     on a CPU without native bfloat16 (Ultralytics never uses AMP on a CPU; on one with AMX the
-    platform does, bench/README.md), the offline check otherwise; the outcome goes to the reporter given to ``patch_ultralytics``,
-    and AMP stays on anyway when that was told to force it."""
+    platform does, bench/README.md), the offline check otherwise; the outcome goes to the
+    reporter given to ``patch_ultralytics``, and AMP stays on anyway when that was told to force it."""
     global last_result
     try:
         device = next(model.parameters()).device
