@@ -49,7 +49,7 @@ def test_no_actor_reads_settings_from_its_environment():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "ray_app"
-    for rel in ("runtime/controller.py", "runtime/runner.py", "api/gateway.py", "api/serve.py"):
+    for rel in ("runtime/controller.py", "runtime/reconciler.py", "runtime/runner.py", "api/gateway.py", "api/serve.py"):
         text = (root / rel).read_text()
         assert "os.environ.update" not in text, rel
         assert "Settings()" not in text, rel

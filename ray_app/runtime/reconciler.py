@@ -1,0 +1,377 @@
+"""The controller's reconcile logic (DESIGN §5, §6): one tick makes what Ray runs match what the
+store says, for every active job.
+
+It keeps nothing that the store and Ray cannot give back, so a restarted controller (or a
+restarted platform) re-attaches to runner actors that are still alive, by name, and retries or
+fails the attempts whose runner is gone. What to do when an attempt ends is the recovery policy's
+decision (recovery.py); how a runner is started and removed is launch.py's. The actor that runs
+this loop is controller.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import ray
+
+from ray_app.config import NAMESPACE, Settings
+from ray_app.jobs.errors import StoreError
+from ray_app.jobs.job import Job
+from sdk.contract import ErrorType
+from ray_app.jobs.states import JobState
+from ray_app.runtime import deaths, launch, recovery, runtime_env
+from ray_app.runtime.environments import EnvironmentBuilds
+from ray_app.runtime.node_envs import NodeWarmUp
+from ray_app.runtime.recovery import Action, Decision
+from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
+from ray_app.runtime.runner import kill_orphaned_group
+from ray_app.store.client import StoreClient
+
+log = logging.getLogger("ray_app.controller")
+
+
+@dataclass
+class AttemptHandle:
+    job_id: str
+    attempt: int
+    trace_id: str
+    actor: Any
+    created: float = field(default_factory=time.monotonic)
+    placement: Any = None  # the attempt's placement group: its resources, reserved
+    placed: asyncio.Task | None = None
+    ready: asyncio.Task | None = None
+    run: asyncio.Task | None = None
+    terminate: asyncio.Task | None = None
+    node_id: str | None = None
+    stall_warned: bool = False
+
+
+def _ended(att: AttemptHandle, outcome: dict[str, Any] | None) -> dict[str, Any]:
+    """How an attempt ended, for its row in the job's attempt history (store/attempts.py)."""
+    outcome = outcome or {}
+    return {"node_id": att.node_id, "exit_code": outcome.get("returncode"), "signal": outcome.get("signal")}
+
+
+def _since(ts: datetime | None) -> float | None:
+    return None if ts is None else (datetime.now(UTC) - ts).total_seconds()
+
+
+class Reconciler:
+    """The controller's logic, separate from the actor (controller.py) so that it reads in one sitting."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = StoreClient(settings)
+        self.registry = TrainerRegistry(settings.trainer_paths)
+        self.attempts: dict[str, AttemptHandle] = {}
+        self._background: set[asyncio.Task] = set()  # held so the loop does not drop them mid-way
+        # called when something an attempt waited on has happened (its runner is ready, its run
+        # ended): the loop then reacts at once instead of at its next tick
+        self.wake: Any = lambda: None
+        self.environments = EnvironmentBuilds(settings, self.store, lambda: self.wake())
+        self.nodes = NodeWarmUp(settings)  # the other nodes' environments (node_envs.py)
+        self._warmed = False
+        self._adopted = False
+
+    # ------------------------------------------------------------------ loop
+
+    async def tick(self) -> None:
+        if not self._warmed:  # the bundled trainers' environments, before the first job needs one
+            self._warmed = True
+            try:
+                started = await self.environments.warm_up(self.registry)
+            except Exception:
+                log.exception("could not start building the trainers' environments")
+            else:
+                if started:
+                    log.info("building trainer environments ahead of jobs: %s", ", ".join(started))
+        try:
+            await self.nodes.check()
+        except Exception:
+            log.exception("could not look for nodes to warm up")
+        jobs = await self.store.active_jobs()
+        active = {j.id for j in jobs}
+        if not self._adopted:  # once, as a (re)started controller: runners no one followed
+            self._adopted = True
+            try:
+                await self._adopt_runners_of_ended_jobs(active)
+            except Exception:
+                log.exception("could not look for the runners of jobs that ended meanwhile")
+        for job_id in list(self.attempts):
+            if job_id not in active:
+                await self._finish(self.attempts.pop(job_id), reason="job is final")
+                self._publish_model(job_id)
+        for job in jobs:
+            try:
+                await self._reconcile(job)
+            except StoreError as exc:  # lost a race with a callback: the next tick sees the truth
+                log.info("[TRACE:%s] job %s: %s", job.trace_id, job.id, exc.detail)
+            except Exception:
+                log.exception("[TRACE:%s] reconcile of job %s failed", job.trace_id, job.id)
+
+    async def _adopt_runners_of_ended_jobs(self, active: set[str]) -> None:
+        """A job that ends while the controller restarts is never active again, so no tick would
+        attach to its runner: the runner (and its reserved resources) would stay forever, and its
+        model would not be published. Such runners are followed once here, so that the loop ends
+        them as it ends every finished job's (terminate, remove, the attempt's exit, the model)."""
+        for name, job_id, attempt in await asyncio.to_thread(launch.runners):
+            if job_id in active or job_id in self.attempts:
+                continue
+            try:
+                actor = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:  # gone meanwhile
+                continue
+            att = AttemptHandle(job_id, attempt, "", actor, placement=launch.find_placement(name))
+            att.ready = asyncio.create_task(_await(actor.ready.remote()))
+            await asyncio.wait([att.ready], timeout=10)  # a runner that answers is terminated, not only removed
+            self.attempts[job_id] = att
+            log.info("job %s ended while no controller followed it: ending its runner %s", job_id, name)
+
+    def _publish_model(self, job_id: str) -> None:
+        """A job that ended: its model to MLflow, if it succeeded with a run (the task decides)."""
+        if self.settings.mlflow_tracking_uri:
+            from ray_app.serving.mlflow_models import publish_model
+
+            publish_model.remote(self.settings, job_id)
+
+    async def _reconcile(self, job: Job) -> None:
+        att = self.attempts.get(job.id)
+        if att is not None and att.attempt != job.attempt:  # requeued meanwhile
+            await self._finish(self.attempts.pop(job.id), reason="superseded by a new attempt")
+            att = None
+        if att is None:
+            att = await self._attach_or_launch(job)
+            if att is None:
+                return
+            self.attempts[job.id] = att
+        if att.run is not None and att.run.done():
+            if _unavailable(att.run):
+                att.run = self._ask_again(att, "run")
+                return
+            await self._attempt_ended(job, att)
+            return
+        if att.ready is not None and att.ready.done():
+            if _unavailable(att.ready):
+                att.ready = self._ask_again(att, "ready")
+            elif (failure := att.ready.exception()) is not None:
+                await self._start_failed(job, att, failure)
+                return
+            elif att.run is None:
+                att.node_id = att.ready.result().get("node_id")
+                att.run = asyncio.create_task(_await(att.actor.run.remote()))
+                att.run.add_done_callback(lambda _: self.wake())
+        if job.state is JobState.QUEUED:
+            await self._watch_queued(job, att)
+        elif job.state is JobState.RUNNING:
+            await self._watch_running(job, att)
+
+    # ------------------------------------------------------------------ launching
+
+    async def _attach_or_launch(self, job: Job) -> AttemptHandle | None:
+        name = runtime_env.runner_name(job.id, job.attempt)
+        try:
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            actor = None
+        if actor is not None:  # a runner from before a controller restart: follow it again
+            att = AttemptHandle(job.id, job.attempt, job.trace_id, actor)
+            att.placement = launch.find_placement(name)
+            att.ready = asyncio.create_task(_await(actor.ready.remote()))
+            log.info("[TRACE:%s] re-attached to %s", job.trace_id, name)
+            return att
+        if job.state is JobState.RUNNING:
+            await self._apply(job, job.attempt, recovery.on_lost(
+                job, "the runner of the running attempt is gone (platform restarted or node lost)"))
+            return None
+        try:
+            manifest = await asyncio.to_thread(self.registry.find, job.framework)
+            if not await self.environments.ready(job, manifest):
+                return None  # PENDING while its trainer's environment is built; its events say so
+            launched = await asyncio.to_thread(self._launch, job, name, manifest)
+        except Exception as exc:
+            await self._apply(job, job.attempt, recovery.on_lost(
+                job, f"could not prepare the trainer: {_describe(exc)}", retryable=False))
+            return None
+        actor, placement = launched
+        if job.state is JobState.PENDING:
+            await self.store.transition(job.id, JobState.QUEUED, f"runner {name} requested", attempt=job.attempt)
+        att = AttemptHandle(job.id, job.attempt, job.trace_id, actor, placement=placement)
+        if placement is not None:
+            att.placed = asyncio.create_task(_await(placement.ready()))
+        att.ready = asyncio.create_task(_await(actor.ready.remote()))
+        att.ready.add_done_callback(lambda _: self.wake())
+        return att
+
+    def _launch(self, job: Job, name: str, manifest: Any) -> tuple[ray.actor.ActorHandle[Any], Any]:
+        # in a thread: it uploads the trainer's folders to Ray (environments.ready() has made
+        # sure its venv is built, so no build happens here)
+        return launch.launch_runner(self.settings, manifest, job, name)
+
+    # ------------------------------------------------------------------ watching
+
+    async def _watch_queued(self, job: Job, att: AttemptHandle) -> None:
+        if job.cancel_requested:  # nothing has started training: cancel at once
+            await self._kill(att)
+            await self.store.transition(job.id, JobState.CANCELLED, "cancelled while queued", attempt=att.attempt)
+            self.attempts.pop(job.id, None)
+            return
+        waited = time.monotonic() - att.created
+        unplaced = att.placed is not None and not att.placed.done()
+        if unplaced and waited > self.settings.placement_timeout_s:
+            try:
+                custom = self.registry.get(job.framework).resources.custom
+            except UnknownTrainer:
+                custom = {}
+            await self._fail(job, att, f"the trainer could not be placed within "
+                             f"{self.settings.placement_timeout_s:g}s: no node has num_gpus={job.num_gpus:g}, "
+                             f"num_cpus={job.num_cpus}" + "".join(f", {k}={v:g}" for k, v in custom.items())
+                             + " free", ErrorType.RESOURCE_ERROR)
+
+    async def _watch_running(self, job: Job, att: AttemptHandle) -> None:
+        if job.cancel_requested:
+            waited = _since(job.cancel_requested_at) or 0.0
+            if att.terminate is None and waited >= self.settings.cancel_grace_s:
+                att.terminate = asyncio.create_task(
+                    _await(att.actor.terminate.remote(self.settings.kill_grace_s)))
+            return  # the attempt's end (processes gone) turns into CANCELLED
+        silent = _since(job.last_heartbeat_at or job.started_at)
+        if silent is not None and silent > self.settings.heartbeat_timeout_s:
+            if await self._actor_alive(att):
+                await self._fail(job, att, f"no heartbeat for {silent:.0f}s (timeout "
+                                 f"{self.settings.heartbeat_timeout_s:g}s); the runner is alive, "
+                                 "the trainer is not reporting", ErrorType.TIMEOUT_ERROR)
+            return  # a dead runner ends the run task: the attempt's end decides
+        stalled = _since(job.last_progress_at)
+        if stalled is None:
+            return
+        if stalled > self.settings.stall_timeout_s:
+            await self._fail(job, att, f"heartbeats arrive but epoch/step has not advanced for "
+                             f"{stalled:.0f}s (stall timeout {self.settings.stall_timeout_s:g}s)",
+                             ErrorType.TIMEOUT_ERROR)
+        elif stalled > self.settings.stall_timeout_s / 2 and not att.stall_warned:
+            att.stall_warned = True
+            await self.store.add_platform_event(job.id, "stalled",
+                                  f"no progress for {stalled:.0f}s (epoch={job.epoch}, step={job.step}); "
+                                  f"failing at {self.settings.stall_timeout_s:g}s", "warning")
+
+    def _ask_again(self, att: AttemptHandle, method: str) -> asyncio.Task:
+        """The runner did not answer (its node, or the network to it, is gone for now), which is
+        not yet death: the GCS decides that, by its node health checks. Ask again, after a pause;
+        the call returns once the runner answers (both methods re-attach) or fails once it is
+        known dead, with the cause."""
+        log.warning("[TRACE:%s] runner of attempt %d is unreachable; waiting for it to answer or for "
+                    "Ray to declare it dead", att.trace_id, att.attempt)
+
+        async def again() -> Any:
+            await asyncio.sleep(1.0)
+            return await getattr(att.actor, method).remote()
+
+        task = asyncio.create_task(again())
+        task.add_done_callback(lambda _: self.wake())
+        return task
+
+    async def _runner_death(self, att: AttemptHandle, exc: BaseException) -> deaths.RunnerDeath:
+        return await deaths.runner_death(self.store, att.actor, att.job_id, att.attempt, att.trace_id,
+                                         att.node_id, exc, _describe)
+
+    async def _start_failed(self, job: Job, att: AttemptHandle, exc: BaseException) -> None:
+        """Retried when the runner's node or worker was lost; failed when starting it failed."""
+        death = await self._runner_death(att, exc)
+        await self._apply(job, att.attempt, recovery.on_lost(job, f"runner could not start: {death.reason}", death.retryable))
+        self.attempts.pop(job.id, None)
+        await self._kill(att)
+
+    async def _actor_alive(self, att: AttemptHandle) -> bool:
+        try:
+            await asyncio.wait_for(_await(att.actor.status.remote()), timeout=10)
+            return True
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ endings
+
+    async def _attempt_ended(self, job: Job, att: AttemptHandle) -> None:
+        assert att.run is not None  # ended: its run task is done
+        try:
+            outcome, error = att.run.result(), None
+        except Exception as exc:
+            outcome, error = None, (await self._runner_death(att, exc)).reason
+            await self._kill_orphans(att)
+        job = await self.store.get_job(job.id)
+        decision = recovery.on_exit(job, outcome, error)
+        log.info("[TRACE:%s] attempt %d ended (%s): %s %s", att.trace_id, att.attempt,
+                 outcome or error, decision.action.value, decision.reason)
+        await self._apply(job, att.attempt, decision, _ended(att, outcome))
+        self.attempts.pop(job.id, None)
+        await self._kill(att)
+
+    async def _apply(self, job: Job, attempt: int, decision: Decision, ended: dict[str, Any] | None = None) -> None:
+        """Carry out the recovery policy's decision on `attempt` (compare-and-set: refused when
+        the job has moved on meanwhile)."""
+        if decision.action is Action.CANCEL:
+            await self.store.transition(job.id, JobState.CANCELLED, "cancelled; no process of the trainer remains",
+                                        attempt=attempt, ended=ended)
+        elif decision.action is Action.RETRY:
+            assert decision.error_type is not None
+            await self.store.requeue(job.id, attempt, decision.reason, decision.error_type, ended=ended)
+        elif decision.action is Action.FAIL:
+            await self.store.transition(job.id, JobState.FAILED, decision.reason, attempt=attempt,
+                                        error_type=decision.error_type, ended=ended)
+
+    async def _fail(self, job: Job, att: AttemptHandle, reason: str, error_type: ErrorType) -> None:
+        await self.store.transition(job.id, JobState.FAILED, reason, attempt=att.attempt,
+                                    error_type=error_type.value)
+        self.attempts.pop(job.id, None)
+        await self._finish(att, reason=reason, grace_s=0)
+
+    async def _finish(self, att: AttemptHandle, reason: str, grace_s: float | None = None) -> None:
+        """The job is final: let the trainer exit by itself for a moment, then end it."""
+        grace = self.settings.cancel_grace_s if grace_s is None else grace_s
+
+        async def finish() -> None:
+            outcome = None
+            if att.run is not None and grace > 0:
+                try:
+                    outcome = await asyncio.wait_for(asyncio.shield(att.run), timeout=grace)
+                except Exception:
+                    pass
+            await self._kill(att)
+            try:  # the attempt's row was written with the job's end (its done): add node and exit
+                await self.store.attempt_exited(att.job_id, att.attempt, _ended(att, outcome))
+            except Exception as exc:
+                log.warning("[TRACE:%s] attempt %d's exit not recorded: %s", att.trace_id, att.attempt, exc)
+
+        task = asyncio.create_task(finish())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _kill(self, att: AttemptHandle) -> None:
+        placed = att.ready is not None and att.ready.done() and att.ready.exception() is None
+        if placed:  # an actor never placed has no process to end: it is only removed
+            grace = self.settings.kill_grace_s
+            try:
+                await asyncio.wait_for(_await(att.actor.terminate.remote(grace)), grace + 10)
+            except Exception:
+                await self._kill_orphans(att)
+        launch.remove(att.actor, att.placement)
+
+    async def _kill_orphans(self, att: AttemptHandle) -> None:
+        await kill_orphaned_group(self.store, att.job_id, att.attempt, att.trace_id)
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _unavailable(task: asyncio.Task) -> bool:
+    return not task.cancelled() and isinstance(task.exception(), ray.exceptions.ActorUnavailableError)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:2000]
