@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         "the last checkpoint that was uploaded; keep it below heartbeat_timeout_s",
     )
     controller_interval_s: float = 0.5
+    node_warmup_retry_s: float = Field(
+        default=60.0, gt=0, le=86400, description="a node whose warm-up (building the bundled "
+        "trainers' environments when it joins) failed is warmed again this much later, then twice "
+        "that; three tries in all",
+    )
 
     # inference: one Ray Serve application per trainer, its models multiplexed (ray_app/serving)
     predict_models_per_replica: int = Field(

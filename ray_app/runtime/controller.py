@@ -65,7 +65,8 @@ class JobController:
 
     def status(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "attempts": sorted(
-            runtime_env.runner_name(a.job_id, a.attempt) for a in self.reconciler.attempts.values())}
+            runtime_env.runner_name(a.job_id, a.attempt) for a in self.reconciler.attempts.values()),
+            "nodes": dict(self.reconciler.nodes.states)}  # the other nodes' warm-ups (node_envs.py)
 
 
 def ensure_controller(settings: Settings) -> Any:

@@ -39,6 +39,8 @@ from ray_app.runtime.registry import read_manifest
 
 log = logging.getLogger("ray_app.environments")
 NODE_CHECK_S = 10.0  # how often the controller looks for nodes that joined
+PENDING_CHECK_S = 1.0
+WARM_TRIES = 3  # warm-ups of one node, the first included
 MAX_STEP_CHARS = 300
 Say = Callable[[str, str, dict[str, Any]], Coroutine[Any, Any, None]]  # (event type, message, data)
 
@@ -106,12 +108,18 @@ def warm_node(settings: Settings) -> list[str]:
 
 
 class NodeWarmUp:
-    """The controller's view of the cluster's nodes: each one that joins is warmed once."""
+    """The controller's view of the cluster's nodes: each one that joins is warmed, and a warm-up
+    that fails (a full disk, a package index that could not be reached) is tried again, after
+    `node_warmup_retry_s` and then twice that, WARM_TRIES times in all; after that the node's jobs
+    build what they need themselves, and say so in their events."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.seen: set[str] = set()
         self.pending: dict[str, Any] = {}  # node id -> its warm-up task's ref
+        self.states: dict[str, str] = {}  # node id -> how its warm-up went (the controller's status)
+        self._tries: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
         self._next_check = 0.0
 
     async def check(self) -> None:
@@ -121,19 +129,33 @@ class NodeWarmUp:
         self._next_check = now + NODE_CHECK_S
         if not self.seen:  # the controller's own node is warmed by environments.warm_up
             self.seen.add(node_id())
-        nodes = await asyncio.to_thread(ray.nodes)
-        for node in nodes:
-            nid = node.get("NodeID")
-            if not node.get("Alive") or not nid or nid in self.seen:
-                continue
-            self.seen.add(nid)
-            self.pending[nid] = warm_node.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(self.settings)
-            log.info("warming node %s: building the bundled trainers' environments there", nid)
+        nodes = [n for n in await asyncio.to_thread(ray.nodes) if n.get("Alive") and n.get("NodeID")]
+        alive = {n["NodeID"] for n in nodes}
+        for nid in set(self._retry_at) - alive:  # a node gone meanwhile is not warmed again
+            del self._retry_at[nid]
+            self.states[nid] += " (the node is gone)"
+        for nid in alive:
+            if nid not in self.seen:
+                self.seen.add(nid)
+                self._warm(nid)
+            elif now >= self._retry_at.get(nid, float("inf")):
+                del self._retry_at[nid]
+                self._warm(nid)
         await self._collect()
+        if self.pending or self._retry_at:  # a warm-up's end, or its retry, is due soon: look every second
+            self._next_check = now + PENDING_CHECK_S
+
+    def _warm(self, nid: str) -> None:
+        tries = self._tries[nid] = self._tries.get(nid, 0) + 1
+        self.pending[nid] = warm_node.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(self.settings)
+        self.states[nid] = f"warming (try {tries} of {WARM_TRIES})"
+        log.info("warming node %s: building the bundled trainers' environments there (try %d of %d)",
+                 nid, tries, WARM_TRIES)
 
     async def _collect(self) -> None:
-        """Log the warm-ups that ended (a failed one is news, not a failure of anything else)."""
+        """Note the warm-ups that ended (a failed one is news, and tried again, not a failure of
+        anything else)."""
         if not self.pending:
             return
         done, _ = await asyncio.to_thread(ray.wait, list(self.pending.values()),
@@ -145,6 +167,24 @@ class NodeWarmUp:
             try:
                 built = await ref
             except Exception as exc:
-                log.warning("node %s: could not build the trainers' environments: %s", nid, exc)
+                self._failed(nid, _last_line(exc))
             else:
-                log.info("node %s warmed: %s", nid, ", ".join(built) if built else "nothing to build")
+                self.states[nid] = "warmed: " + (", ".join(built) if built else "nothing to build")
+                log.info("node %s %s", nid, self.states[nid])
+
+    def _failed(self, nid: str, why: str) -> None:
+        tries = self._tries[nid]
+        if tries < WARM_TRIES:
+            wait = self.settings.node_warmup_retry_s * 2 ** (tries - 1)
+            self._retry_at[nid] = time.monotonic() + wait
+            self.states[nid] = f"failed (try {tries} of {WARM_TRIES}), trying again in {wait:g}s: {why}"
+        else:
+            self.states[nid] = (f"failed (try {tries} of {WARM_TRIES}), not tried again: jobs there build "
+                                f"their trainer's environment themselves: {why}")
+        log.warning("node %s: could not build the trainers' environments: %s", nid, self.states[nid])
+
+
+def _last_line(exc: BaseException) -> str:
+    """A task's error names its remote traceback first; its last line says what went wrong."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:MAX_STEP_CHARS]

@@ -1,8 +1,8 @@
 """Trainer environments on a node that joins the cluster (issue 18, point 1): the controller warms
-it (the bundled trainers' environments are built there before any job asks), and a job whose
-trainer's environment that node still lacks waits while its runner builds it there, and says so
-in its events. The node keeps its environments in a folder of its own (its `ray start` ran with
-VTP_TRAINER_VENVS_DIR), as a machine with its own disk would."""
+it (the bundled trainers' environments are built there before any job asks; a warm-up that fails
+is tried again), and a job whose trainer's environment that node still lacks waits while its
+runner builds it there, and says so in its events. The node keeps its environments in a folder of
+its own (its `ray start` ran with VTP_TRAINER_VENVS_DIR), as a machine with its own disk would."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import shutil
 import time
 
 import pytest
+import ray
 
+from ray_app.config import CONTROLLER_ACTOR, NAMESPACE
 from ray_app.runtime import venvs
 from ray_app.runtime.registry import read_manifest
 from tests.fixtures.ray_cluster import extra_nodes
@@ -37,13 +39,25 @@ def test_a_node_that_joins_is_warmed_and_a_job_there_says_when_it_waits(platform
     manifest = read_manifest(pooled_venv_plugin)
     venvs.build(p.settings.venvs_dir, manifest, log=lambda _: None)  # the controller's node has it
     node_venvs = tmp_path / "node-venvs"
+    node_venvs.write_text("a file where the node's folder of environments goes: its first warm-up fails")
+    controller = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
     with extra_nodes(ray_cluster, 1, {"vtp_pool": 1}, env={"VTP_TRAINER_VENVS_DIR": str(node_venvs)}) as [node]:
+        deadline = time.monotonic() + 120
+        while not (state := ray.get(controller.status.remote())["nodes"].get(node.node_id, "")).startswith("failed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state.startswith("failed (try 1 of 3), trying again in 2s: "), state
+        node_venvs.unlink()  # the operator frees the place: the next try builds them
         # warmed: the bundled trainers' environments are built on the node that joined, unasked
         deadline = time.monotonic() + 240
         while not (built(node_venvs, "ultralytics") and built(node_venvs, "timm")):
             assert time.monotonic() < deadline, sorted(x.name for x in node_venvs.glob("*"))
             time.sleep(1)
         assert not built(node_venvs, manifest.name)  # a plugin is built where a job needs it
+        deadline = time.monotonic() + 30
+        while not (state := ray.get(controller.status.remote())["nodes"][node.node_id]).startswith("warmed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
 
         spec = {"framework": manifest.name, "task_type": "image_classification", "model_name": "fake-a",
                 "epochs": 2, "config": {"behaviour": "succeed", "epoch_seconds": 0.1}}
