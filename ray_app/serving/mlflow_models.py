@@ -50,17 +50,22 @@ def log_model(settings: Settings, manifest: TrainerManifest, job: Job) -> dict[s
         from ray_app.datasets.uploads import Storage
 
         checkpoint = fetch_checkpoint(Storage(settings).client, checkpoint_of(job), Path(tmp))
-        with mlflow.start_run(run_id=job.mlflow_run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC),
-                artifacts={"checkpoint": str(checkpoint), "trainer": str(manifest.folder)},
-                model_config={"predict": manifest.entrypoints.predict, "device": "cpu"},
-                code_paths=[str(SDK_DIR)] if SDK_DIR.is_dir() else None,
-                pip_requirements=manifest.requirement_lines(),
-            )
-    model: dict[str, Any] = {"uri": f"runs:/{job.mlflow_run_id}/model"}
+        # Saved here and added to the run's artifacts: the run stays FINISHED as the trainer left
+        # it (logging through `start_run(run_id=...)` would make it RUNNING again meanwhile, and
+        # leave it so if this task died half-way).
+        saved, run_id = Path(tmp) / "model", str(job.mlflow_run_id)
+        mlflow.pyfunc.save_model(
+            str(saved), python_model=str(PYFUNC), mlflow_model=mlflow.models.Model(run_id=run_id),
+            artifacts={"checkpoint": str(checkpoint), "trainer": str(manifest.folder)},
+            model_config={"predict": manifest.entrypoints.predict, "device": "cpu"},
+            code_paths=[str(SDK_DIR)] if SDK_DIR.is_dir() else None,
+            pip_requirements=manifest.requirement_lines(),
+        )
+        mlflow.MlflowClient(settings.mlflow_tracking_uri).log_artifacts(run_id, str(saved), "model")
+    uri = f"runs:/{run_id}/model"
+    model: dict[str, Any] = {"uri": uri}
     if job.register_as:
-        version = mlflow.register_model(info.model_uri, job.register_as,
+        version = mlflow.register_model(uri, job.register_as,
                                         tags={"vtp.job_id": job.id, "vtp.framework": job.framework})
         model.update(registered_name=version.name, registered_version=int(version.version))
     return model
