@@ -21,6 +21,7 @@ import torch
 
 from ray_app.datasets import make_classification
 from ray_app.storage.s3 import upload_dataset
+from sdk import amp
 from tests.fixtures.exports import export_and_fetch
 
 pytestmark = pytest.mark.slow
@@ -102,7 +103,19 @@ def test_training_succeeds_with_metrics_checkpoints_mlflow_and_predict(platform,
 
     final = job["final_metrics"]
     assert final["epochs_completed"] == epochs and final["num_classes"] == 3
-    assert final["best_top1"] >= 0.8, final  # chance is 1/3
+    assert final["best_top1"] >= 0.8, final  # chance is 1/3 (and trained under the CPU's defaults:)
+    # on a CPU channels-last weights and batches, and bfloat16 autocast where the CPU has it natively
+    # and the offline check of the job's own model agrees (bench/README.md, training speed)
+    native = amp.native_cpu_bf16()
+    initialized = next(e for e in p.events(job_id) if e["event_type"] == "model_initialized")["data"]
+    assert initialized["channels_last"] is True
+    assert (initialized["amp"], initialized["amp_dtype"]) == ((True, "bfloat16") if native else (False, None))
+    logs = p.logs(job_id)
+    precision = "AMP on (bfloat16)" if native else "AMP off"
+    assert any(f"channels_last memory format, {precision}," in line for line in logs), logs[-20:]
+    assert any(("AMP check (offline, on the job's own model) passed: amp=True" if native else
+                "AMP check (offline, on the job's own model) failed: amp=False; this CPU has no native bfloat16")
+               in line for line in logs), logs[-20:]
     assert "top5" not in final  # three classes: top-5 would always be 1
     assert {"train_loss", "val_loss", "lr", "top1"} <= set(final)
 

@@ -1,21 +1,19 @@
-"""The Ultralytics trainer's offline AMP check (issue 18): ul_amp compares the job's own model in
-FP32 and under autocast on a seeded synthetic batch instead of downloading yolo26n.pt.
+"""The Ultralytics trainer's offline AMP check (issue 18): ul_amp puts the SDK's check of the job's
+own model (sdk/amp.py, tested in tests/sdk/test_amp.py) where Ultralytics' trainer would download
+yolo26n.pt for its own.
 
-The comparison and the check on small torch modules run here (the platform's torch, no Ray);
-the check on a real yolo11n and the hook into Ultralytics' trainer run in the trainer's venv
-(ultralytics is installed there only), as the timm trainer's tests do.
+The hook's rules run here on a small torch module (the platform's torch, no Ray); the check on a
+real yolo11n and the hook into Ultralytics' trainer run in the trainer's venv (ultralytics is
+installed there only), as the timm trainer's tests do.
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINER_DIR = REPO / "trainers" / "ultralytics"
@@ -25,122 +23,27 @@ for p in (TRAINER_DIR, TRAINER_DIR.parent):
         sys.path.insert(0, str(p))
 
 import ul_amp  # noqa: E402
+from sdk import amp  # noqa: E402
+from tests.sdk.test_amp import Conv  # noqa: E402
 
 T = torch.tensor
 
 
-# ------------------------------------------------------------------ outputs_agree
-def test_nested_outputs_within_tolerance_agree():
-    a = (T([[1.0, 2.0], [300.0, 4.0]]), [T([0.5]), {"boxes": T([10.0, 20.0]), "scores": T([0.1])}])
-    b = (T([[1.2, 1.9], [300.4, 4.0]]).bfloat16(), [T([0.5]).half(), {"scores": T([0.3]), "boxes": T([10.0, 20.49])}])
-    ok, why = ul_amp.outputs_agree(a, b, atol=0.5)
-    assert ok, why
-    assert "4 outputs agree" in why
-
-
-@pytest.mark.parametrize("a,b,words", [
-    ((T([1.0]), [T([2.0])]), (T([1.0]), [T([2.6])]), "out[1][0]: |fp32 - autocast| = 0.6"),
-    ({"x": T([1.0, 2.0])}, {"x": T([1.0, 1.0])}, "out['x']"),
-    (T([1.0, 2.0]), T([1.0, 2.0, 3.0]), "shape (2,) != (3,)"),
-    ((T([1.0]), T([2.0])), (T([1.0]),), "structure"),
-    ({"a": T([1.0])}, {"b": T([1.0])}, "structure"),
-    ((T([1.0]), T([1.0])), (T([1.0]), T([float("nan")])), "non-finite values (autocast)"),
-    (T([1.0, 2.0]), T([1.0, float("inf")]).half(), "non-finite values (autocast)"),
-    (T([float("-inf")]), T([float("-inf")]), "non-finite values (fp32)"),
-])
-def test_outputs_that_differ_are_refused_with_where(a, b, words):
-    ok, why = ul_amp.outputs_agree(a, b, atol=0.5)
-    assert not ok
-    assert words in why, why
-
-
-def test_the_relative_term_scales_with_the_reference():
-    a, b = T([500.0, 1.0]), T([503.0, 1.0])  # 0.6% off at 500 px
-    assert not ul_amp.outputs_agree(a, b, atol=0.5)[0]
-    assert ul_amp.outputs_agree(a, b, atol=0.5, rtol=0.01)[0]
-    assert not ul_amp.outputs_agree(T([1.0]), T([1.6]), atol=0.5, rtol=0.01)[0]  # 0.01 x 1 + 0.5 < 0.6
-
-
-# ------------------------------------------------------------------ check_amp_offline on small models
-class Conv(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stride = T([8.0])
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 4, 1))
-
-    def forward(self, x):
-        y = self.body(x)
-        return y, {"pooled": y.mean((2, 3))}
-
-
-class Overflows(Conv):
-    """Squares values of ~1e6: fine in FP32, inf in float16 (CUDA's autocast dtype, max 65504).
-    bfloat16 has float32's range, so on the CPU the float16 is made by hand under autocast."""
-
-    def forward(self, x):
-        y = self.body(x) * 1e6
-        if torch.is_autocast_enabled("cpu"):
-            y = y.half()
-        return y * y
-
-
-class NanUnderAutocast(Conv):
-    def forward(self, x):
-        y = self.body(x)
-        return y * math.nan if torch.is_autocast_enabled("cpu") else y
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def test_a_model_that_agrees_passes_and_is_left_as_it_was():
-    torch.manual_seed(0)
-    model = Conv().train()
-    model.body[1].eval()  # a module in its own mode (a frozen BatchNorm) keeps it
-    before = snapshot(model)
-    assert ul_amp.check_amp_offline(model, imgsz=64)
-    after = snapshot(model)
-    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    assert model.training and model.body[0].training and not model.body[1].training
-    ok, why = ul_amp.check_offline(model, imgsz=64)
-    assert ok and "cpu bfloat16 autocast, 2x3x64x64" in why, why
-
-
-def test_non_finite_under_autocast_fails():
-    torch.manual_seed(0)
-    ok, why = ul_amp.check_offline(NanUnderAutocast(), imgsz=64)
-    assert not ok and "non-finite values (autocast)" in why, why
-    ok, why = ul_amp.check_offline(Overflows(), imgsz=64)
-    assert not ok and "non-finite" in why, why
-
-
-def test_a_failing_model_is_false_not_an_error():
-    class Broken(Conv):
-        def forward(self, x):
-            raise RuntimeError("no kernel for this dtype")
-
-    ok, why = ul_amp.check_offline(Broken(), imgsz=64)
-    assert not ok and "RuntimeError: no kernel for this dtype" in why
-    assert ul_amp.check_amp_offline(Broken(), imgsz=64) is False
-
-
 def test_on_a_cpu_amp_is_checked_only_where_bfloat16_is_native(monkeypatch):
-    assert isinstance(ul_amp.native_cpu_bf16(), bool)  # this machine's answer, whichever it is
     reports = []
     monkeypatch.setattr(ul_amp, "_report", lambda ok, why: reports.append((ok, why)))
     monkeypatch.setattr(ul_amp, "_force", False)
     torch.manual_seed(0)
     model = Conv()
-    monkeypatch.setattr(ul_amp, "native_cpu_bf16", lambda: False)  # bfloat16 emulated: slower, off
+    monkeypatch.setattr(amp, "native_cpu_bf16", lambda: False)  # bfloat16 emulated: slower, off
     assert ul_amp.check_amp(model) is False
     assert reports[-1] == (False, "this CPU has no native bfloat16 (AMX or AVX512-BF16): "
                                   "autocast would be slower than float32 here")
-    monkeypatch.setattr(ul_amp, "native_cpu_bf16", lambda: True)  # AMX: the offline check decides
+    monkeypatch.setattr(amp, "native_cpu_bf16", lambda: True)  # AMX: the offline check decides
     assert ul_amp.check_amp(model) is True
     assert reports[-1][0] and "cpu bfloat16 autocast" in reports[-1][1], reports
     monkeypatch.setattr(ul_amp, "_force", True)  # the job's amp=True holds even where it is slower
-    monkeypatch.setattr(ul_amp, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(amp, "native_cpu_bf16", lambda: False)
     assert ul_amp.check_amp(model) is True and reports[-1][0] is False
 
 
@@ -177,6 +80,7 @@ import torch
 from ultralytics.nn.tasks import DetectionModel
 import ultralytics.engine.trainer as ul_trainer
 import ul_amp
+from sdk import amp
 
 opened, connects = [], []
 def audit(event, args):
@@ -193,10 +97,10 @@ before = {k: v.detach().clone() for k, v in model.state_dict().items()}
 modes = [m.training for m in model.modules()]
 socket.socket.connect = refuse
 sys.addaudithook(audit)
-ok, why = ul_amp.check_offline(model)
+ok, why = amp.check_offline(model)
 print("check:", ok, why)
 assert ok, why
-assert ul_amp.check_amp_offline(model) is True
+assert amp.check_amp_offline(model) is True
 assert not connects, connects
 assert not [p for p in opened if "yolo26n" in p or p.endswith((".pt", ".jpg"))], opened
 after = model.state_dict()
@@ -219,7 +123,7 @@ args = {"amp": True}
 job.offline_amp_check(args, forced=False)
 assert ul_trainer.check_amp is ul_amp.check_amp and original is not ul_amp.check_amp
 assert args["amp"] is True and not logs
-if ul_amp.native_cpu_bf16():  # a CPU with AMX: the offline check in bfloat16 decides (and agrees)
+if amp.native_cpu_bf16():  # a CPU with AMX: the offline check in bfloat16 decides (and agrees)
     assert ul_trainer.check_amp(model) is True
     assert logs[0][0] == "INFO" and "passed: amp=True" in logs[0][1] and "cpu bfloat16 autocast" in logs[0][1], logs
 else:  # bfloat16 emulated: slower than float32, no AMP (Ultralytics never uses it on a CPU)

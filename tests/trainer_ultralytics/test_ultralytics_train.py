@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,15 +15,12 @@ import pytest
 
 from ray_app.datasets import make_classification, make_detection, make_segmentation, zip_dataset
 from ray_app.storage.s3 import upload_dataset
+from sdk import amp  # whether this CPU trains under bfloat16 autocast: the platform's default
 from tests.fixtures.exports import export_and_fetch
 from tests.trainer_ultralytics.exported import box_iou, decode, image_input, onnx_runner, torchscript_runner
 
 pytestmark = pytest.mark.slow
 
-TRAINER_DIR = Path(__file__).resolve().parents[2] / "trainers" / "ultralytics"
-if str(TRAINER_DIR) not in sys.path:
-    sys.path.insert(0, str(TRAINER_DIR))
-import ul_amp  # noqa: E402  (whether this CPU trains under bfloat16 autocast: the platform's default)
 
 # Small enough for a 2-core CI machine (about 1.5 s an epoch), large enough to learn: 64 images of
 # 128 px hold about 130 shapes of 3 classes; batch 8 (the trainer sets nbs = batch) makes 7
@@ -125,8 +121,8 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     assert final["mAP50"] >= DET_MIN_MAP50, f"the model did not learn: {final}"
     # on a CPU the model trains in channels-last memory format, and under bfloat16 autocast where the
     # CPU has it natively (the platform's defaults there: bench/README.md, training speed)
-    amp = "AMP on" if ul_amp.native_cpu_bf16() else "AMP off"
-    assert any(f"channels_last memory format, {amp}," in line for line in p.logs(job_id)), p.logs(job_id)[-20:]
+    precision = "AMP on" if amp.native_cpu_bf16() else "AMP off"
+    assert any(f"channels_last memory format, {precision}," in line for line in p.logs(job_id)), p.logs(job_id)[-20:]
 
     # events: the lifecycle, a validation per epoch with per-class numbers, checkpoints
     events = p.events(job_id)

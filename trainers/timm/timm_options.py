@@ -67,7 +67,11 @@ ADVANCED: dict[str, tuple[tuple[Any, ...], Any, str]] = {
     "pretrained": ((bool,), False, "start from models/pretrained/timm/{model}.(safetensors|pth) in the bucket"),
     "weights": ((str, None), None, "start from this checkpoint (s3:// URI or key in the bucket)"),
     # runtime
-    "amp": ((bool, None), None, "mixed precision (default: on with a GPU; never on CPU)"),
+    "amp": ((bool, None), None, "mixed precision: float16 autocast on a GPU, bfloat16 on a CPU (default: "
+                                "on where the offline check of the model agrees, on a GPU and on a CPU with "
+                                "native bfloat16; true/false: kept either way)"),
+    "channels_last": ((bool, None), None, "channels-last memory format for the model and its batches "
+                                          "(default: on a CPU, where oneDNN's convolutions are faster so)"),
     "save_period": ((int,), 0, "also keep checkpoints/job-{id}/epoch-N.pt every N epochs (0 = off)"),
 }
 

@@ -3,6 +3,7 @@ evaluation. Imported by train.py once the configuration has been checked (torch 
 slow to import; a bad config fails before that)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -172,13 +173,19 @@ def build_loss(opts: timm_options.Options, num_classes: int):
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model, loader, device, num_classes, amp: bool, tick) -> dict[str, Any]:
+def evaluate(model, loader, device, num_classes, tick, autocast: torch.dtype | None = None,
+             channels_last: bool = False) -> dict[str, Any]:
+    """Loss, top-1 (top-5 past five classes), the confusion matrix and per-class precision and
+    recall over ``loader``; under autocast in ``autocast``'s dtype when given, as training runs."""
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     loss_sum, n, top5_hits = 0.0, 0, 0
     for i, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with (torch.autocast(device_type=device.type, dtype=autocast) if autocast is not None
+              else contextlib.nullcontext()):
             logits = model(x)
         logits = logits.float()
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()

@@ -44,6 +44,7 @@ import ul_amp  # noqa: E402  (imports torch and ultralytics only inside its func
 import ul_runtime  # noqa: E402  (imports nothing of ultralytics: it must configure it first)
 from sdk import (CallbackError, CheckpointError, DatasetError, ErrorType, SDKError, TrainerSDK,  # noqa: E402
                  run_main)
+from sdk import amp  # noqa: E402
 from sdk.contract import checkpoint_key  # noqa: E402
 from sdk.errors import error_type_of  # noqa: E402
 from sdk.storage import S3Storage  # noqa: E402
@@ -141,7 +142,7 @@ class UltralyticsJob:
             "lr0": env.learning_rate, "device": device, "workers": workers,
             # Ultralytics' default on a GPU; on a CPU with native bfloat16 (AMX) the platform's:
             # kept when ul_amp's offline check of the job's own model agrees
-            "amp": gpu or ul_amp.native_cpu_bf16(),
+            "amp": gpu or amp.native_cpu_bf16(),
             "nbs": env.batch_size,      # one optimizer step per batch: small datasets learn in few epochs
             "project": str(self.work / "runs"), "name": "train", "exist_ok": True,
             "save_dir": str(self.work / "runs" / "train"),

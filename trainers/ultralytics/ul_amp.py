@@ -1,102 +1,23 @@
 """Ultralytics' AMP check without a download (issue 18).
 
-Ultralytics' ``check_amp()`` runs a reference model (``yolo26n.pt``, downloaded when missing) on
-``bus.jpg`` in FP32 and under autocast and keeps AMP when the boxes agree within 0.5 pixel. The
-platform is offline, so ``check_offline`` asks the same question of the job's own model instead:
-one seeded synthetic batch through a copy of it in eval mode, in FP32 and under autocast (float16
-on CUDA, bfloat16 on the CPU), every output compared in float32 by ``outputs_agree``.
-
-``patch_ultralytics`` puts ``check_amp`` (the wrapper below) where Ultralytics' trainer calls
-``check_amp(self.model)`` during ``_setup_train`` when AMP is asked for. This module imports
-torch and ultralytics only inside its functions.
+Ultralytics' trainer calls ``check_amp(self.model)`` during ``_setup_train`` when AMP is asked for;
+its check runs a reference model (``yolo26n.pt``) that it downloads when missing. The platform is
+offline: ``patch_ultralytics`` puts ``check_amp`` (below) in its place, which asks the SDK's offline
+check (``sdk.amp.decide``: the job's own model in FP32 and under autocast on one seeded synthetic
+batch) at Ultralytics' own size for it. This module imports torch and ultralytics only inside its
+functions.
 """
 from __future__ import annotations
 
-import copy
 import math
-import re
 from typing import Any, Callable
 
-# Ultralytics' absolute tolerance (check_amp: torch.allclose(fp32_boxes, amp_boxes, atol=0.5)):
-# half a pixel on box coordinates, which are the largest outputs of a detection head.
-ATOL = 0.5
-# Plus a relative term: the raw head outputs compared here include boxes up to the image size
-# (hundreds of pixels) for every anchor, not only a reference model's confident detections, and
-# at 500 px half a pixel is 0.1%, only twice float16's unit roundoff (2**-11 = 4.9e-4) and a
-# quarter of bfloat16's (2**-8 = 3.9e-3); the rounding accumulated over a network's depth would
-# then refuse AMP where it works. 1% is ~20 float16 / ~2.5 bfloat16 roundoffs; what the check must
-# catch (NaN or inf, kernels that return garbage or zeros) is off by far more.
-RTOL = 0.01
-SEED = 0
-BATCH = 2
-# Ultralytics' list of GPUs whose float16 is known to give NaN losses or zero mAP (check_amp)
-BAD_AMP_GPUS = re.compile(r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)",
-                          re.IGNORECASE)
+from sdk import amp
 
 Report = Callable[[bool, str], None]
 _report: Report | None = None
 _force = False  # the job's config asks for AMP: kept whatever the check says (which is still run and reported)
 last_result: tuple[bool, str] | None = None  # the latest check_amp outcome in this process
-
-
-# ------------------------------------------------------------------ comparison
-def _leaves(obj: Any, path: str = "out") -> list[tuple[str, Any]]:
-    """(path, leaf) for the tensors (and anything else) of nested tuples, lists and dicts."""
-    if isinstance(obj, dict):
-        return [leaf for k in sorted(obj, key=str) for leaf in _leaves(obj[k], f"{path}[{k!r}]")]
-    if isinstance(obj, (list, tuple)):
-        return [leaf for i, v in enumerate(obj) for leaf in _leaves(v, f"{path}[{i}]")]
-    return [(path, obj)]
-
-
-def _structure(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _structure(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_structure(v) for v in obj]
-    return type(obj).__name__ if not hasattr(obj, "shape") else "tensor"
-
-
-def outputs_agree(a: Any, b: Any, atol: float = ATOL, rtol: float = 0.0) -> tuple[bool, str]:
-    """Whether two model outputs (tensors, or tuples/lists/dicts of them, nested) agree:
-    the same structure and shapes, every value finite in both, and, compared in float32,
-    ``|a - b| <= atol + rtol * |a|`` everywhere (``a`` is the reference: FP32).
-    Returns (agree, why): why names the first output that does not, or sums up the agreement."""
-    import torch
-
-    if _structure(a) != _structure(b):
-        return False, f"the outputs differ in structure: {_structure(a)} vs {_structure(b)}"
-    worst, worst_path, count = 0.0, "", 0
-    for (path, x), (_, y) in zip(_leaves(a), _leaves(b), strict=True):
-        if not (torch.is_tensor(x) and torch.is_tensor(y)):
-            if x != y:
-                return False, f"{path}: {x!r} != {y!r}"
-            continue
-        if x.shape != y.shape:
-            return False, f"{path}: shape {tuple(x.shape)} != {tuple(y.shape)}"
-        x, y = x.detach().float(), y.detach().float()
-        for name, t in (("fp32", x), ("autocast", y)):
-            if not bool(torch.isfinite(t).all()):
-                return False, f"{path}: non-finite values ({name})"
-        if x.numel() == 0:
-            continue
-        diff = (x - y).abs()
-        excess = diff - (atol + rtol * x.abs())
-        if bool((excess > 0).any()):
-            i = int(excess.flatten().argmax())
-            return False, (f"{path}: |fp32 - autocast| = {diff.flatten()[i].item():.4g} at {x.flatten()[i].item():.4g} "
-                           f"exceeds atol={atol} + rtol={rtol}")
-        count += 1
-        if diff.max().item() > worst:
-            worst, worst_path = diff.max().item(), path
-    return True, f"{count} outputs agree (largest difference {worst:.3g} in {worst_path or '-'})"
-
-
-# ------------------------------------------------------------------ check
-def _autocast_dtype(device_type: str) -> Any:
-    import torch
-
-    return torch.float16 if device_type == "cuda" else torch.bfloat16
 
 
 def _default_imgsz(model: Any) -> int:
@@ -107,55 +28,9 @@ def _default_imgsz(model: Any) -> int:
     except (TypeError, ValueError):
         s = 32
     s = max(s, 1)
-    return int(math.ceil(max(256, 4 * s) / s) * s)
+    return int(math.ceil(max(amp.IMGSZ, 4 * s) / s) * s)
 
 
-def check_offline(model: Any, device: Any = None, imgsz: int | None = None, atol: float = ATOL,
-                  rtol: float = RTOL, batch: int = BATCH) -> tuple[bool, str]:
-    """``check_amp_offline`` with the reason: (agree, why)."""
-    import torch
-
-    try:
-        if device is None:
-            device = next(model.parameters()).device
-        device = torch.device(device)
-        imgsz = int(imgsz or _default_imgsz(model))
-        dtype = _autocast_dtype(device.type)
-        # A copy: nothing of the job's model changes (weights, BatchNorm statistics, the heads'
-        # cached anchors, its training flags). A model that cannot be copied (a compiled one, say)
-        # runs itself in eval mode under no_grad (BatchNorm then only reads its statistics) and
-        # gets every module's training flag back afterwards.
-        try:
-            work = copy.deepcopy(model)
-        except Exception:
-            work = model
-        modes = [(m, m.training) for m in work.modules()]
-        gen = torch.Generator().manual_seed(SEED)  # a seeded synthetic batch: no file, no network
-        x = torch.rand(batch, 3, imgsz, imgsz, generator=gen).to(device)
-        try:
-            work.eval()
-            with torch.no_grad():
-                ref = work(x)
-                with torch.autocast(device_type=device.type, dtype=dtype):
-                    amp = work(x)
-        finally:
-            for m, training in modes:
-                m.training = training
-        agree, why = outputs_agree(ref, amp, atol=atol, rtol=rtol)
-        return agree, f"{why}; {device.type} {str(dtype).replace('torch.', '')} autocast, {batch}x3x{imgsz}x{imgsz}"
-    except Exception as exc:  # any failure of the check: no AMP
-        return False, f"the check failed: {type(exc).__name__}: {exc}"
-
-
-def check_amp_offline(model: Any, device: Any = None, imgsz: int | None = None, atol: float = ATOL,
-                      rtol: float = RTOL) -> bool:
-    """True when ``model`` gives the same outputs in FP32 and under autocast on one seeded
-    synthetic batch (see ``outputs_agree``); False on a mismatch, a non-finite value or any error.
-    Never downloads or reads a file; the model's weights, buffers and modes are left as they were."""
-    return check_offline(model, device=device, imgsz=imgsz, atol=atol, rtol=rtol)[0]
-
-
-# ------------------------------------------------------------------ Ultralytics hook
 def check_amp(model: Any) -> bool:
     """Stands in for ``ultralytics.utils.checks.check_amp`` in Ultralytics' trainer: the same
     answers where it gives them without a model (no AMP on MPS, none on the GPUs it lists), none
@@ -163,36 +38,11 @@ def check_amp(model: Any) -> bool:
     platform does, bench/README.md), the offline check otherwise; the outcome goes to the
     reporter given to ``patch_ultralytics``, and AMP stays on anyway when that was told to force it."""
     global last_result
-    try:
-        device = next(model.parameters()).device
-        if device.type == "mps":
-            ok, why = False, "AMP is not used on mps"
-        elif device.type == "cpu" and not native_cpu_bf16():
-            ok, why = False, ("this CPU has no native bfloat16 (AMX or AVX512-BF16): "
-                              "autocast would be slower than float32 here")
-        elif device.type == "cuda" and BAD_AMP_GPUS.search(gpu := _gpu_name(device)):
-            ok, why = False, f"{gpu} is known to give NaN losses or zero mAP with AMP"
-        else:
-            ok, why = check_offline(model, device=device)
-    except Exception as exc:
-        ok, why = False, f"the check failed: {type(exc).__name__}: {exc}"
+    ok, why = amp.decide(model, imgsz=_default_imgsz(model))
     last_result = (ok, why)
     if _report is not None:
         _report(ok, why)
     return ok or _force
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16). There oneDNN's
-    bfloat16 convolutions train a YOLO ~1.3x faster per step than float32 (bench/README.md,
-    training speed, third run), so AMP (CPU autocast, whose dtype is bfloat16) is worth checking
-    for; elsewhere bfloat16 is emulated and slower, and AMP stays off."""
-    try:
-        import torch
-
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except Exception:  # another torch: these are private helpers
-        return False
 
 
 def cpu_scaler_off(trainer: Any) -> None:
@@ -202,12 +52,6 @@ def cpu_scaler_off(trainer: Any) -> None:
 
     if getattr(trainer, "device", None) is not None and trainer.device.type == "cpu":
         trainer.scaler = torch.amp.GradScaler("cpu", enabled=False)
-
-
-def _gpu_name(device: Any) -> str:
-    import torch
-
-    return str(torch.cuda.get_device_name(device))
 
 
 def patch_ultralytics(report: Report | None = None, force: bool = False) -> bool:
