@@ -129,8 +129,7 @@ class NodeWarmUp:
         self._next_check = now + NODE_CHECK_S
         if not self.seen:  # the controller's own node is warmed by environments.warm_up
             self.seen.add(node_id())
-        nodes = [n for n in await asyncio.to_thread(ray.nodes) if n.get("Alive") and n.get("NodeID")]
-        alive = {n["NodeID"] for n in nodes}
+        alive = {n["NodeID"] for n in await asyncio.to_thread(ray.nodes) if n.get("Alive") and n.get("NodeID")}
         for nid in set(self._retry_at) - alive:  # a node gone meanwhile is not warmed again
             del self._retry_at[nid]
             self.states[nid] += " (the node is gone)"

@@ -126,9 +126,9 @@ class Reconciler:
                 actor = ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:  # gone meanwhile
                 continue
-            att = AttemptHandle(job_id, attempt, "", actor, placement=launch.find_placement(name))
-            att.ready = asyncio.create_task(_await(actor.ready.remote()))
-            await asyncio.wait([att.ready], timeout=10)  # a runner that answers is terminated, not only removed
+            att = _follow(job_id, attempt, "", name, actor)
+            if att.ready is not None:  # a runner that answers is terminated, not only removed
+                await asyncio.wait([att.ready], timeout=10)
             self.attempts[job_id] = att
             log.info("job %s ended while no controller followed it: ending its runner %s", job_id, name)
 
@@ -179,9 +179,7 @@ class Reconciler:
         except ValueError:
             actor = None
         if actor is not None:  # a runner from before a controller restart: follow it again
-            att = AttemptHandle(job.id, job.attempt, job.trace_id, actor)
-            att.placement = launch.find_placement(name)
-            att.ready = asyncio.create_task(_await(actor.ready.remote()))
+            att = _follow(job.id, job.attempt, job.trace_id, name, actor)
             log.info("[TRACE:%s] re-attached to %s", job.trace_id, name)
             return att
         if job.state is JobState.RUNNING:
@@ -362,6 +360,14 @@ class Reconciler:
 
     async def _kill_orphans(self, att: AttemptHandle) -> None:
         await kill_orphaned_group(self.store, att.job_id, att.attempt, att.trace_id)
+
+
+def _follow(job_id: str, attempt: int, trace_id: str, name: str, actor: Any) -> AttemptHandle:
+    """An attempt whose runner was started before this controller: its placement group found by
+    the runner's name, and asked whether it is ready (which re-attaches to its run)."""
+    att = AttemptHandle(job_id, attempt, trace_id, actor, placement=launch.find_placement(name))
+    att.ready = asyncio.create_task(_await(actor.ready.remote()))
+    return att
 
 
 async def _await(ref: Any) -> Any:

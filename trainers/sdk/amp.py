@@ -90,6 +90,19 @@ def outputs_agree(a: Any, b: Any, atol: float = ATOL, rtol: float = 0.0) -> tupl
 
 
 # ------------------------------------------------------------------ check
+def dtype_name(dtype: Any) -> str:
+    """'bfloat16' for torch.bfloat16: how logs and events name an autocast dtype."""
+    return str(dtype).replace("torch.", "")
+
+
+def report_line(ok: bool, why: str, forced: bool) -> tuple[str, str]:
+    """(log level, line) a trainer logs for a check's outcome; ``forced``: the job's config asks
+    for AMP, which then stays on whatever the check said."""
+    keep = "amp=True (the job's config asks for it)" if forced else f"amp={ok}"
+    return ("INFO" if ok else "WARNING",
+            f"AMP check (offline, on the job's own model) {'passed' if ok else 'failed'}: {keep}; {why}")
+
+
 def autocast_dtype(device_type: str) -> Any:
     """The autocast dtype a trainer uses on this device type: float16 on CUDA, bfloat16 elsewhere."""
     import torch
@@ -129,7 +142,7 @@ def check_offline(model: Any, device: Any = None, imgsz: int | None = None, atol
             for m, training in modes:
                 m.training = training
         agree, why = outputs_agree(ref, amp, atol=atol, rtol=rtol)
-        return agree, f"{why}; {device.type} {str(dtype).replace('torch.', '')} autocast, {batch}x3x{imgsz}x{imgsz}"
+        return agree, f"{why}; {device.type} {dtype_name(dtype)} autocast, {batch}x3x{imgsz}x{imgsz}"
     except Exception as exc:  # any failure of the check: no AMP
         return False, f"the check failed: {type(exc).__name__}: {exc}"
 

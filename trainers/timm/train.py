@@ -108,7 +108,7 @@ class TimmRun:
         self.train_dl, self.val_dl, self.workers = setup.build_loaders(
             opts, folder, self.class_dirs, self.data_config, device, mixup_on=self.mixup is not None)
         self.model.to(device)
-        # on a CPU channels-last weights and batches: oneDNN's convolutions are faster so (0.77-0.98x a
+        # on a CPU channels-last weights and batches: oneDNN's convolutions are faster so (0.76-0.95x a
         # step on resnets, bench/README.md, training speed); on a GPU when the job asks for it
         self.channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cpu"
         if self.channels_last:
@@ -136,9 +136,7 @@ class TimmRun:
         if asked is False:
             return False, dtype
         ok, why = amp.decide(self.model, imgsz=self.opts.image_size)
-        outcome = "passed" if ok else "failed"
-        keep = "amp=True (the job's config asks for it)" if asked else f"amp={ok}"
-        self.sdk.log("INFO" if ok else "WARNING", f"AMP check (offline, on the job's own model) {outcome}: {keep}; {why}")
+        self.sdk.log(*amp.report_line(ok, why, forced=bool(asked)))
         return bool(ok or asked), dtype
 
     def _resume(self, resume: dict[str, Any]) -> None:
@@ -162,14 +160,14 @@ class TimmRun:
             data={"model_name": self.opts.model_name, "parameters": n_params, "num_classes": self.num_classes,
                   "class_names": self.class_names, "weights": self.source, "data_config": self.data_config,
                   "device": str(self.device), "amp": self.amp, "workers": self.workers,
-                  "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp else None,
+                  "amp_dtype": amp.dtype_name(self.amp_dtype) if self.amp else None,
                   "channels_last": self.channels_last,
                   "torch_threads": self.torch.get_num_threads(), "train_images": train_images,
                   "val_images": val_images})
         self.sdk.log_params({"num_classes": self.num_classes, "parameters": n_params, "train_images": train_images,
                              "val_images": val_images, "channels_last": self.channels_last,
                              "amp_effective": self.amp})
-        precision = f"AMP on ({str(self.amp_dtype).replace('torch.', '')})" if self.amp else "AMP off"
+        precision = f"AMP on ({amp.dtype_name(self.amp_dtype)})" if self.amp else "AMP off"
         self.sdk.log("INFO", f"training {self.opts.epochs} epochs on {self.device} ({self.torch.get_num_threads()} "
                      f"torch threads, {self.workers} data-loader workers, "
                      f"{'channels_last' if self.channels_last else 'contiguous'} memory format, {precision}, "

@@ -277,9 +277,7 @@ class UltralyticsJob:
         offline check of the job's own model in its place, and the outcome goes to the job's log.
         amp=True from the job's config is kept whatever the check says; amp=False skips it."""
         def report(ok: bool, why: str) -> None:
-            outcome = "passed" if ok else "failed"
-            keep = "amp=True (the job's config asks for it)" if forced and args.get("amp") else f"amp={ok}"
-            self.sdk.log("INFO" if ok else "WARNING", f"AMP check (offline, on the job's own model) {outcome}: {keep}; {why}")
+            self.sdk.log(*amp.report_line(ok, why, forced=bool(forced and args.get("amp"))))
 
         if not ul_amp.patch_ultralytics(report, force=bool(forced and args.get("amp"))) and args.get("amp") and not forced:
             self.sdk.log("INFO", "amp=False: this Ultralytics has no check_amp for the offline check to replace")
