@@ -39,6 +39,10 @@ class S3ServerError(RuntimeError):
     pass
 
 
+class _PortTaken(Exception):
+    """weed exited because one of the ports it was given was no longer free."""
+
+
 def find_weed() -> str:
     """The ``weed`` binary: next to this interpreter (a venv's bin/), else on PATH."""
     candidate = Path(sys.executable).parent / "weed"
@@ -52,6 +56,11 @@ def find_weed() -> str:
 
 class SeaweedS3Server:
     """Start/stop one ``weed mini`` process. Also a context manager."""
+
+    START_TRIES = 3  # launches with fresh ports when one picked free was taken meanwhile
+    # What weed logs when a port it was given is taken: mini's own check before it starts, or
+    # a service's bind after that check (both seen here).
+    _PORT_TAKEN_MARKS = ("is not available on", "address already in use")
 
     def __init__(self, data_dir: str | os.PathLike, buckets: list[str] | tuple[str, ...] | str = (),
                  access_key: str | None = None, secret_key: str | None = None,
@@ -123,8 +132,12 @@ class SeaweedS3Server:
         ports: list[int] = []
 
         def p() -> int:
-            ports.append(free_port(self.host))
-            return ports[-1]
+            # Distinct within one command: the kernel may hand out a just-released port again.
+            port = free_port(self.host)
+            while port in ports or port == self.s3_port:
+                port = free_port(self.host)
+            ports.append(port)
+            return port
 
         cmd = [
             find_weed(), "mini",
@@ -148,8 +161,27 @@ class SeaweedS3Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "data").mkdir(exist_ok=True)
         self.load_credentials()
-        if not self.s3_port:
-            self.s3_port = free_port(self.host)
+        picked_s3_port = not self.s3_port
+        for attempt in range(1, self.START_TRIES + 1):
+            if picked_s3_port:
+                self.s3_port = free_port(self.host)
+            try:
+                self._launch_and_wait(timeout)
+            except _PortTaken:
+                # A port picked free was taken by another process before weed bound it (the
+                # ports are released between picking and binding). New ports, same data.
+                if attempt == self.START_TRIES:
+                    raise S3ServerError(f"weed could not bind its ports in {self.START_TRIES} tries; "
+                                        f"see {self.log_path}:\n" + self._log_tail()) from None
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            return self
+        raise AssertionError("unreachable")
+
+    def _launch_and_wait(self, timeout: float) -> None:
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         try:
             # Own session: stop() signals the whole group, and a Ctrl-C in a terminal running
@@ -160,28 +192,32 @@ class SeaweedS3Server:
             log.close()
         try:
             self._wait_ready(timeout)
-            for bucket in self.buckets:
-                self.ensure_bucket(bucket)
-        except BaseException:
+        except S3ServerError:
+            exited = self._proc is not None and self._proc.poll() is not None
             self.stop()
+            if exited and any(m in self._log_since(log_start) for m in self._PORT_TAKEN_MARKS):
+                raise _PortTaken() from None
             raise
-        return self
+        for bucket in self.buckets:
+            self.ensure_bucket(bucket)
 
-    def client(self) -> Any:
+    def client(self, read_timeout: float = 10, max_attempts: int = 2) -> Any:
         import boto3
         from botocore.config import Config
 
         return boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key, region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
-                          connect_timeout=1, read_timeout=10,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": max_attempts},
+                          connect_timeout=1, read_timeout=read_timeout,
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = self.client()
+        # Short reads: whatever holds the port may accept and never answer, and weed's exit must
+        # be seen within a second, not after a 10 s read.
+        client = self.client(read_timeout=1, max_attempts=1)
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
@@ -195,6 +231,14 @@ class SeaweedS3Server:
                 time.sleep(0.05)
         raise S3ServerError(f"S3 on {self.endpoint_url} not ready after {timeout}s ({last}); "
                             f"see {self.log_path}")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _log_tail(self, n: int = 2000) -> str:
         try:

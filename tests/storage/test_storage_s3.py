@@ -35,6 +35,36 @@ def test_embedded_server_keeps_data_across_restart_and_binds_loopback(tmp_path):
     assert oct((tmp_path / "s3" / "credentials.json").stat().st_mode & 0o777) == "0o600"
 
 
+
+def test_a_port_taken_between_picking_and_binding_is_picked_again(tmp_path, monkeypatch):
+    """Ports are picked free and released before weed binds them; another process can take one
+    meanwhile (seen in CI: "bind: address already in use" and the server gone). The server starts
+    again on fresh ports instead of failing."""
+    import socket
+
+    from ray_app.storage import s3_server as s3_module
+
+    taken = socket.socket()  # listening, never answering: weed cannot have it
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    real_free_port, handed = s3_module.free_port, []
+
+    def free_port_that_hands_out_the_taken_one_first(host="127.0.0.1"):
+        handed.append(port if not handed else real_free_port(host))
+        return handed[-1]
+
+    monkeypatch.setattr(s3_module, "free_port", free_port_that_hands_out_the_taken_one_first)
+    try:
+        with SeaweedS3Server(tmp_path / "s3", buckets=["taken"]) as server:
+            assert server.s3_port != port
+            server.client().put_object(Bucket="taken", Key="k", Body=b"v")
+            assert server.client().get_object(Bucket="taken", Key="k")["Body"].read() == b"v"
+        assert f"port {port} " in server.log_path.read_text()  # the first launch did fail on it
+    finally:
+        taken.close()
+
+
 def test_platform_helpers(s3_server, tmp_path):
     class SecretStr:  # what pydantic settings hold
         def __init__(self, v): self._v = v
