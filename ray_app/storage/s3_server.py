@@ -167,18 +167,18 @@ class SeaweedS3Server:
                 self.s3_port = free_port(self.host)
             try:
                 self._launch_and_wait(timeout)
+                return self
             except _PortTaken:
                 # A port picked free was taken by another process before weed bound it (the
                 # ports are released between picking and binding). New ports, same data.
+                self.stop()
                 if attempt == self.START_TRIES:
                     raise S3ServerError(f"weed could not bind its ports in {self.START_TRIES} tries; "
                                         f"see {self.log_path}:\n" + self._log_tail()) from None
-                continue
             except BaseException:
                 self.stop()
                 raise
-            return self
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def _launch_and_wait(self, timeout: float) -> None:
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -194,7 +194,6 @@ class SeaweedS3Server:
             self._wait_ready(timeout)
         except S3ServerError:
             exited = self._proc is not None and self._proc.poll() is not None
-            self.stop()
             if exited and any(m in self._log_since(log_start) for m in self._PORT_TAKEN_MARKS):
                 raise _PortTaken() from None
             raise

@@ -49,7 +49,7 @@ def test_the_relative_term_scales_with_the_reference():
     assert not amp.outputs_agree(T([1.0]), T([1.6]), atol=0.5, rtol=0.01)[0]  # 0.01 x 1 + 0.5 < 0.6
 
 
-# ------------------------------------------------------------------ check_amp_offline on small models
+# ------------------------------------------------------------------ check_offline on small models
 class Conv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -87,7 +87,7 @@ def test_a_model_that_agrees_passes_and_is_left_as_it_was():
     model = Conv().train()
     model.body[1].eval()  # a module in its own mode (a frozen BatchNorm) keeps it
     before = snapshot(model)
-    assert amp.check_amp_offline(model, imgsz=64)
+    assert amp.check_offline(model, imgsz=64)[0]
     after = snapshot(model)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert model.training and model.body[0].training and not model.body[1].training
@@ -110,7 +110,7 @@ def test_a_failing_model_is_false_not_an_error():
 
     ok, why = amp.check_offline(Broken(), imgsz=64)
     assert not ok and "RuntimeError: no kernel for this dtype" in why
-    assert amp.check_amp_offline(Broken(), imgsz=64) is False
+    assert amp.check_offline(Broken(), imgsz=64)[0] is False
 
 
 def test_on_a_cpu_autocast_is_checked_only_where_bfloat16_is_native(monkeypatch):

@@ -112,7 +112,10 @@ def autocast_dtype(device_type: str) -> Any:
 
 def check_offline(model: Any, device: Any = None, imgsz: int | None = None, atol: float = ATOL,
                   rtol: float = RTOL, batch: int = BATCH) -> tuple[bool, str]:
-    """``check_amp_offline`` with the reason: (agree, why)."""
+    """(agree, why): whether ``model`` gives the same outputs in FP32 and under autocast on one
+    seeded synthetic batch (see ``outputs_agree``); False on a mismatch, a non-finite value or any
+    error. Never downloads or reads a file; the model's weights, buffers and modes are left as they
+    were."""
     import torch
 
     try:
@@ -145,14 +148,6 @@ def check_offline(model: Any, device: Any = None, imgsz: int | None = None, atol
         return agree, f"{why}; {device.type} {dtype_name(dtype)} autocast, {batch}x3x{imgsz}x{imgsz}"
     except Exception as exc:  # any failure of the check: no AMP
         return False, f"the check failed: {type(exc).__name__}: {exc}"
-
-
-def check_amp_offline(model: Any, device: Any = None, imgsz: int | None = None, atol: float = ATOL,
-                      rtol: float = RTOL) -> bool:
-    """True when ``model`` gives the same outputs in FP32 and under autocast on one seeded
-    synthetic batch (see ``outputs_agree``); False on a mismatch, a non-finite value or any error.
-    Never downloads or reads a file; the model's weights, buffers and modes are left as they were."""
-    return check_offline(model, device=device, imgsz=imgsz, atol=atol, rtol=rtol)[0]
 
 
 def decide(model: Any, imgsz: int | None = None) -> tuple[bool, str]:

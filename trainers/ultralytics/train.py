@@ -276,10 +276,12 @@ class UltralyticsJob:
         ultralytics/engine/trainer.py, called from _setup_train when amp is on): ul_amp puts an
         offline check of the job's own model in its place, and the outcome goes to the job's log.
         amp=True from the job's config is kept whatever the check says; amp=False skips it."""
-        def report(ok: bool, why: str) -> None:
-            self.sdk.log(*amp.report_line(ok, why, forced=bool(forced and args.get("amp"))))
+        force = bool(forced and args.get("amp"))
 
-        if not ul_amp.patch_ultralytics(report, force=bool(forced and args.get("amp"))) and args.get("amp") and not forced:
+        def report(ok: bool, why: str) -> None:
+            self.sdk.log(*amp.report_line(ok, why, forced=force))
+
+        if not ul_amp.patch_ultralytics(report, force=force) and args.get("amp") and not forced:
             self.sdk.log("INFO", "amp=False: this Ultralytics has no check_amp for the offline check to replace")
             args["amp"] = False
 
