@@ -6,6 +6,9 @@ A trainer that supports inference has a `predict.py` (manifest `entrypoints.pred
     def load_model(checkpoint_path: str, device: str) -> Any
     def predict(model, image_paths: list[str], **options) -> list[dict]   # one dict per image
 
+The paths are files this server wrote, under names of its own, from uploads the API decoded and
+found to be images (ray_app/serving/images.py): an uploader's file name is never a path here.
+
 Each replica runs in the trainer's runtime_env (its working_dir, its venv), so `predict.py` runs
 where `train.py` ran. A request names its model by the multiplexed model id `<job id>|<checkpoint
 URI>` (ray_app/serving/apps.py): a replica loads a model on first use (the checkpoint fetched from
@@ -30,6 +33,7 @@ import ray
 from ray import serve
 from sdk.contract import S3_SCHEME
 
+from ray_app.serving.images import image_suffix
 from ray_app.serving.trainer_files import fetch_checkpoint, load_entrypoint
 
 
@@ -111,8 +115,10 @@ class ModelServer:
                  cached: bool) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="vtp-predict-in-") as tmp, self._run_lock:
             paths = []
-            for i, (name, data) in enumerate(images):
-                path = Path(tmp) / f"{i:04d}-{Path(name).name or 'image'}"
+            for i, (_, data) in enumerate(images):
+                # a name of our own, its suffix the format found in the bytes: the uploader's name
+                # never reaches the framework (images.py; the API checked the images already)
+                path = Path(tmp) / f"{i:04d}{image_suffix(data, decode=False)}"
                 path.write_bytes(data)
                 paths.append(str(path))
             t0 = time.perf_counter()

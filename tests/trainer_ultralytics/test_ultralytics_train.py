@@ -186,6 +186,19 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
             found += any(b["class_name"] == name and iou(b["xyxy"], xyxy) >= 0.5 for b in pred["boxes"])
     assert found >= 0.6 * total, f"found {found} of {total} shapes: {predictions}"
 
+    # what users upload is data, never a path (issue 31): Ultralytics reads a .txt/.csv source as a
+    # list of paths (and takes folders and globs); a list naming an image on the server's disk is
+    # refused before the model sees it, and an image under such names is predicted as itself
+    listing = f"{images[0]}\n".encode()
+    for name in ("paths.txt", "list.csv", f"{images[0].parent}/", "*.png"):
+        r = p.api("POST", f"/v1/jobs/{job_id}/predict", files=[("files", (name, listing, "text/plain"))])
+        assert r.status_code == 422 and "not an image" in r.text and repr(name) in r.text, (name, r.text)
+    hostile = ["paths.txt", "../../images.csv", f"{images[0].parent}/*.png"]
+    r = p.api("POST", f"/v1/jobs/{job_id}/predict", timeout=180,
+              files=[("files", (name, images[0].read_bytes(), "image/png")) for name in hostile])
+    assert r.status_code == 200, r.text
+    assert [x["boxes"] for x in r.json()["predictions"]] == [predictions[0]["boxes"]] * len(hostile)
+
     # the model leaves the platform as ONNX and TorchScript (issue 17): both, run outside it on the
     # same held-out images, find every box predict found, same class, IoU >= 0.9
     onnx_view, onnx_files, onnx_s = export_and_fetch(p, job_id, "onnx", tmp_path / "onnx", image_size=128)

@@ -73,6 +73,22 @@ def load_model(checkpoint_path: str, device: str = "cpu") -> LoadedModel:
                        imgsz=meta.get("imgsz") or (yolo.ckpt or {}).get("train_args", {}).get("imgsz"))
 
 
+def read_image(path: str | Path) -> Any:
+    """The image at `path` as pixels (BGR, as Ultralytics reads files itself). Ultralytics is never
+    handed a path: it reads a `.txt`/`.csv` source as a list of paths, and takes folders and globs,
+    so a file named by whoever sent it could make it read other files (DESIGN §12)."""
+    import cv2
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path.name}: not a file")
+    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise ValueError(f"{path.name}: not an image")
+    return pixels
+
+
 def _cls(model: LoadedModel, index: int) -> dict[str, Any]:
     return {"class_id": model.class_ids.get(index, index), "class_name": model.names.get(index, str(index))}
 
@@ -89,7 +105,7 @@ def predict(model: LoadedModel, image_paths: list[str], conf: float = 0.25, top_
         kwargs["conf"] = conf
     out: list[dict[str, Any]] = []
     for path in image_paths:  # one at a time: images of different sizes, bounded memory
-        result = model.yolo.predict(str(path), **kwargs)[0]
+        result = model.yolo.predict(read_image(path), **kwargs)[0]
         h, w = (result.orig_shape or (None, None))[:2]
         item: dict[str, Any] = {"width": w, "height": h}
         if model.task == "classify":
