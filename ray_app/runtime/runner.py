@@ -37,6 +37,10 @@ log = logging.getLogger("ray_app.controller")
 LOG_FLUSH_S = 0.5
 PLATFORM_ONLY_ENV = frozenset({"VTP_JWT_SECRET", "VTP_API_TOKENS", "VTP_DATABASE_URL"})
 LOG_BATCH = 200
+# the trainer's start, held until the runner opens the gate (a line on stdin; at EOF, the runner
+# is gone, and nothing starts): `sh -c GATED_EXEC <python> <entrypoint>`; its stdin is then
+# /dev/null, as a trainer's always was
+GATED_EXEC = 'read -r _ && exec "$0" -u "$1" </dev/null'
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -105,10 +109,18 @@ class TrainerRunner:
     async def ready(self) -> dict[str, Any]:
         """Answers once the actor is placed and the trainer's environment is built (its
         runtime_env, or the process spec's packages unpacked on this node)."""
-        trainer = await self._trainer_env()
+        # the store's handle, looked up now (a fresh worker takes a while): run() records the
+        # process with it while the trainer waits at its gate
+        trainer, _ = await asyncio.gather(self._trainer_env(), asyncio.to_thread(self._store_handle))
         ctx = ray.get_runtime_context()
         return {"pid": os.getpid(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids(),
                 "python": trainer.python}
+
+    def _store_handle(self) -> None:
+        try:
+            self.store.handle  # noqa: B018  (resolves and keeps the actor handle)
+        except Exception as exc:  # run() meets it again, and fails there
+            self._say(f"job store not found yet: {type(exc).__name__}")
 
     async def _trainer_env(self) -> process_env.TrainerProcessEnv:
         if self.process_spec is None:  # the actor's runtime_env is the trainer's: inherit it
@@ -148,9 +160,13 @@ class TrainerRunner:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         os.makedirs(env.get("WORK_DIR", "."), exist_ok=True)
         self.started_at = time.monotonic()
+        # The child waits at a gate (a line on its stdin) until its process is on record, then
+        # becomes the trainer (exec: the same pid and group). Started ungated, the trainer's first
+        # callbacks were stored before the runner's `trainer_process` event, and the job's
+        # timeline showed the process talking before it started.
         self.proc = await asyncio.create_subprocess_exec(
-            trainer.python, "-u", self.entrypoint, cwd=trainer.cwd,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            "/bin/sh", "-c", GATED_EXEC, trainer.python, self.entrypoint, cwd=trainer.cwd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.PIPE,
             env=env, start_new_session=True, preexec_fn=_die_with_parent,
             limit=1 << 20,
         )
@@ -160,8 +176,13 @@ class TrainerRunner:
         # where the process runs, on the attempt's row, so the controller can end it even if this
         # actor dies; the job's event tells the user where it runs and how long starting took
         node_id = ray.get_runtime_context().get_node_id()
-        await self.store.attempt_started(self.job_id, self.attempt, node_id, self.proc.pid, self.pgid,
-                                         {"gpu_ids": gpu_ids, "python": trainer.python, "startup": self.startup})
+        try:
+            await self.store.attempt_started(self.job_id, self.attempt, node_id, self.proc.pid, self.pgid,
+                                             {"gpu_ids": gpu_ids, "python": trainer.python, "startup": self.startup})
+        except BaseException:
+            kill_group(self.pgid)  # not on record: the controller could not end it
+            raise
+        await self._open_gate()
         flusher = asyncio.create_task(self._flush_logs_forever())
         try:
             assert self.proc.stdout is not None
@@ -185,6 +206,15 @@ class TrainerRunner:
         self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] trainer exited with code {returncode}"))
         await self._flush_logs(final=True)
         return outcome
+
+    async def _open_gate(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(b"go\n")
+            await self.proc.stdin.drain()
+            self.proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # already ended (terminated meanwhile): its exit is read below as any other
 
     async def _flush_logs_forever(self) -> None:
         while True:

@@ -63,7 +63,7 @@ def test_a_node_that_joins_is_warmed_and_a_job_there_says_when_it_waits(platform
                 "epochs": 2, "config": {"behaviour": "succeed", "epoch_seconds": 0.1}}
         first = p.create_job(**spec)
         p.wait_state(first["id"], "SUCCEEDED", timeout=180)
-        p.wait_event(first["id"], "trainer_process")  # the runner's: it may come after `done`
+        p.wait_event(first["id"], "trainer_process")
         events = p.events(first["id"])
         kinds = [e["event_type"] for e in events]
         building = next(e for e in events if e["event_type"] == "environment_building")

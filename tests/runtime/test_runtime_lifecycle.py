@@ -59,7 +59,7 @@ def test_fake_trainer_runs_to_succeeded_with_history_logs_and_named_actor(platfo
     states = [e["data"]["to"] for e in p.events(job_id) if e["event_type"] == "state_changed"]
     assert states == ["QUEUED", "RUNNING", "SUCCEEDED"]
     # where the attempt's start-up went, in order, on the runner's clock (the launch benchmark's split)
-    process = p.wait_event(job_id, "trainer_process")  # the runner's: it may come after `done`
+    process = p.wait_event(job_id, "trainer_process")
     stamps = process["data"]["startup"]
     order = ["worker_process_at", "runner_init_at", "packages_ready_at", "run_called_at", "trainer_spawned_at"]
     assert [stamps[k] <= stamps[n] for k, n in zip(order, order[1:])] == [True] * 4, stamps
@@ -217,3 +217,18 @@ def test_the_trainer_process_gets_no_platform_secret(platform):
     assert "CALLBACK_TOKEN" in names and "JOB_ID" in names
     assert not names & {"VTP_JWT_SECRET", "VTP_API_TOKENS", "VTP_DATABASE_URL"}, names
     p.wait_state(job_id, "SUCCEEDED", timeout=60)
+
+
+def test_the_timeline_shows_the_process_start_before_anything_the_process_said(platform):
+    """Issue 31: the runner's `trainer_process` event used to be stored after the trainer's own
+    first events (its store call raced the trainer's callbacks); the trainer now starts once it is."""
+    p = platform
+    jobs = [fake_job(p, epochs=1, epoch_seconds=0.05) for _ in range(3)]
+    for job_id in jobs:
+        p.wait_state(job_id, "SUCCEEDED", timeout=60)
+        p.wait_event(job_id, "trainer_process")
+        events = p.events(job_id)
+        kinds = [(e["source"], e["event_type"]) for e in events]
+        first_said = next(i for i, (source, _) in enumerate(kinds) if source == "trainer")
+        assert kinds.index(("platform", "trainer_process")) < first_said, kinds
+        assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
