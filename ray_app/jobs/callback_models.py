@@ -20,7 +20,7 @@ from ray_app.jobs.states import JobState
 from ray_app.jobs.types import Attempt, Epoch, JsonObject, Metrics, Seq, Step, Text, finite_float
 
 # Which error types a new attempt retries is the platform's policy, not the contract's:
-# ray_app/runtime/recovery.py (RETRYABLE_ERRORS).
+# ray_app/jobs/recovery.py (RETRYABLE_ERRORS).
 
 MAX_CALLBACK_BATCH = contract.MAX_CALLBACK_BATCH
 

@@ -4,7 +4,7 @@ store says, for every active job.
 It keeps nothing that the store and Ray cannot give back, so a restarted controller (or a
 restarted platform) re-attaches to runner actors that are still alive, by name, and retries or
 fails the attempts whose runner is gone. What to do when an attempt ends is the recovery policy's
-decision (recovery.py); how a runner is started and removed is launch.py's. The actor that runs
+decision (jobs/recovery.py); how a runner is started and removed is launch.py's. The actor that runs
 this loop is controller.py.
 """
 
@@ -24,10 +24,11 @@ from ray_app.jobs.errors import StoreError
 from ray_app.jobs.job import Job
 from sdk.contract import ErrorType
 from ray_app.jobs.states import JobState
-from ray_app.runtime import deaths, launch, recovery, runtime_env
+from ray_app.jobs import recovery
+from ray_app.runtime import deaths, launch, runtime_env
 from ray_app.runtime.environments import EnvironmentBuilds
 from ray_app.runtime.node_envs import NodeWarmUp
-from ray_app.runtime.recovery import Action, Decision
+from ray_app.jobs.recovery import Action, Decision
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 from ray_app.runtime.runner import kill_orphaned_group
 from ray_app.store.client import StoreClient

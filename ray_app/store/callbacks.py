@@ -2,7 +2,7 @@
 
 Each checks the callback's attempt against the job's (a stale attempt's token is refused), is
 applied once per idempotency key, and never moves a job backwards; what a `done` means for the
-job is the recovery policy's decision (runtime/recovery.py).
+job is the recovery policy's decision (jobs/recovery.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from ray_app.jobs.callback_models import DoneIn, EventIn, HeartbeatIn
 from ray_app.jobs.errors import Conflict, StaleAttempt
 from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
-from ray_app.runtime import recovery
-from ray_app.runtime.recovery import Action
+from ray_app.jobs import recovery
+from ray_app.jobs.recovery import Action
 from ray_app.store import bulk, db
 from ray_app.store.writer import Writer
 

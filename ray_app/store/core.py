@@ -159,7 +159,7 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
                 ended: dict[str, Any] | None = None) -> dict[str, Any]:
         """Start the next attempt after `attempt` failed, resuming from the last checkpoint.
         Compare-and-set: refused unless the job is still on `attempt` and has one left (whether
-        to retry is the recovery policy's call, runtime/recovery.py)."""
+        to retry is the recovery policy's call, jobs/recovery.py)."""
         job = self._job(job_id)
         if job["attempt"] != attempt:
             raise Conflict(f"job {job_id} is on attempt {job['attempt']}, not {attempt}")

@@ -95,7 +95,7 @@ def test_retryable_failure_waits_for_controller_then_requeue_resumes(store):
     with pytest.raises(StaleAttempt):
         store.event(job_id, 1, {"event_type": "late"})
     store.event(job_id, 2, {"event_type": "started"})
-    # max_attempts=2: the recovery policy fails it (tests/runtime/test_recovery.py); a requeue
+    # max_attempts=2: the recovery policy fails it (tests/jobs/test_recovery.py); a requeue
     # past the last attempt is refused, and changes nothing
     with pytest.raises(Conflict, match="no attempts left"):
         store.requeue(job_id, 2, "lost GPU again", "RESOURCE_ERROR")

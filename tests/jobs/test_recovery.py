@@ -1,4 +1,4 @@
-"""The recovery policy as tables: every answer to "retry, fail, cancel or wait?" (runtime/recovery.py)."""
+"""The recovery policy as tables: every answer to "retry, fail, cancel or wait?" (jobs/recovery.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from ray_app.jobs.states import JobState
-from ray_app.runtime import recovery
-from ray_app.runtime.recovery import Action
+from ray_app.jobs import recovery
+from ray_app.jobs.recovery import Action
 
 
 @dataclass
