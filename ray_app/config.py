@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         default=None, description="where per-trainer virtualenvs are built; default data_dir/venvs"
     )
     default_max_attempts: int = 3
+    retry_backoff_s: float = Field(
+        default=10.0, ge=0, le=3600, description="how long a job waits before the attempt that "
+        "retries an infrastructure failure (NETWORK_ERROR, RESOURCE_ERROR, a lost node): this "
+        "before the second attempt, twice that before the third, and so on (jobs/recovery.py), "
+        "so that a storage or network outage does not use up every attempt in a few seconds")
+    retry_backoff_max_s: float = Field(default=300.0, ge=0, le=86400,
+                                       description="the longest wait before a retry (the doubling stops there)")
     heartbeat_timeout_s: float = 300.0
     stall_timeout_s: float = 1800.0
     placement_timeout_s: float = 600.0
@@ -87,7 +94,8 @@ class Settings(BaseSettings):
     storage_retry_s: float = Field(
         default=120.0, ge=0, description="how long a trainer (the SDK) retries storage that "
         "cannot be reached before it fails the attempt as NETWORK_ERROR, which is retried from "
-        "the last checkpoint that was uploaded; keep it below heartbeat_timeout_s",
+        "the last checkpoint that was uploaded; must be below heartbeat_timeout_s and "
+        "stall_timeout_s (start-up refuses otherwise)",
     )
     controller_interval_s: float = 0.5
     node_warmup_retry_s: float = Field(
@@ -147,6 +155,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _windows_agree(self) -> "Settings":
+        """A trainer retries unreachable storage for storage_retry_s, then fails the attempt as
+        NETWORK_ERROR, which is retried from the last checkpoint. Should the platform's own
+        patience end first, it fails the attempt as silent or stalled (TIMEOUT_ERROR, final)
+        while the trainer still waits, and an outage the windows were meant to ride out ends the
+        job: such settings contradict each other, and the platform refuses them at start."""
+        for name, limit in (("VTP_HEARTBEAT_TIMEOUT_S", self.heartbeat_timeout_s),
+                            ("VTP_STALL_TIMEOUT_S", self.stall_timeout_s)):
+            if self.storage_retry_s >= limit:
+                raise ValueError(
+                    f"VTP_STORAGE_RETRY_S ({self.storage_retry_s:g}s) must be below {name} ({limit:g}s): a "
+                    "trainer waiting that long for unreachable storage would be failed for good as silent "
+                    f"or stalled before its own retries end; lower VTP_STORAGE_RETRY_S or raise {name}")
+        return self
 
     # ------------------------------------------------------------------ derived
 

@@ -130,6 +130,10 @@ class JobView(View):
     resume_from: str | None = None
     last_checkpoint: str | None = None
     cancel_requested: bool = False
+    wait_reason: str | None = Field(default=None, description="why the job, not running yet, waits: "
+                                    "e.g. its retry backoff before the next attempt starts")
+    retry_at: Timestamp | None = Field(default=None, description="when the next attempt of a job retried "
+                                       "after an infrastructure failure starts at the earliest (retry backoff)")
     training_time_seconds: float | None = None
     created_at: Timestamp
     updated_at: Timestamp

@@ -11,6 +11,7 @@ one table per moment an answer is needed:
 The rules (DESIGN §5): infrastructure failures are retried (RETRYABLE_ERRORS), resuming from the
 last checkpoint, while attempts are left; anything the trainer reports about itself (a bad
 dataset, a bad config, a crash in the framework) is final; a cancel asked for wins over both.
+A retry waits before it starts, longer after each failed attempt (`retry_delay_s`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def retry_or_fail(job: JobFacts, reason: str, error_type: str | None) -> Decisio
         return Decision(Action.FAIL, f"{reason} (attempt {job.attempt} of {job.max_attempts}; no attempts left)",
                         kind.value)
     return Decision(Action.RETRY, reason, kind.value)
+
+
+def retry_delay_s(failed_attempt: int, base_s: float, max_s: float) -> float:
+    """How long the attempt after `failed_attempt` waits before it starts: `base_s` after the
+    first attempt, doubling with each attempt that failed again, at most `max_s`. An outage that
+    outlasts one attempt's retries then costs the next attempt only if it outlasts the wait too."""
+    if base_s <= 0:
+        return 0.0
+    return float(min(max_s, base_s * 2 ** max(0, failed_attempt - 1)))
 
 
 def on_done(job: JobFacts, status: str, error: str | None, error_type: str | None) -> Decision:

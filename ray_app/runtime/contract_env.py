@@ -78,9 +78,11 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         "WORK_DIR": work,
         "TMP_DIR": f"{work}/tmp",
         "DATASET_CACHE_DIR": f"{settings.data_dir}/cache/datasets",
-        # the one platform setting the SDK reads (how long it retries unreachable storage); the
+        # the platform settings the SDK reads: how long it retries unreachable storage, and the
+        # heartbeat timeout its keep-alive beats well within while it waits (sdk/liveness.py); the
         # runner no longer has the platform's VTP_* settings in its environment to pass on
         "VTP_STORAGE_RETRY_S": str(settings.storage_retry_s),
+        "VTP_HEARTBEAT_TIMEOUT_S": str(settings.heartbeat_timeout_s),
         "VTP_PLATFORM_VERSION": __version__,  # the MLflow run's vtp.platform_version tag
     }
     if job.dataset_version:

@@ -187,6 +187,14 @@ class Reconciler:
             await self._apply(job, job.attempt, recovery.on_lost(
                 job, "the runner of the running attempt is gone (platform restarted or node lost)"))
             return None
+        if job.retry_at is not None:  # a retried attempt, in its backoff (jobs/recovery.py)
+            if job.cancel_requested:
+                await self.store.transition(job.id, JobState.CANCELLED, "cancelled while waiting to retry",
+                                            attempt=job.attempt)
+                return None
+            if datetime.now(UTC) < job.retry_at:
+                return None
+            await self.store.set_wait_reason(job.id, job.attempt, None)
         try:
             manifest = await asyncio.to_thread(self.registry.find, job.framework)
             if not await self.environments.ready(job, manifest):
@@ -317,7 +325,9 @@ class Reconciler:
                                         attempt=attempt, ended=ended)
         elif decision.action is Action.RETRY:
             assert decision.error_type is not None
-            await self.store.requeue(job.id, attempt, decision.reason, decision.error_type, ended=ended)
+            delay = recovery.retry_delay_s(attempt, self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
+            await self.store.requeue(job.id, attempt, decision.reason, decision.error_type, ended=ended,
+                                     delay_s=delay)
         elif decision.action is Action.FAIL:
             await self.store.transition(job.id, JobState.FAILED, decision.reason, attempt=attempt,
                                         error_type=decision.error_type, ended=ended)

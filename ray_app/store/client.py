@@ -149,9 +149,14 @@ class StoreClient:
             job_id, target.value, reason, attempt=attempt, error_type=error_type, ended=ended)))
 
     async def requeue(self, job_id: str, attempt: int, reason: str, error_type: str,
-                      ended: Ended | None = None) -> Job:
+                      ended: Ended | None = None, delay_s: float = 0.0) -> Job:
         return Job.model_validate(await self._call(Retry.ONCE, lambda s: s.requeue.remote(
-            job_id, attempt, reason, error_type, ended=ended)))
+            job_id, attempt, reason, error_type, ended=ended, delay_s=delay_s)))
+
+    async def set_wait_reason(self, job_id: str, attempt: int, reason: str | None) -> Job:
+        """Safe to repeat: the same reason again changes nothing."""
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.set_wait_reason.remote(
+            job_id, attempt, reason)))
 
     async def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int,
                               details: dict[str, Any] | None = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -156,15 +157,21 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
         return self._with_history(job)
 
     def requeue(self, job_id: str, attempt: int, reason: str, error_type: str,
-                ended: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Start the next attempt after `attempt` failed, resuming from the last checkpoint.
+                ended: dict[str, Any] | None = None, delay_s: float = 0.0) -> dict[str, Any]:
+        """Start the next attempt after `attempt` failed, resuming from the last checkpoint, once
+        `delay_s` have passed (the retry backoff: `retry_at`, and the job's wait reason says so).
         Compare-and-set: refused unless the job is still on `attempt` and has one left (whether
-        to retry is the recovery policy's call, jobs/recovery.py)."""
+        to retry, and when, is the recovery policy's call, jobs/recovery.py)."""
         job = self._job(job_id)
         if job["attempt"] != attempt:
             raise Conflict(f"job {job_id} is on attempt {job['attempt']}, not {attempt}")
         if job["attempt"] >= job["max_attempts"]:
             raise Conflict(f"job {job_id} has no attempts left ({attempt} of {job['max_attempts']})")
+        now = db.utcnow()
+        retry_at = now + timedelta(seconds=delay_s) if delay_s > 0 else None
+        wait = (f"retry backoff: attempt {attempt + 1} of {job['max_attempts']} starts at "
+                f"{retry_at:%H:%M:%S} UTC, {delay_s:g}s after attempt {attempt} failed ({error_type})"
+                if retry_at else None)
         with self._tx(job) as conn:
             self._attempts[job_id] = attempts.close(conn, self._history(job_id, conn), job, "retried",
                                                     reason, error_type, ended)
@@ -172,16 +179,32 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
                 conn, job, JobState.QUEUED, f"retrying after attempt {attempt} failed: {reason}",
                 attempt=attempt + 1, resume_from=job["last_checkpoint"] or job["resume_from"],
                 done=None, error=reason, error_type=error_type, last_heartbeat_at=None,
-                last_progress_at=None, started_at=None,
+                last_progress_at=None, started_at=None, retry_at=retry_at, wait_reason=wait,
                 # the new attempt reports its own progress from where it resumes
                 epoch=None, step=None, progress=0.0,
             )
             self._add_event(
                 conn, job, "platform", "warning", "retry",
                 f"attempt {attempt + 1} of {job['max_attempts']} starts"
+                + (f" in {delay_s:g}s (retry backoff)" if retry_at else "")
                 + (f", resuming from {job['resume_from']}" if job["resume_from"] else ""),
-                {"previous_attempt": attempt, "reason": reason, "resume_from": job["resume_from"]},
+                {"previous_attempt": attempt, "reason": reason, "resume_from": job["resume_from"],
+                 "delay_s": delay_s, "retry_at": retry_at.isoformat() if retry_at else None},
             )
+        return self._with_history(job)
+
+    def set_wait_reason(self, job_id: str, attempt: int, reason: str | None) -> dict[str, Any]:
+        """Why the job's `attempt`, not started yet, waits (None: it waits no more; its retry
+        backoff is over). A new reason is an event too. Refused once the job has moved on."""
+        job = self._job(job_id)
+        if job["attempt"] != attempt or JobState(job["state"]).is_terminal:
+            raise Conflict(f"job {job_id} is on attempt {job['attempt']} ({job['state']}), not waiting on {attempt}")
+        if job.get("wait_reason") == reason and (reason is not None or job.get("retry_at") is None):
+            return self._with_history(job)
+        with self._tx(job) as conn:
+            self._set(conn, job, wait_reason=reason, retry_at=None if reason is None else job.get("retry_at"))
+            if reason is not None:
+                self._add_event(conn, job, "platform", "info", "waiting", reason, {"reason": reason})
         return self._with_history(job)
 
     def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int,

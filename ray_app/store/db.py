@@ -125,6 +125,10 @@ jobs = Table(
     # {"uri", "registered_name", "registered_version", "error"} (ray_app/serving/mlflow_models.py)
     Column("register_as", String(128)),
     Column("mlflow_model", JSON),
+    # why a job that is not running yet waits, in words (e.g. its retry backoff), and until when
+    # a retried attempt waits before it is started (jobs/recovery.py: retry_delay_s)
+    Column("wait_reason", Text),
+    Column("retry_at", UTCDateTime()),
     # what changed since a position, in order: the job-list stream (store/reads.changed_jobs)
     Index("ix_jobs_updated_at", "updated_at", "num"),
 )

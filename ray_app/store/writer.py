@@ -153,6 +153,9 @@ class Writer:
             fields.setdefault("queued_at", now)
         if target.is_terminal:
             fields.setdefault("finished_at", now)
+        if target != JobState.QUEUED:  # it waits no more
+            fields.setdefault("wait_reason", None)
+            fields.setdefault("retry_at", None)
         if target in (JobState.SUCCEEDED, JobState.CANCELLED):
             # the job's error describes its outcome; earlier attempts' errors are in their history
             fields.update(error=None, error_type=None, traceback=None)

@@ -53,3 +53,20 @@ def test_no_actor_reads_settings_from_its_environment():
         text = (root / rel).read_text()
         assert "os.environ.update" not in text, rel
         assert "Settings()" not in text, rel
+
+
+def test_start_up_refuses_a_storage_retry_window_the_liveness_timeouts_would_cut_short(tmp_path):
+    """Issue 31: a trainer retrying storage for VTP_STORAGE_RETRY_S would be failed for good as
+    silent or stalled first; such settings are refused, naming both."""
+    import pytest
+    from pydantic import ValidationError
+
+    for given, named in (({"heartbeat_timeout_s": 60}, "VTP_HEARTBEAT_TIMEOUT_S (60s)"),
+                         ({"stall_timeout_s": 120, "heartbeat_timeout_s": 300}, "VTP_STALL_TIMEOUT_S (120s)"),
+                         ({"storage_retry_s": 300}, "VTP_HEARTBEAT_TIMEOUT_S (300s)")):
+        with pytest.raises(ValidationError) as refused:
+            Settings(data_dir=tmp_path, **given)
+        message = str(refused.value)
+        assert "VTP_STORAGE_RETRY_S (" in message and named in message, message
+    assert Settings(data_dir=tmp_path).storage_retry_s == 120  # the defaults agree
+    assert Settings(data_dir=tmp_path, heartbeat_timeout_s=60, storage_retry_s=50).storage_retry_s == 50

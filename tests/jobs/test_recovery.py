@@ -92,3 +92,11 @@ def test_on_lost(facts, retryable, action, words):
 
 def test_only_the_platforms_failures_are_retried():
     assert {e.value for e in recovery.RETRYABLE_ERRORS} == {"RESOURCE_ERROR", "NETWORK_ERROR", "INFRASTRUCTURE_ERROR"}
+
+
+@pytest.mark.parametrize("failed_attempt,base,cap,delay", [
+    (1, 10, 300, 10), (2, 10, 300, 20), (3, 10, 300, 40), (6, 10, 300, 300), (9, 10, 300, 300),
+    (1, 0, 300, 0), (3, 0, 300, 0), (1, 2.5, 300, 2.5), (2, 50, 60, 60),
+])
+def test_a_retry_waits_longer_after_each_failed_attempt(failed_attempt, base, cap, delay):
+    assert recovery.retry_delay_s(failed_attempt, base, cap) == delay

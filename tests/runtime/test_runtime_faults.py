@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import datetime
 
 import pytest
 from ray.util.state import list_actors
@@ -19,6 +20,7 @@ from tests.runtime.test_runtime_lifecycle import alive, fake_job, stubborn_job, 
 
 STORAGE_RETRY_S = 3
 KILL_GRACE_S = 1
+RETRY_BACKOFF_S = 3  # before attempt 2; 6 s before attempt 3
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,8 @@ def s3_forwarder(s3_server):
 @pytest.fixture
 def faults_platform(deployment, sqlite_url, s3_forwarder):
     yield deployment.deploy(sqlite_url, VTP_S3_ENDPOINT=f"http://127.0.0.1:{s3_forwarder.port}",
-                            VTP_STORAGE_RETRY_S=str(STORAGE_RETRY_S), VTP_KILL_GRACE_S=str(KILL_GRACE_S))
+                            VTP_STORAGE_RETRY_S=str(STORAGE_RETRY_S), VTP_KILL_GRACE_S=str(KILL_GRACE_S),
+                            VTP_RETRY_BACKOFF_S=str(RETRY_BACKOFF_S))
     if not s3_forwarder._server.is_serving():  # a failed outage test must not leave S3 away
         s3_forwarder.up()
 
@@ -66,6 +69,50 @@ def test_storage_outage_at_the_last_checkpoint_is_retried_from_the_last_one_that
     assert body["Body"].read() == b"epoch 5"
     epochs = [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]]
     assert set(epochs) == {1, 2, 3, 4, 5}
+
+
+def test_an_outage_longer_than_a_retry_window_is_ridden_out_by_backing_off(faults_platform, s3_forwarder,
+                                                                          s3_server, tmp_path):
+    """Issue 31: storage down for several retry windows across the end of training. Attempt 1
+    fails as NETWORK_ERROR after one window (right); the next attempts used to start at once and
+    fail within seconds on the dataset's HEAD, and the job was FAILED while storage came back.
+    Now a retry waits (3 s, then 6 s), every storage call of the SDK is under the retry window,
+    and the job SUCCEEDS, resumed from its last checkpoint."""
+    p = faults_platform
+    make_classification(tmp_path / "ds", n_images=8, size=32, seed=4)
+    upload_dataset(s3_server.client(), s3_server.bucket, "outage-long-ds", tmp_path / "ds")
+    job_id = p.create_job(framework="sdkloop", model_name="toy", task_type="image_classification",
+                          dataset_id="outage-long-ds", epochs=4, max_attempts=3,
+                          config={"epoch_seconds": 0.4})["id"]
+    assert p.wait_event(job_id, "checkpoint_saved", timeout=90)["data"]["epoch"] == 1
+    s3_forwarder.down()
+    deadline = time.monotonic() + 60
+    while (job := p.job(job_id))["attempt"] < 2:
+        assert job["state"] != "FAILED" and time.monotonic() < deadline, (job["state"], job["error"])
+        time.sleep(0.1)
+    # attempt 1 failed after one window; the job waits its backoff, and says so
+    assert job["state"] == "QUEUED" and job["retry_at"], job
+    assert job["wait_reason"].startswith("retry backoff: attempt 2 of 3 starts at "), job["wait_reason"]
+    assert f"{RETRY_BACKOFF_S:g}s after attempt 1 failed (NETWORK_ERROR)" in job["wait_reason"]
+    time.sleep(4 * STORAGE_RETRY_S)  # storage stays away: five windows in all
+    s3_forwarder.up()
+    job = p.wait_state(job_id, "SUCCEEDED", timeout=120)
+    assert job["wait_reason"] is None and job["retry_at"] is None
+    events = p.events(job_id)
+    retries = [e["data"] for e in events if e["event_type"] == "retry"]
+    assert [r["delay_s"] for r in retries] == [RETRY_BACKOFF_S, 2 * RETRY_BACKOFF_S][:len(retries)], retries
+    assert all("unreachable" in r["reason"] for r in retries), retries
+    # each retried attempt's trainer started only once its backoff was over
+    ended = {a["attempt"]: datetime.fromisoformat(a["ended_at"]) for a in job["attempts"]}
+    spawned = {e["data"]["attempt"]: datetime.fromisoformat(e["created_at"]) for e in events
+               if e["event_type"] == "trainer_process"}
+    for n, retry in enumerate(retries, start=2):
+        assert (spawned[n] - ended[n - 1]).total_seconds() >= retry["delay_s"] - 0.05, (spawned, ended)
+    lines = p.logs(job_id)
+    uri = f"s3://{s3_server.bucket}/checkpoints/job-{job_id}/last.pt"
+    assert any(f"resumed from {uri} (epoch 1)" in line for line in lines), lines[-30:]
+    epochs = [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]]
+    assert set(epochs) == {1, 2, 3, 4}
 
 
 def runner_pid(job_id: str, attempt: int = 1) -> int:

@@ -14,6 +14,7 @@ from .callbacks import BackgroundSender, CallbackClient, Outcome
 from .datasets import DatasetCache
 from .env import TrainerEnv
 from .errors import CallbackError, ErrorType, error_type_of
+from .liveness import KeepAlive
 from .log import TraceLogger
 from .mlflow_helpers import MlflowTracker
 from .sdk_storage import StorageMixin
@@ -41,6 +42,13 @@ class TrainerSDK(StorageMixin):
         self._closed = False
         self._start = time.monotonic()
         self._last_epoch: int | None = None
+        # the last heartbeat's state and time: what the keep-alive repeats while the SDK waits
+        self._beat_state: dict[str, Any] = {}
+        self._last_beat_at = time.monotonic()
+        # a beat well within the platform's heartbeat timeout (passed as VTP_HEARTBEAT_TIMEOUT_S)
+        keepalive_s = min(15.0, max(0.5, e.setting("VTP_HEARTBEAT_TIMEOUT_S", 300.0) / 4))
+        self.keepalive = KeepAlive(self._repeat_heartbeat, lambda: time.monotonic() - self._last_beat_at,
+                                   keepalive_s)
         self._done_timeout = e.setting("VTP_DONE_TIMEOUT_S", 60.0)
         self._flush_timeout = e.setting("VTP_CALLBACK_FLUSH_TIMEOUT_S", 10.0)
         # from the last epoch's first heartbeat, callbacks wait (this long at most) to go with done
@@ -118,6 +126,9 @@ class TrainerSDK(StorageMixin):
                                        progress=progress, metrics=metrics, **self._envelope())
         if epoch is not None:
             self._last_epoch = epoch
+        self._beat_state = {"epoch": epoch, "total_epochs": total_epochs, "step": step, "total_steps": total_steps,
+                            "progress": progress}
+        self._last_beat_at = time.monotonic()
         if self._sender:
             self._sender.submit("heartbeat", body, epoch=epoch)
             total = total_epochs or self.env.epochs
@@ -128,6 +139,10 @@ class TrainerSDK(StorageMixin):
                 self._sender.hold(self._linger)
         else:
             self.logger.debug(f"heartbeat (dry run): epoch={epoch} progress={body['progress']}")
+
+    def _repeat_heartbeat(self) -> None:
+        """The keep-alive's heartbeat: the trainer's last state again, without metrics."""
+        self.heartbeat(**self._beat_state)
 
     def event(self, event_type: str, message: str = "", level: str = "info",
               data: Mapping[str, Any] | None = None) -> None:
@@ -168,7 +183,9 @@ class TrainerSDK(StorageMixin):
         # the queued callbacks keep going out meanwhile; `done` follows them (below)
         # the job record names the run, so the run should hold everything once the job is final
         budget = self._mlflow_budget()
-        if not self.mlflow.wait(max(0.0, budget - (time.monotonic() - t0))):
+        with self.keepalive.waiting():
+            flushed = self.mlflow.wait(max(0.0, budget - (time.monotonic() - t0)))
+        if not flushed:
             self.logger.warning(f"mlflow still busy after {budget:.0f}s: reporting done without waiting for it")
         body = contract.done_body(
             status, error=self.logger.mask(str(error)) if error else None, error_type=error_type,

@@ -15,6 +15,7 @@ from .contract import artifact_key, checkpoint_key
 from .datasets import DatasetCache, convert_dataset, fetch_into_cache, find_root, materialize, resolve_source
 from .env import S3Location, TrainerEnv
 from .errors import CheckpointError, ConfigError, SDKError, StorageError
+from .liveness import KeepAlive
 from .log import TraceLogger
 from .storage import CheckpointUploader, S3Storage, parse_s3_uri, retry_unreachable
 
@@ -33,6 +34,7 @@ class StorageMixin:
     _storages: dict[str, S3Storage]
     _uploader: CheckpointUploader | None
     _cache: DatasetCache | None
+    keepalive: KeepAlive  # heartbeats while a call here waits on storage (TrainerSDK)
 
     def event(self, event_type: str, message: str = "", level: str = "info",
               data: Mapping[str, Any] | None = None) -> None:  # provided by TrainerSDK
@@ -67,8 +69,14 @@ class StorageMixin:
         storage = self._storage("datasets")
         before = storage.bytes_downloaded
         t0 = time.monotonic()
-        source = resolve_source(storage, ds_id, uri)
-        entry, hit = fetch_into_cache(storage, self.dataset_cache, source)
+
+        def fetch() -> tuple[Any, Path, bool]:
+            source = resolve_source(storage, ds_id, uri)  # its HEAD or LIST: storage calls too
+            return (source, *fetch_into_cache(storage, self.dataset_cache, source))
+
+        with self.keepalive.waiting():
+            source, entry, hit = retry_unreachable(fetch, self.storage_retry_s, f"the download of dataset {ds_id}",
+                                                   self.logger.warning)
         root = find_root(entry)
         if dest is not None:
             root = find_root(materialize(root, Path(dest)))
@@ -147,14 +155,16 @@ class StorageMixin:
     def wait_for_uploads(self, timeout: float | None = None) -> dict[str, str]:
         if self._uploader is None:
             return {}
-        return self._uploader.wait(self.env.setting("VTP_UPLOAD_TIMEOUT_S", 1800.0) if timeout is None else timeout)
+        with self.keepalive.waiting():
+            return self._uploader.wait(self.env.setting("VTP_UPLOAD_TIMEOUT_S", 1800.0) if timeout is None else timeout)
 
     def upload_file(self, local_path: str | Path, key_suffix: str, content_type: str | None = None,
                     **_: Any) -> str:
         """Upload an artifact (blocking) to ``s3://{bucket}/artifacts/job-{id}/{key_suffix}``."""
         storage, key = self._storage("checkpoints"), artifact_key(self.env.job_id, str(key_suffix))
-        return retry_unreachable(lambda: storage.upload_file(local_path, key, content_type=content_type),
-                                 self.storage_retry_s, f"the upload of {key}", self.logger.warning)
+        with self.keepalive.waiting():
+            return retry_unreachable(lambda: storage.upload_file(local_path, key, content_type=content_type),
+                                     self.storage_retry_s, f"the upload of {key}", self.logger.warning)
 
     def download_checkpoint(self, uri: str, dest: str | Path) -> Path:
         """Download ``s3://bucket/key`` (or a key in the checkpoint bucket) to ``dest``."""
@@ -164,8 +174,9 @@ class StorageMixin:
         if dest.is_dir():
             dest = dest / Path(key).name
         try:
-            return retry_unreachable(lambda: storage.download_file(key, dest, bucket), self.storage_retry_s,
-                                     f"the download of {uri}", self.logger.warning)
+            with self.keepalive.waiting():
+                return retry_unreachable(lambda: storage.download_file(key, dest, bucket), self.storage_retry_s,
+                                         f"the download of {uri}", self.logger.warning)
         except StorageError as exc:
             if exc.unreachable:  # infrastructure: the next attempt may reach it
                 raise
