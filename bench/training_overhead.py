@@ -37,6 +37,10 @@ trainer): what a 2-CPU job shares its CPUs with, and a bare run does not.
   slow-down change slowed ratio / platform ratio − 1 (target ≤ 5 %)
 
     flock /tmp/vtp-platform-tests.lock .venv/bin/python bench/training_overhead.py [--epochs 15]
+
+With --first-job it measures the user's case instead (bench/first_job.py): a fresh `vtp up`, a
+dataset the platform has never seen, the first job against the next, the one-time work per
+dataset and the queue wait of a job submitted the moment another ends.
 """
 from __future__ import annotations
 
@@ -170,20 +174,32 @@ def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int,
         tail = "\n".join(p.logs(job_id, complete=False)[-60:])
         raise RuntimeError(f"job {job_id} {job['state']}: {job['error_type']}: {job['error']}\n{tail}")
     events = p.events(job_id)
-    first = {}
-    for e in events:
-        first.setdefault(e["event_type"], _ts(e["created_at"]))
     deadline = time.monotonic() + 60
     while True:  # the runner stores "trainer exited" a moment after the job is final
         logs = all_logs(p, job_id)
-        exited = next((_ts(i["created_at"]) for i in logs if i["stream"] == "runner" and "trainer exited" in i["line"]), None)
-        if exited is not None or time.monotonic() > deadline:
+        if trainer_exited(logs) is not None or time.monotonic() > deadline:
             break
         time.sleep(0.3)
+    return {**phases(job, events, logs), "client_polled_s": client_s,
+            # what the job's two CPUs also carried: the platform's processes, in cores (per second of the job)
+            **cpu, "others_cores": cpu["others_cpu_s"] / client_s}
+
+
+def trainer_exited(logs: list[dict[str, Any]]) -> float | None:
+    """When the runner saw the trainer process exit (its log line), if it has yet."""
+    return next((_ts(i["created_at"]) for i in logs if i["stream"] == "runner" and "trainer exited" in i["line"]), None)
+
+
+def phases(job: dict[str, Any], events: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a finished job's time went, from its own events and log (server timestamps)."""
+    first: dict[str, float] = {}
+    for e in events:
+        first.setdefault(e["event_type"], _ts(e["created_at"]))
+    exited = trainer_exited(logs)
     created, finished = _ts(job["created_at"]), _ts(job["finished_at"])
     threads = next((ln["line"] for ln in logs if "torch threads" in ln["line"]), "")
     return {
-        "job_id": job_id, "wall_s": finished - created, "client_polled_s": client_s,
+        "job_id": job["id"], "wall_s": finished - created,
         "launch_s": first["trainer_process"] - created,
         "trainer_start_s": first["started"] - first["trainer_process"],
         "prepare_s": first["model_initialized"] - first["started"],
@@ -200,8 +216,6 @@ def run_platform(p: Any, dataset_id: str, a: argparse.Namespace, epochs: int,
         "exit_after_final_s": exited - finished if exited else None,
         "mAP50": (job.get("final_metrics") or {}).get("mAP50"), "threads_line": threads[-160:],
         "callbacks": sum(1 for e in events if e.get("source") == "trainer"),
-        # what the job's two CPUs also carried: the platform's processes, in cores (per second of the job)
-        **cpu, "others_cores": cpu["others_cpu_s"] / client_s,
     }
 
 
@@ -237,6 +251,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]], delay: float) -> dict[str, 
 
 
 def main() -> None:
+    if "--first-job" in sys.argv:  # the user's case: a fresh `vtp up`, first job against the next (first_job.py)
+        import first_job
+
+        first_job.main(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--size", type=int, default=128, help="generated image size (px)")
