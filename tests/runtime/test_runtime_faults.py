@@ -39,36 +39,47 @@ def faults_platform(deployment, sqlite_url, s3_forwarder):
         s3_forwarder.up()
 
 
-def test_storage_outage_at_the_last_checkpoint_is_retried_from_the_last_one_that_made_it(
-        faults_platform, s3_forwarder, s3_server, tmp_path):
-    p = faults_platform
+def outage_after_first_checkpoint(p, s3_forwarder, s3_server, tmp_path, name: str, epochs: int) -> dict:
+    """An sdkloop job whose storage goes away once epoch 1's `last` made it, for the rest of
+    attempt 1 (its last upload included): the job as it is once attempt 1 has ended (retried)."""
     make_classification(tmp_path / "ds", n_images=8, size=32, seed=3)
-    upload_dataset(s3_server.client(), s3_server.bucket, "outage-ckpt-ds", tmp_path / "ds")
+    upload_dataset(s3_server.client(), s3_server.bucket, name, tmp_path / "ds")
     job_id = p.create_job(framework="sdkloop", model_name="toy", task_type="image_classification",
-                          dataset_id="outage-ckpt-ds", epochs=5, max_attempts=3,
-                          config={"epoch_seconds": 0.4})["id"]
-    first = p.wait_event(job_id, "checkpoint_saved", timeout=90)  # epoch 1's `last` made it
-    assert first["data"]["epoch"] == 1
-    s3_forwarder.down()  # storage unreachable for the rest of attempt 1, its last upload included
+                          dataset_id=name, epochs=epochs, max_attempts=3, config={"epoch_seconds": 0.4})["id"]
+    assert p.wait_event(job_id, "checkpoint_saved", timeout=90)["data"]["epoch"] == 1
+    s3_forwarder.down()
     deadline = time.monotonic() + 90
     while (job := p.job(job_id))["attempt"] < 2:
         assert job["state"] != "FAILED", (job["error_type"], job["error"])  # final: not retried
         assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+        time.sleep(0.1)
+    return job
+
+
+def assert_resumed_from_epoch_1(p, s3_server, job_id: str, epochs: int) -> list[str]:
+    """Every epoch's metrics are there, the later ones from an attempt that resumed from what made
+    it to S3 before the outage: epoch 1's checkpoint. The job's log lines."""
+    lines = p.logs(job_id)
+    uri = f"s3://{s3_server.bucket}/checkpoints/job-{job_id}/last.pt"
+    assert any(f"resumed from {uri} (epoch 1)" in line for line in lines), lines[-30:]
+    body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=f"checkpoints/job-{job_id}/last.pt")
+    assert body["Body"].read() == f"epoch {epochs}".encode()
+    metrics = [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]]
+    assert set(metrics) == set(range(1, epochs + 1))
+    return lines
+
+
+def test_storage_outage_at_the_last_checkpoint_is_retried_from_the_last_one_that_made_it(
+        faults_platform, s3_forwarder, s3_server, tmp_path):
+    p = faults_platform
+    job_id = outage_after_first_checkpoint(p, s3_forwarder, s3_server, tmp_path, "outage-ckpt-ds", 5)["id"]
     s3_forwarder.up()
     job = p.wait_state(job_id, "SUCCEEDED", timeout=120)
     assert job["attempt"] == 2
     retry = next(e for e in p.events(job_id) if e["event_type"] == "retry")
     assert f"storage unreachable for {STORAGE_RETRY_S}s" in retry["data"]["reason"], retry
-    lines = p.logs(job_id)
+    lines = assert_resumed_from_epoch_1(p, s3_server, job_id, 5)
     assert any("reporting done: failed (NETWORK_ERROR" in line for line in lines), lines[-30:]
-    # attempt 2 resumed from what made it to S3 before the outage: epoch 1's checkpoint
-    uri = f"s3://{s3_server.bucket}/checkpoints/job-{job_id}/last.pt"
-    assert any(f"resumed from {uri} (epoch 1)" in line for line in lines), lines[-30:]
-    body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=f"checkpoints/job-{job_id}/last.pt")
-    assert body["Body"].read() == b"epoch 5"
-    epochs = [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]]
-    assert set(epochs) == {1, 2, 3, 4, 5}
 
 
 def test_an_outage_longer_than_a_retry_window_is_ridden_out_by_backing_off(faults_platform, s3_forwarder,
@@ -79,17 +90,8 @@ def test_an_outage_longer_than_a_retry_window_is_ridden_out_by_backing_off(fault
     Now a retry waits (3 s, then 6 s), every storage call of the SDK is under the retry window,
     and the job SUCCEEDS, resumed from its last checkpoint."""
     p = faults_platform
-    make_classification(tmp_path / "ds", n_images=8, size=32, seed=4)
-    upload_dataset(s3_server.client(), s3_server.bucket, "outage-long-ds", tmp_path / "ds")
-    job_id = p.create_job(framework="sdkloop", model_name="toy", task_type="image_classification",
-                          dataset_id="outage-long-ds", epochs=4, max_attempts=3,
-                          config={"epoch_seconds": 0.4})["id"]
-    assert p.wait_event(job_id, "checkpoint_saved", timeout=90)["data"]["epoch"] == 1
-    s3_forwarder.down()
-    deadline = time.monotonic() + 60
-    while (job := p.job(job_id))["attempt"] < 2:
-        assert job["state"] != "FAILED" and time.monotonic() < deadline, (job["state"], job["error"])
-        time.sleep(0.1)
+    job = outage_after_first_checkpoint(p, s3_forwarder, s3_server, tmp_path, "outage-long-ds", 4)
+    job_id = job["id"]
     # attempt 1 failed after one window; the job waits its backoff, and says so
     assert job["state"] == "QUEUED" and job["retry_at"], job
     assert job["wait_reason"].startswith("retry backoff: attempt 2 of 3 starts at "), job["wait_reason"]
@@ -108,11 +110,7 @@ def test_an_outage_longer_than_a_retry_window_is_ridden_out_by_backing_off(fault
                if e["event_type"] == "trainer_process"}
     for n, retry in enumerate(retries, start=2):
         assert (spawned[n] - ended[n - 1]).total_seconds() >= retry["delay_s"] - 0.05, (spawned, ended)
-    lines = p.logs(job_id)
-    uri = f"s3://{s3_server.bucket}/checkpoints/job-{job_id}/last.pt"
-    assert any(f"resumed from {uri} (epoch 1)" in line for line in lines), lines[-30:]
-    epochs = [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]]
-    assert set(epochs) == {1, 2, 3, 4}
+    assert_resumed_from_epoch_1(p, s3_server, job_id, 4)
 
 
 def runner_pid(job_id: str, attempt: int = 1) -> int:
