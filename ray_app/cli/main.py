@@ -1,7 +1,8 @@
 """`vtp`: run the single-machine platform and drive jobs over the HTTP API.
 
 Exit codes scripts can rely on: 0 success; 1 the watched job ended FAILED or CANCELLED;
-2 bad usage; 3 the API refused the request or could not be reached.
+2 bad usage, or settings the platform refuses (named, with the reason); 3 the API refused the request
+or could not be reached.
 """
 
 from __future__ import annotations
@@ -369,5 +370,18 @@ register_exports(jobs_app)  # vtp jobs export (cli/exports.py)
 
 
 def main() -> None:
-    app()
+    from pydantic import ValidationError
+
+    from ray_app.config import MissingProductionSetting
+
+    try:
+        app()
+    except (ValidationError, MissingProductionSetting) as exc:
+        # the platform's settings refused at start (VTP_* variables that contradict each other,
+        # or production secrets missing): the reason, not a traceback
+        reasons = [e["msg"].removeprefix("Value error, ") for e in exc.errors()] if isinstance(exc, ValidationError) \
+            else [str(exc)]
+        for reason in reasons:
+            err.print(f"[red]settings refused:[/red] {reason}")
+        sys.exit(2)
 

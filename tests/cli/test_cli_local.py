@@ -132,3 +132,9 @@ def test_cli_errors_have_exit_codes(local_env):
     r = vtp(local_env, "jobs", "submit", "--framework", "x", "--model", "m", "--dataset", "d",
             "--config", "{not json")
     assert r.returncode == 2 and "must be JSON" in r.stderr
+    # settings that contradict each other are refused at start, with the reason, not a traceback
+    r = vtp({**local_env, "VTP_HEARTBEAT_TIMEOUT_S": "60"}, "up")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    message = " ".join(r.stderr.split())
+    assert "settings refused: VTP_STORAGE_RETRY_S (120s) must be below VTP_HEARTBEAT_TIMEOUT_S (60s)" in message, message
+    assert not (Path(local_env["VTP_DATA_DIR"]) / "local.json").exists()  # nothing was started
