@@ -149,3 +149,17 @@ def test_cancel_of_a_trainer_ignoring_sigterm_takes_the_kill_grace_setting(fault
     # cancel grace, then SIGTERM, then SIGKILL after VTP_KILL_GRACE_S (not a fixed 5 s)
     assert cancel_grace + KILL_GRACE_S - 0.5 < took < cancel_grace + KILL_GRACE_S + 3.0, took
     assert any(f"SIGKILL after {KILL_GRACE_S}s" in line for line in p.logs(job_id, complete=False))
+
+
+def test_a_job_waiting_out_its_retry_backoff_is_cancelled_at_once(faults_platform):
+    p = faults_platform
+    job_id = fake_job(p, behaviour="network_error", max_attempts=3)
+    deadline = time.monotonic() + 60
+    while not (job := p.job(job_id))["retry_at"]:
+        assert job["state"] not in ("FAILED", "SUCCEEDED") and time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["attempt"] == 2 and job["state"] == "QUEUED" and "retry backoff" in job["wait_reason"]
+    p.api("POST", f"/v1/jobs/{job_id}/cancel")
+    job = p.wait_state(job_id, "CANCELLED", timeout=RETRY_BACKOFF_S)  # before the backoff was over
+    assert job["attempt"] == 2 and job["wait_reason"] is None and job["retry_at"] is None
+    assert not [e for e in p.events(job_id) if e["event_type"] == "trainer_process" and e["attempt"] == 2]
