@@ -4,13 +4,17 @@ the checkpoint and the trainer's folder as artifacts and the trainer SDK as a co
 it needs MLflow and the trainer's packages (its requirements, logged with it), not the platform:
 
     model = mlflow.pyfunc.load_model("models:/shapes-detector/1")
-    model.predict(["image.jpg"], params={"conf": 0.25})   # one dict per image, as predict.py returns
+    model.predict(["image.jpg"], params={"conf": 0.25, "top_k": 5})   # one dict per image, as predict.py returns
+
+(`conf` and `top_k` are the params of the model's signature, with the API's defaults; MLflow
+passes on no other.)
 
 This file stands alone: MLflow copies it into the model and imports it from there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -25,11 +29,22 @@ class TrainerModel(PythonModel):
         folder = Path(context.artifacts["trainer"])
         config = context.model_config or {}
         sys.path.insert(0, str(folder))  # the trainer's own helper modules, as when it trained
-        spec = importlib.util.spec_from_file_location("vtp_trainer_predict", folder / config.get("predict", "predict.py"))
+        # Imported as a module should be: registered in sys.modules before it runs (as Python's
+        # own import does), under a name of this model's folder (two models loaded in one process
+        # keep their own). Without it, a @dataclass in predict.py under `from __future__ import
+        # annotations` fails: dataclasses looks its module up in sys.modules to resolve the
+        # annotations ('NoneType' object has no attribute '__dict__').
+        name = "vtp_trainer_predict_" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(name, folder / config.get("predict", "predict.py"))
         if spec is None or spec.loader is None:
             raise ImportError(f"no predict entrypoint in {folder}")
         self.module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(self.module)
+        sys.modules[name] = self.module
+        try:
+            spec.loader.exec_module(self.module)
+        except BaseException:
+            del sys.modules[name]
+            raise
         self.model = self.module.load_model(context.artifacts["checkpoint"], config.get("device", "cpu"))
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
