@@ -20,6 +20,7 @@ from ray_app.config import Settings
 from ray_app.console import server as console
 from ray_app.jobs.errors import StoreError
 from ray_app.jobs.types import readable
+from ray_app.serving import mlflow_server
 from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.api")
@@ -51,6 +52,10 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     app.include_router(console.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
+    if mlflow_server.served(settings):
+        # added last, so outermost: /mlflow is MLflow's own server behind the API token, where
+        # artifacts (models) are uploaded, outside the JSON body limit
+        app.add_middleware(mlflow_server.MlflowMount, settings=settings)
 
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:

@@ -18,6 +18,7 @@ from ray_app.datasets import make_detection
 from ray_app.jobs.api_models import JobView
 from ray_app.jobs.states import JobState
 from ray_app.local.platform import LocalPlatform
+from ray_app.serving import mlflow_server
 
 DATASET_ID = "demo-shapes"
 PROJECT = "demo"
@@ -75,8 +76,8 @@ def run_demo(data_dir: Path | None, port: int, epochs: int, console: Console) ->
         for name, value in job.final_metrics.items():
             console.print(f"  {name:24} {value:.4g}" if isinstance(value, float) else f"  {name:24} {value}")
         console.print(f"  checkpoint (best)        {job.artifacts.get('best')}")
-        console.print(f"  mlflow run               {job.mlflow_run_id}  "
-                      f"(mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
+        console.print(f"  mlflow run               {job.mlflow_run_id}  (MLFLOW_TRACKING_URI="
+                      f"{mlflow_server.tracking_uri(settings)} MLFLOW_TRACKING_TOKEN=<the token>)")
         console.print(f"  download best.pt         vtp jobs artifacts {job.id} best.pt")
     else:
         console.print(f"  [red]{job.error_type}: {job.error}[/red]")

@@ -114,6 +114,11 @@ class LocalPlatform:
             **{k: v for k, v in os.environ.items() if k.startswith("VTP_") and k != "VTP_DATA_DIR"},
         }
         self.state.save(self.state_path)
+        # MLflow artifacts an earlier version left in local folders go to the bucket before the API
+        # serves MLflow from there (a no-op once done, or on a new installation)
+        from ray_app.serving.mlflow_migrate import migrate
+
+        migrate(self.platform_settings(), self.log)
         # the bundled trainers' environments now, not in the first job's launch (a few seconds
         # to a minute, once; a later `up` finds them built)
         from ray_app.runtime.environments import build_bundled

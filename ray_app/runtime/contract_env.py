@@ -16,6 +16,7 @@ from ray_app import __version__
 from ray_app.auth import callback_tokens
 from ray_app.config import Settings
 from ray_app.jobs.job import Job
+from ray_app.serving import mlflow_server
 
 # Set for every trainer: nothing may download weights or data at run time (DESIGN §9).
 OFFLINE_ENV = {
@@ -89,16 +90,17 @@ def build(settings: Settings, job: Job) -> ContractEnv:
         public["DATASET_VERSION"] = job.dataset_version
     if job.resume_from:
         public["RESUME_FROM"] = job.resume_from
-    if settings.mlflow_tracking_uri:
-        public["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    tracking = mlflow_server.tracking_uri(settings)
+    if tracking:
+        public["MLFLOW_TRACKING_URI"] = tracking
     store = storage(settings)
     public.update(store.public)
-    secret = {
-        "CALLBACK_TOKEN": callback_tokens.issue(
-            settings.resolved_jwt_secret(), job.id, attempt, settings.callback_token_ttl_s
-        ),
-        **store.secret,
-    }
+    token = callback_tokens.issue(settings.resolved_jwt_secret(), job.id, attempt, settings.callback_token_ttl_s)
+    secret = {"CALLBACK_TOKEN": token, **store.secret}
+    if mlflow_server.served(settings):
+        # the platform's MLflow server (the API's /mlflow) takes the attempt's token; MLflow
+        # clients send MLFLOW_TRACKING_TOKEN as a bearer token
+        secret["MLFLOW_TRACKING_TOKEN"] = token
     return ContractEnv(public=public, secret=secret)
 
 

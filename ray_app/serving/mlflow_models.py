@@ -7,13 +7,22 @@ as the run's model, a pyfunc model running the trainer's own `predict.py`
 registers it in the Model Registry as a new version tagged with the job. The outcome goes to the
 job (`mlflow_model`: the model URI, the registered name and version, or the error) with an event.
 Without an MLflow tracking URI, or a run, there is nothing to do.
+
+The model carries what loading it needs and nothing of the platform: a signature whose params are
+the predict contract's options (`conf`, `top_k`: MLflow passes on only the params a signature
+declares), the trainer's own requirements, and no uv project files (MLflow would otherwise copy
+the platform's uv.lock and pyproject.toml from the working directory). Its files go where every
+run's do: through the platform's MLflow server into the bucket (ray_app/serving/mlflow_server.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +32,16 @@ from ray_app.config import REPO_ROOT, Settings
 from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
 from ray_app.runtime.registry import TrainerManifest, TrainerRegistry
+from ray_app.serving import mlflow_server
 from ray_app.serving.trainer_files import fetch_checkpoint
 
 log = logging.getLogger("ray_app.serving")
 PYFUNC = Path(__file__).with_name("mlflow_pyfunc.py")
 SDK_DIR = REPO_ROOT / "trainers" / "sdk"
+# the options of the predict contract (trainers' predict.py, the API's POST /v1/jobs/{id}/predict),
+# with the API's defaults
+PARAMS = (("conf", "double", 0.25), ("top_k", "long", 5))
+TOKEN_TTL_S = 3600  # the model task's own token for the platform's MLflow server
 
 
 def needs_model(settings: Settings, job: Job) -> bool:
@@ -43,10 +57,11 @@ def log_model(settings: Settings, manifest: TrainerManifest, job: Job) -> dict[s
 
     if not manifest.entrypoints.predict:
         return {"error": f"trainer {manifest.name!r} has no predict entrypoint to serve the model with"}
-    if not settings.mlflow_tracking_uri:
+    tracking_uri = mlflow_server.tracking_uri(settings)
+    if not tracking_uri:
         return {"error": "no MLflow tracking URI is set"}
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="vtp-model-") as tmp:
+    with _tracking_token(settings, job), tempfile.TemporaryDirectory(prefix="vtp-model-") as tmp:
+        mlflow.set_tracking_uri(tracking_uri)
         from ray_app.datasets.uploads import Storage
 
         checkpoint = fetch_checkpoint(Storage(settings).client, checkpoint_of(job), Path(tmp))
@@ -60,15 +75,45 @@ def log_model(settings: Settings, manifest: TrainerManifest, job: Job) -> dict[s
             model_config={"predict": manifest.entrypoints.predict, "device": "cpu"},
             code_paths=[str(SDK_DIR)] if SDK_DIR.is_dir() else None,
             pip_requirements=manifest.requirement_lines(),
+            signature=signature(),
+            # the model's project is the trainer's folder (its uv files if it has any), not the
+            # working directory of this task, which may be the platform's checkout
+            uv_project_path=str(manifest.folder),
         )
-        mlflow.MlflowClient(settings.mlflow_tracking_uri).log_artifacts(run_id, str(saved), "model")
-    uri = f"runs:/{run_id}/model"
-    model: dict[str, Any] = {"uri": uri}
-    if job.register_as:
-        version = mlflow.register_model(uri, job.register_as,
-                                        tags={"vtp.job_id": job.id, "vtp.framework": job.framework})
-        model.update(registered_name=version.name, registered_version=int(version.version))
+        mlflow.MlflowClient(tracking_uri).log_artifacts(run_id, str(saved), "model")
+        uri = f"runs:/{run_id}/model"
+        model: dict[str, Any] = {"uri": uri}
+        if job.register_as:
+            version = mlflow.register_model(uri, job.register_as,
+                                            tags={"vtp.job_id": job.id, "vtp.framework": job.framework})
+            model.update(registered_name=version.name, registered_version=int(version.version))
     return model
+
+
+def signature() -> Any:
+    """Any input (image paths); the predict contract's options as params."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    return ModelSignature(inputs=None, params=ParamSchema([ParamSpec(n, t, d) for n, t, d in PARAMS]))
+
+
+@contextlib.contextmanager
+def _tracking_token(settings: Settings, job: Job) -> Iterator[None]:
+    """While the model is logged: the token MLflow's client sends to the platform's MLflow server
+    (MLFLOW_TRACKING_TOKEN, read from the environment), a short-lived one for this job."""
+    if not mlflow_server.served(settings):
+        yield
+        return
+    before = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    os.environ["MLFLOW_TRACKING_TOKEN"] = mlflow_server.client_token(settings, job.id, int(job.attempt), TOKEN_TTL_S)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+        else:
+            os.environ["MLFLOW_TRACKING_TOKEN"] = before
 
 
 def _publish(settings: Settings, job_id: str) -> None:

@@ -33,7 +33,7 @@ def test_sdk_trainer_reports_validation_checkpoint_and_mlflow_run(platform, s3_s
     assert job["artifacts"]["last"] == uri and object_exists(s3_server.client(), uri)
     assert [m["epoch"] for m in p.api("GET", f"/v1/jobs/{job['id']}/metrics").json()["items"]] == [1, 2, 3]
     # the MLflow run: experiment project-<project>, run job-<id>, params, metrics, the checkpoint
-    mlflow.set_tracking_uri(p.settings.mlflow_tracking_uri)
+    p.mlflow()  # the platform's MLflow server, whose artifacts are in the bucket
     run = mlflow.get_run(job["mlflow_run_id"])
     assert run.info.run_name == f"job-{job['id']}"
     assert mlflow.get_experiment(run.info.experiment_id).name == "project-sdk-proj"

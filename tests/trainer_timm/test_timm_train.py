@@ -23,6 +23,7 @@ from ray_app.datasets import make_classification
 from ray_app.storage.s3 import upload_dataset
 from sdk import amp
 from tests.fixtures.exports import export_and_fetch
+from tests.serving.mlflow_load import predict_registered, trainer_python
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +99,8 @@ def load_checkpoint(s3_server, uri) -> dict:
 def test_training_succeeds_with_metrics_checkpoints_mlflow_and_predict(platform, s3_server, dataset_id, tmp_path):
     p = platform
     epochs = 5
-    job_id = timm_job(p, dataset_id, epochs=epochs)
+    registered = f"timm-classifier-{uuid.uuid4().hex[:6]}"
+    job_id = timm_job(p, dataset_id, epochs=epochs, register_as=registered)
     job = p.wait_state(job_id, "SUCCEEDED", timeout=300)
 
     final = job["final_metrics"]
@@ -165,9 +167,20 @@ def test_training_succeeds_with_metrics_checkpoints_mlflow_and_predict(platform,
     assert right >= 5, (truth, preds)
     assert all(pr["top_k"][0]["class_id"] == CLASSES.index(pr["top_k"][0]["class_name"]) for pr in preds)
 
+    # the registered model as the README loads it (issue 31, items 7-9), where a user would: a process
+    # with the model's requirements (the trainer's venv) and only the API URL and a token; its params
+    # reach predict.py (top_k 1: one class an image, where MLflow used to drop it and give 3)
+    deadline = time.monotonic() + 120
+    while p.job(job_id)["mlflow_model"] is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert p.job(job_id)["mlflow_model"]["registered_version"] == 1, p.job(job_id)["mlflow_model"]
+    paths = [held_out / "images" / f"img_{i:04d}.png" for i in range(6)]
+    loaded = predict_registered(trainer_python("timm"), p.mlflow_uri, p.api_token, f"models:/{registered}/1",
+                                paths, {"top_k": 1}, tmp_path / "user")
+    assert [[c["class_name"] for c in pr["top_k"]] for pr in loaded] == [[pr["top_k"][0]["class_name"]] for pr in preds]
+
     # the model leaves the platform as ONNX and TorchScript (issue 17): fed as the trainer's eval
     # transform feeds it (preprocess.json, written beside each export), each gives predict's top-1
-    paths = [held_out / "images" / f"img_{i:04d}.png" for i in range(6)]
     expected = [pr["top_k"][0]["class_name"] for pr in preds]
     for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".torchscript")):
         view, files, seconds = export_and_fetch(p, job_id, fmt, tmp_path / fmt, dynamic=True)

@@ -17,6 +17,7 @@ from ray_app.datasets import make_classification, make_detection, make_segmentat
 from ray_app.storage.s3 import upload_dataset
 from sdk import amp  # whether this CPU trains under bfloat16 autocast: the platform's default
 from tests.fixtures.exports import export_and_fetch
+from tests.serving.mlflow_load import predict_registered, trainer_python
 from tests.trainer_ultralytics.exported import box_iou, decode, image_input, onnx_runner, torchscript_runner
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,8 @@ def s3_object(s3_server, uri: str) -> dict:
 def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, tmp_path):
     p = platform
     dataset_id = upload(s3_server, make_detection(tmp_path / "det", n_images=64, size=128, seed=11), "ul-det")
-    job_id, job = train(p, dataset_id, "object_detection", DET_EPOCHS, image_size=128)
+    registered = f"ul-detector-{uuid.uuid4().hex[:6]}"
+    job_id, job = train(p, dataset_id, "object_detection", DET_EPOCHS, image_size=128, register_as=registered)
 
     # one metrics row per epoch, with the losses and the validation metrics under friendly names
     history = metric_history(p, job_id)
@@ -146,10 +148,10 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     assert [int(float(r["epoch"])) for r in rows] == list(range(1, DET_EPOCHS + 1))
     assert any(k.endswith(".png") for k in job["artifacts"])
 
-    # the MLflow run the job points at
+    # the MLflow run the job points at, in the platform's MLflow server (the API's /mlflow)
     import mlflow
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=p.settings.mlflow_tracking_uri)
+    client = p.mlflow()
     # the platform logs the model into the run once the job succeeded (below), which opens the run
     # again (RUNNING) until it is done: its status is read once the job shows the model
     deadline = time.monotonic() + 120
@@ -164,7 +166,7 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
     # and the run's model, logged by the platform once the job succeeded (issue 17): the best
     # checkpoint with the trainer's predict.py, loadable with mlflow.pyfunc where ultralytics is
     assert model is not None and model["error"] is None and model["uri"] == f"runs:/{run.info.run_id}/model", model
-    mlflow.set_tracking_uri(p.settings.mlflow_tracking_uri)
+    assert (model["registered_name"], model["registered_version"]) == (registered, 1), model
     info = mlflow.models.get_model_info(model["uri"])
     assert info.run_id == run.info.run_id and "python_function" in info.flavors, info.flavors
     assert any(r.startswith("ultralytics") for r in
@@ -185,6 +187,17 @@ def test_detection_job_learns_reports_stores_and_predicts(platform, s3_server, t
             total += 1
             found += any(b["class_name"] == name and iou(b["xyxy"], xyxy) >= 0.5 for b in pred["boxes"])
     assert found >= 0.6 * total, f"found {found} of {total} shapes: {predictions}"
+
+    # the registered model as the README loads it (issue 31, items 7-8), where a user would: a process
+    # with the model's requirements (the trainer's venv) and only the API URL and a token, finds the
+    # boxes predict found
+    loaded = predict_registered(trainer_python("ultralytics"), p.mlflow_uri, p.api_token, f"models:/{registered}/1",
+                                images, {"conf": 0.25}, tmp_path / "user")
+    for mine, theirs in ((predictions, loaded), (loaded, predictions)):
+        for pred, other in zip(mine, theirs):
+            for box in (b for b in pred["boxes"] if b["confidence"] >= 0.3):  # not at the threshold
+                assert any(b["class_name"] == box["class_name"] and iou(b["xyxy"], box["xyxy"]) >= 0.9
+                           for b in other["boxes"]), (box, other)
 
     # what users upload is data, never a path (issue 31): Ultralytics reads a .txt/.csv source as a
     # list of paths (and takes folders and globs); a list naming an image on the server's disk is
