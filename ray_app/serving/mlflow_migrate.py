@@ -126,12 +126,13 @@ def migrate(settings: Settings, say: Callable[[str], None] | None = None) -> Rep
                              .values({_uri_column(table): new}))
                 _move_versions(conn, tables, folder, new)
             report.moved.append(label)
+        experiments = _local_experiments(engine, tables)  # their next runs go to the bucket
         with engine.begin() as conn:
-            for exp_id, _ in _local_experiments(engine, tables):
+            for exp_id, _ in experiments:
                 exp = tables.t["experiments"]
                 conn.execute(sa.update(exp).where(exp.c.experiment_id == exp_id)
                              .values(artifact_location=f"{SCHEME}{exp_id}"))
-                report.experiments += 1
+        report.experiments = len(experiments)
     finally:
         engine.dispose()
     if say is not None and (report.moved or report.not_here or report.experiments):

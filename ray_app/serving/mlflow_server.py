@@ -160,8 +160,8 @@ class MlflowMount:
             return
         inner_path = path[len(PREFIX):] or "/"
         if not inner_path.startswith(SERVED) or inner_path.startswith(REFUSED):
-            await _reply(send, 404, f"{PREFIX}{inner_path} is not served: the platform's MLflow serves the "
-                                    "tracking, Model Registry and artifact APIs (/api/2.0/mlflow/...)")
+            await _reply(send, 404, "not served: the platform's MLflow serves its tracking, Model Registry and "
+                                    f"artifact APIs ({PREFIX}/api/2.0/mlflow/..., {PREFIX}/api/2.0/mlflow-artifacts/...)")
             return
         if self._server is None:
             self._server = await asyncio.to_thread(build_server, self.settings)
