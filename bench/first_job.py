@@ -93,8 +93,11 @@ def _record(client: Any, job: dict[str, Any]) -> dict[str, Any]:
         if trainer_exited(logs) is not None or time.monotonic() > deadline:
             break
         time.sleep(0.3)
-    spawned = next(_ts(e["created_at"]) for e in events if e["event_type"] == "trainer_process")
+    process = next(e for e in events if e["event_type"] == "trainer_process")
+    spawned = _ts(process["created_at"])
     return {**phases(job, events, logs), "created_at": _ts(job["created_at"]), "spawned_at": spawned,
+            # the runner's own clock of its start (worker spawned, runner built, run() called, ...)
+            "startup": process["data"].get("startup", {}),
             "exited_at": trainer_exited(logs), "finished_at": _ts(job["finished_at"])}
 
 
@@ -125,6 +128,8 @@ def repetition(rep: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     free = first["exited_at"] or first["finished_at"]
     waited = max(second["created_at"], free) - second["created_at"]
     second.update(waited_for_free_s=waited, **{k: second[k] - waited for k in ("wall_s", "before_train_s", "launch_s")})
+    # where B's start after A's exit went: each of its runner's start-up stamps, from A's exit
+    second["startup_after_free_s"] = {k: round(v - free, 3) for k, v in second["startup"].items() if v}
     out.update(first=first, second=second, new=new,
                first_job_extra_s=first["wall_s"] - second["wall_s"],
                first_before_train_s=first["before_train_s"] - second["before_train_s"],
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  rep {rep}: up {r['up_s']:.1f}s; first job {r['first']['wall_s']:.1f}s, next "
                   f"{r['second']['wall_s']:.1f}s (+{r['first_job_extra_s']:.2f}s), new dataset "
                   f"{r['new']['wall_s']:.1f}s (once {r['dataset_once_s']:.2f}s); queue after free "
-                  f"{r['queue_after_free_s']:.2f}s", flush=True)
+                  f"{r['queue_after_free_s']:.2f}s {r['second']['startup_after_free_s']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     keys = ["first_job_extra_s", "first_before_train_s", "dataset_once_s", "queue_after_free_s",

@@ -35,9 +35,11 @@ def resources_of(job: Job, manifest: TrainerManifest) -> tuple[dict[str, float],
     return resources, custom
 
 
-def launch_runner(settings: Settings, manifest: TrainerManifest, job: Job, name: str) -> tuple[Any, Any]:
+def launch_runner(settings: Settings, manifest: TrainerManifest, job: Job, name: str,
+                  store: Any = None) -> tuple[Any, Any]:
     """The runner actor of the job's current attempt, and its placement group (None when the job
-    asks for nothing). Blocking (it may build the trainer's venv): run it in a thread."""
+    asks for nothing); `store` is the store actor's handle, handed on to the runner. Blocking (it
+    may build the trainer's venv): run it in a thread."""
     env = contract_env.build(settings, job)
     renv = runtime_env.prepare(settings, manifest, env.public,
                                log=lambda m: log.info("[TRACE:%s] %s", job.trace_id, m))
@@ -65,7 +67,7 @@ def launch_runner(settings: Settings, manifest: TrainerManifest, job: Job, name:
     log.info("[TRACE:%s] launching %s (cpus=%s gpus=%s%s)", job.trace_id, name,
              resources["CPU"], resources["GPU"], "".join(f" {k}={v:g}" for k, v in custom.items()))
     actor = TrainerRunner.options(**options).remote(  # type: ignore[attr-defined]  # a @ray.remote class: Ray's decorator typing does not carry .options
-        settings, job.id, job.attempt, job.trace_id, manifest.entrypoints.train, env.secret, process_spec,
+        settings, job.id, job.attempt, job.trace_id, manifest.entrypoints.train, env.secret, process_spec, store,
     )
     return actor, placement
 

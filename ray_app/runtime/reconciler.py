@@ -217,7 +217,7 @@ class Reconciler:
     def _launch(self, job: Job, name: str, manifest: Any) -> tuple[ray.actor.ActorHandle[Any], Any]:
         # in a thread: it uploads the trainer's folders to Ray (environments.ready() has made
         # sure its venv is built, so no build happens here)
-        return launch.launch_runner(self.settings, manifest, job, name)
+        return launch.launch_runner(self.settings, manifest, job, name, store=self.store.handle)
 
     # ------------------------------------------------------------------ watching
 
@@ -361,7 +361,10 @@ class Reconciler:
 
     async def _kill(self, att: AttemptHandle) -> None:
         placed = att.ready is not None and att.ready.done() and att.ready.exception() is None
-        if placed:  # an actor never placed has no process to end: it is only removed
+        exited = att.run is not None and att.run.done() and not att.run.cancelled() and att.run.exception() is None
+        # a run that returned saw its process group end (runner.py): nothing to terminate, and
+        # the next job waiting for these resources gets them a round trip sooner
+        if placed and not exited:  # an actor never placed has no process to end: it is only removed
             grace = self.settings.kill_grace_s
             try:
                 await asyncio.wait_for(_await(att.actor.terminate.remote(grace)), grace + 10)

@@ -83,13 +83,16 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 @ray.remote(max_restarts=0, max_concurrency=8)  # type: ignore[call-overload]  # Ray's typed overloads lack actor options (max_concurrency)
 class TrainerRunner:
     def __init__(self, settings: Settings, job_id: str, attempt: int, trace_id: str,
-                 entrypoint: str, secret_env: dict[str, str], process_spec: dict[str, Any] | None = None):
+                 entrypoint: str, secret_env: dict[str, str], process_spec: dict[str, Any] | None = None,
+                 store: Any = None):
         # where an attempt's start-up time goes (reported in its `trainer_process` event): the
         # worker process spawned (with a runtime_env, or without: then possibly before the job,
         # an idle worker Ray hands over), Ray and this module imported, the trainer's packages
         # ready, run() called
         self.startup = {"worker_process_at": _process_started_at(), "runner_init_at": time.time()}
-        self.store = StoreClient(settings)  # the controller's Settings: no VTP_* parsed here
+        # the controller's Settings (no VTP_* parsed here) and its handle of the store: the trainer
+        # waits at its gate for the first store call, which need not look the store up first
+        self.store = StoreClient(settings, known=store)
         self.job_id, self.attempt, self.trace_id = job_id, attempt, trace_id
         self.entrypoint = entrypoint
         self.secret_env = secret_env
@@ -109,18 +112,11 @@ class TrainerRunner:
     async def ready(self) -> dict[str, Any]:
         """Answers once the actor is placed and the trainer's environment is built (its
         runtime_env, or the process spec's packages unpacked on this node)."""
-        # the store's handle, looked up now (a fresh worker takes a while): run() records the
-        # process with it while the trainer waits at its gate
-        trainer, _ = await asyncio.gather(self._trainer_env(), asyncio.to_thread(self._store_handle))
+        trainer = await self._trainer_env()
+        self.startup["ready_at"] = time.time()
         ctx = ray.get_runtime_context()
         return {"pid": os.getpid(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids(),
                 "python": trainer.python}
-
-    def _store_handle(self) -> None:
-        try:
-            self.store.handle  # noqa: B018  (resolves and keeps the actor handle)
-        except Exception as exc:  # run() meets it again, and fails there
-            self._say(f"job store not found yet: {type(exc).__name__}")
 
     async def _trainer_env(self) -> process_env.TrainerProcessEnv:
         if self.process_spec is None:  # the actor's runtime_env is the trainer's: inherit it

@@ -53,11 +53,13 @@ def get_or_create_store(settings: Settings) -> Any:
 
 
 class StoreClient:
-    """Re-resolves a store that died. `handle` replaces the actor (tests: a store in process)."""
+    """Re-resolves a store that died. `handle` replaces the actor (tests: a store in process);
+    `known` is the store actor's handle as another process found it (looking it up takes a fresh
+    worker a while), still looked up again if that store dies."""
 
-    def __init__(self, settings: Settings, handle: Any = None):
+    def __init__(self, settings: Settings, handle: Any = None, known: Any = None):
         self.settings = settings
-        self._handle = handle
+        self._handle = handle if handle is not None else known
         self._fixed = handle is not None
 
     @property

@@ -61,8 +61,9 @@ def test_fake_trainer_runs_to_succeeded_with_history_logs_and_named_actor(platfo
     # where the attempt's start-up went, in order, on the runner's clock (the launch benchmark's split)
     process = p.wait_event(job_id, "trainer_process")
     stamps = process["data"]["startup"]
-    order = ["worker_process_at", "runner_init_at", "packages_ready_at", "run_called_at", "trainer_spawned_at"]
-    assert [stamps[k] <= stamps[n] for k, n in zip(order, order[1:])] == [True] * 4, stamps
+    order = ["worker_process_at", "runner_init_at", "packages_ready_at", "ready_at", "run_called_at",
+             "trainer_spawned_at"]
+    assert [stamps[k] <= stamps[n] for k, n in zip(order, order[1:])] == [True] * 5, stamps
     created = datetime.fromisoformat(job["created_at"]).timestamp()
     assert created <= stamps["runner_init_at"] and stamps["trainer_spawned_at"] - created < 60, stamps
     metrics = p.api("GET", f"/v1/jobs/{job_id}/metrics").json()["items"]
