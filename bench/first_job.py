@@ -30,11 +30,13 @@ and reports, as medians over the repetitions (server timestamps: job events and 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,39 @@ import harness  # noqa: E402
 from training_overhead import TERMINAL, VENVS, _ts, phases, trainer_exited, trainer_python  # noqa: E402
 
 VTP = str(Path(sys.executable).with_name("vtp"))
+
+
+class ReleaseWatch:
+    """When each runner's placement group (its reserved resources) was removed, as Ray's GCS shows
+    it: a driver on the platform's cluster polls the placement group table every 50 ms."""
+
+    def __init__(self, address: str) -> None:
+        import ray
+
+        ray.init(address=address, log_to_driver=False)
+        self.removed: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        import ray
+
+        seen: set[str] = set()
+        while not self._stop.wait(0.05):
+            table = {pg.get("name"): pg.get("state") for pg in ray.util.placement_group_table().values()}
+            now = time.time()
+            for name in seen | set(table):
+                if name and (table.get(name) in (None, "REMOVED")):  # shown removed, or gone
+                    self.removed.setdefault(name, now)
+            seen |= {name for name in table if name}
+
+    def close(self) -> None:
+        import ray
+
+        self._stop.set()
+        self._thread.join(timeout=5)
+        ray.shutdown()
 
 
 def _vtp(env: dict[str, str], *args: str) -> float:
@@ -101,6 +136,12 @@ def _record(client: Any, job: dict[str, Any]) -> dict[str, Any]:
             "exited_at": trainer_exited(logs), "finished_at": _ts(job["finished_at"])}
 
 
+def runner(job: dict[str, Any]) -> str:
+    from ray_app.runtime.runtime_env import runner_name
+
+    return runner_name(job["job_id"], 1)
+
+
 def repetition(rep: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from ray_app.client import Client
 
@@ -109,7 +150,9 @@ def repetition(rep: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
            "VTP_DATA_DIR": str(data), "VTP_HTTP_PORT": str(harness.free_port()),
            "VTP_TRAINER_VENVS_DIR": str(VENVS)}
     out: dict[str, Any] = {"up_s": _vtp(env, "up")}
+    watch = None
     try:
+        watch = ReleaseWatch(f"127.0.0.1:{json.loads((data / 'local.json').read_text())['ray_port']}")
         token = (data / "secrets" / "api_token").read_text().strip()
         with Client(f"http://127.0.0.1:{env['VTP_HTTP_PORT']}", token, timeout=60) as client:
             # a seed per repetition and per dataset: content no platform of this run has seen
@@ -121,6 +164,8 @@ def repetition(rep: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             out["upload_d2_s"] = _dataset(client, tmp, f"new-{rep}", a, seed=1001 + 2 * rep)
             new = _record(client, _ended(client, _submit(client, f"new-{rep}", a), a))
     finally:
+        if watch is not None:
+            watch.close()
         out["down_s"] = _vtp(env, "down")
         shutil.rmtree(data, ignore_errors=True)
     # B waited for A's CPUs: its own time starts when they were free (A's trainer exited: its
@@ -135,6 +180,10 @@ def repetition(rep: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                first_before_train_s=first["before_train_s"] - second["before_train_s"],
                dataset_once_s=new["before_train_s"] - second["before_train_s"],
                queue_after_free_s=second["spawned_at"] - max(second["created_at"], free),
+               # A's resources as Ray frees them: its runner's placement group removed
+               release_after_exit_s=watch.removed[runner(first)] - free if runner(first) in watch.removed else None,
+               queue_after_release_s=(second["spawned_at"] - watch.removed[runner(first)]
+                                      if runner(first) in watch.removed else None),
                # what the user sees: from submitting B to its trainer's start, A's exit included
                queue_total_s=second["spawned_at"] - second["created_at"],
                submitted_after_end_s=second["created_at"] - first["finished_at"])
@@ -169,8 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     keys = ["first_job_extra_s", "first_before_train_s", "dataset_once_s", "queue_after_free_s",
-            "queue_total_s", "submitted_after_end_s", "up_s", "upload_d1_s"]
-    med = {k: harness.median([r[k] for r in reps]) for k in keys}
+            "release_after_exit_s", "queue_after_release_s", "queue_total_s", "submitted_after_end_s", "up_s", "upload_d1_s"]
+    med = {k: harness.median([r[k] for r in reps if r[k] is not None]) for k in keys}
     cols = ["wall_s", "before_train_s", "launch_s", "trainer_start_s", "to_loaded_s", "convert_s", "train_finish_s"]
     jobs = {kind: {c: harness.median([r[kind][c] for r in reps]) for c in cols} for kind in ("first", "second", "new")}
     print(f"\nFirst job on a fresh `vtp up`: {a.images} images {a.size}px, imgsz {a.imgsz}, {a.epochs} epochs, "
@@ -178,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     print(harness.table(["job"] + cols, [[k] + [v[c] for c in cols] for k, v in jobs.items()]))
     print(harness.table(["figure", "median", "per repetition"], [
         [k + {"first_job_extra_s": " (target ≤ 5)", "queue_after_free_s": " (target ≤ 1)"}.get(k, ""), med[k],
-         ", ".join(f"{r[k]:.2f}" for r in reps)] for k in keys]))
+         ", ".join("-" if r[k] is None else f"{r[k]:.2f}" for r in reps)] for k in keys]))
     targets = {"first_job_le_5s": (med["first_job_extra_s"] or 0) <= 5.0,
                "queue_after_free_le_1s": (med["queue_after_free_s"] or 0) <= 1.0}
     print(f"targets met: {targets}")
