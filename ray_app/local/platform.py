@@ -125,6 +125,23 @@ class LocalPlatform:
 
         build_bundled(self.platform_settings(), self.log)
         self._deploy()
+        self._warm_mlflow()
+
+    def _warm_mlflow(self) -> None:
+        """The API builds its MLflow server on the first /mlflow request (seconds of imports, and
+        the tracking database's tables on a new installation): asked once here, so that the
+        first job's runs do not pay for it on the CPUs the job trains on (bench/first_job.py)."""
+        from ray_app.serving import mlflow_server
+
+        settings = self.platform_settings()
+        if not mlflow_server.served(settings):
+            return
+        try:
+            httpx.get(f"{self.api_url}{mlflow_server.PREFIX}/api/2.0/mlflow/experiments/search",
+                      params={"max_results": 1}, timeout=120,
+                      headers={"Authorization": f"Bearer {settings.resolved_api_tokens()[0]}"})
+        except httpx.HTTPError as exc:  # the first job then builds it, as without this
+            self.log(f"MLflow server not warmed: {type(exc).__name__}: {exc}")
 
     def _start_s3(self) -> SeaweedS3Server:
         server = SeaweedS3Server(self.data_dir / "s3", buckets=[self.settings.s3_bucket],
