@@ -4,6 +4,8 @@
   event_message  the message of a `note` event
   metric         the name of an extra metric reported with each heartbeat (default: none)
   class_name     the class the checkpoint predicts (default: square)
+  boxes          how many boxes it predicts per image (default 1; more pile up in the top-left corner)
+  fail           after training, fail with this message as a DATASET_ERROR (not retried)
   epoch_seconds  seconds per epoch (default 0.2)
   mlflow_run_id  the run id reported with `done` (default: none)
   mlflow         true: a run of its own in MLFLOW_TRACKING_URI (experiment project-<project>),
@@ -46,9 +48,12 @@ def main():
         if CONFIG.get("metric"):
             metrics[CONFIG["metric"]] = epoch
         post("heartbeat", {"epoch": epoch, "total_epochs": EPOCHS, "metrics": metrics})
+    if CONFIG.get("fail"):
+        post("done", {"status": "failed", "error_type": "DATASET_ERROR", "error": CONFIG["fail"]})
+        return 1
     checkpoint = os.path.join(ENV.get("WORK_DIR") or os.getcwd(), "console-best.json")
     with open(checkpoint, "w") as f:
-        json.dump({"class_name": CONFIG.get("class_name", "square")}, f)
+        json.dump({"class_name": CONFIG.get("class_name", "square"), "boxes": int(CONFIG.get("boxes", 1))}, f)
     done = {"status": "succeeded", "final_metrics": {"mAP50": EPOCHS / (EPOCHS + 1)},
             "artifacts": {"best": checkpoint}, "training_time_seconds": EPOCHS * 0.2}
     if CONFIG.get("mlflow_run_id"):
