@@ -22,6 +22,30 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 _FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d+)")
+# the words in the visible cells of the tables under `root` that the browser broke across lines
+# ("succeede d", "12/4/2 026" in a column squeezed on a phone): a break after a hyphen is the
+# word's own, and only a word wider than half its table's box (a long path) may break
+_BROKEN_WORDS = """root => {
+  const broken = [];
+  const ctx = document.createElement("canvas").getContext("2d");
+  for (const cell of root.querySelectorAll("td, th")) {
+    if (!cell.getClientRects().length) continue;
+    const table = cell.closest("table");
+    const room = (table.closest(".table-wrap") || table.parentElement).clientWidth / 2;
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      ctx.font = getComputedStyle(node.parentElement).font;
+      for (const m of node.data.matchAll(/[^\\s-]+-?/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.bottom)));
+        if (lines.size > 1 && ctx.measureText(m[0]).width < room) broken.push(m[0]);
+      }
+    }
+  }
+  return broken;
+}"""
 
 
 # package scope, not session: Playwright's sync API runs an event loop in the test thread while
@@ -73,6 +97,9 @@ class Console:
     def go(self, fragment: str) -> None:
         """Navigate inside the console (#/...) as a user following a link would."""
         self.page.evaluate("f => { location.hash = f }", fragment)
+
+    def broken_words(self, root: str) -> list[str]:
+        return self.page.locator(root).evaluate(_BROKEN_WORDS)
 
     def shot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from ray_app.datasets import make_detection, zip_dataset
+from tests.console.conftest import DESKTOP, PHONE
 from tests.spine.test_hostile_input import running_job
 
 pytestmark = pytest.mark.timeout(240)
@@ -87,7 +88,14 @@ def test_a_dataset_uploads_from_the_browser_and_shows_its_report(signed_in, tmp_
     assert XSS_CLASS in labels and XSS_CLASS in page.locator(".report .classes").inner_text()
     assert page.evaluate("window.__xss") is None and page.locator("img[src='x']").count() == 0
     console.shot("dataset")
+    page.set_viewport_size(PHONE)  # the version's hash and address wrap: no sideways scroll on a phone
+    assert page.evaluate("() => document.scrollingElement.scrollWidth <= innerWidth")
+    page.set_viewport_size(DESKTOP)
     console.go("#/datasets")
     expect(page.locator("#datasets-body")).to_contain_text(name)
+    page.set_viewport_size(PHONE)  # the list keeps what a phone has room for: no sideways scroll, no word broken
+    assert page.locator("#page-datasets .table-wrap").evaluate("el => el.scrollWidth <= el.clientWidth")
+    assert console.broken_words("#page-datasets") == []
+    page.set_viewport_size(DESKTOP)
     console.go("#/submit")  # the form offers it
     expect(page.locator(f'#dataset-options option[value="{name}"]')).to_have_count(1)

@@ -1,9 +1,10 @@
 // Compare 2-5 runs: one chart per metric with a line per job (a job retried: its later attempt's
 // values win at an epoch), then final metrics and hyperparameters side by side, the rows whose
-// values differ highlighted. #/compare?ids=a,b,c; without two ids, a picker of recent jobs.
+// values differ highlighted. Each run keeps one colour in every chart and in the table's header,
+// whichever metrics it has. #/compare?ids=a,b,c; without two ids, a picker of recent jobs.
 
 import { get } from "./api.js";
-import { ChartPanel } from "./charts.js";
+import { ChartPanel, seriesColor } from "./charts.js";
 import { put, h, section, showValue, stateBadge } from "./dom.js";
 import { HYPERPARAMETERS } from "./job.js";
 
@@ -31,8 +32,9 @@ function picker(view, preselected) {
         if (box.checked) chosen.add(job.id); else chosen.delete(job.id);
         go.disabled = chosen.size < 2 || chosen.size > MAX;
       });
-      list.append(h("tr", {}, h("td", {}, box), h("td", { class: "mono" }, job.id), h("td", {}, stateBadge(job.state)),
-        h("td", {}, job.model_name), h("td", {}, job.project_id)));
+      list.append(h("tr", {}, h("td", { class: "c-pick" }, box), h("td", { class: "c-id mono" }, job.id),
+        h("td", { class: "c-state" }, stateBadge(job.state)), h("td", { class: "c-model" }, job.model_name),
+        h("td", { class: "c-project" }, job.project_id)));
     }
   });
 }
@@ -57,16 +59,16 @@ export function render(view, query) {
       return;
     }
     const last = {};
-    for (const { job, history } of runs) {
+    runs.forEach(({ job, history }, i) => {
       const label = `${job.id.slice(0, 8)} ${job.model_name}`;
       last[job.id] = {};
       for (const row of [...history].sort((a, b) => a.attempt - b.attempt || a.epoch - b.epoch)) {
         for (const [name, value] of Object.entries(row.metrics)) {
-          charts.add(`${job.id}\u0000${name}`, label, name, row.epoch, value);
+          charts.add(`${job.id}\u0000${name}`, label, name, row.epoch, value, seriesColor(i));
           last[job.id][name] = value;
         }
       }
-    }
+    });
     charts.draw();
     const columns = runs.map(({ job }) => ({
       job, values: {
@@ -81,9 +83,13 @@ export function render(view, query) {
       const differs = new Set(shown).size > 1;
       return h("tr", { class: differs ? "diff" : "", dataset: { key: k } }, h("th", {}, k), shown.map((v) => h("td", {}, v)));
     });
+    const heads = columns.map(({ job }, i) => {
+      const swatch = h("span", { class: "swatch", "aria-hidden": "true" });
+      swatch.style.background = seriesColor(i);  // CSSOM, allowed under the CSP
+      return h("th", { dataset: { id: job.id } }, swatch, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "mono" }, job.id));
+    });
     put(table, h("div", { class: "table-wrap" }, h("table", { class: "compare" },
-      h("thead", {}, h("tr", {}, h("th", {}), columns.map(({ job }) => h("th", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "mono" }, job.id))))),
-      h("tbody", {}, rows))));
+      h("thead", {}, h("tr", {}, h("th", {}), heads)), h("tbody", {}, rows))));
   })();
   return () => charts.destroy();
 }

@@ -6,7 +6,7 @@
 // localhost pages only, and reads the archive into memory: past BROWSER_MAX, use `vtp datasets upload`.
 
 import { ApiError, get, pages, post } from "./api.js";
-import { put, fmtBytes, fmtTime, h, section } from "./dom.js";
+import { put, fmtBytes, fmtTime, h, labelled, section } from "./dom.js";
 import { COLORS, drawBoxes } from "./draw.js";
 
 const BROWSER_MAX = 2 * 1024 ** 3;
@@ -99,13 +99,15 @@ function putPart(url, blob, onProgress) {
 }
 
 function uploadForm(onDone) {
-  const id = h("input", { id: "upload-id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", placeholder: "dataset id" });
+  const id = h("input", { id: "upload-id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", placeholder: "e.g. parts-2024",
+                           autocomplete: "off" });
   const file = h("input", { id: "upload-file", type: "file", required: true, accept: ".zip,.tar,.tar.gz,.tgz" });
-  const description = h("input", { id: "upload-description", placeholder: "description (optional)" });
+  const description = h("input", { id: "upload-description", placeholder: "optional" });
   const bar = h("progress", { id: "upload-progress", max: "100", value: "0", hidden: true });
   const status = h("p", { id: "upload-status", role: "status" });
   const button = h("button", { type: "submit", class: "primary" }, "Upload");
-  const form = h("form", { class: "upload", id: "upload-form" }, id, file, description, button, bar, status);
+  const form = h("form", { class: "upload", id: "upload-form" }, labelled("Dataset id", id),
+    labelled("Archive (.zip, .tar, .tar.gz)", file), labelled("Description", description), button, bar, status);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = file.files[0];
@@ -153,15 +155,17 @@ export function render(view, id) {
   const body = h("tbody", { id: "datasets-body" });
   view.append(h("h1", {}, "Datasets"), section("Upload", uploadForm((dsId) => { location.hash = `#/datasets/${encodeURIComponent(dsId)}`; })),
     h("div", { class: "table-wrap" }, h("table", { class: "datasets" },
-      h("thead", {}, h("tr", {}, ["Dataset", "Newest version", "State", "Images", "Classes", "Updated"].map((t) => h("th", {}, t)))), body)));
+      h("thead", {}, h("tr", {}, [["Dataset"], ["Newest version", "c-version"], ["State"], ["Images"], ["Classes", "c-classes"],
+        ["Updated", "c-updated"]].map(([t, c]) => h("th", { class: c }, t)))), body)));
   (async () => {
     try {
       for await (const items of pages("/v1/datasets", { limit: 200 })) {
         for (const d of items) {
           const v = d.versions[0];
           body.append(h("tr", {}, h("td", {}, h("a", { href: `#/datasets/${encodeURIComponent(d.id)}` }, d.id)),
-            h("td", { class: "mono" }, v ? v.version.slice(0, 12) : ""), h("td", {}, v ? versionState(v.state) : ""),
-            h("td", {}, v ? v.images : ""), h("td", {}, v ? v.classes.join(", ") : ""), h("td", { class: "muted small" }, fmtTime(d.updated_at))));
+            h("td", { class: "c-version mono" }, v ? v.version.slice(0, 12) : ""), h("td", {}, v ? versionState(v.state) : ""),
+            h("td", {}, v ? v.images : ""), h("td", { class: "c-classes" }, v ? v.classes.join(", ") : ""),
+            h("td", { class: "c-updated muted small" }, fmtTime(d.updated_at))));
         }
       }
       if (!body.children.length) body.append(h("tr", {}, h("td", { colspan: "6", class: "muted" }, "No datasets yet.")));

@@ -56,7 +56,8 @@ export function fmtClock(value) {
 export function fmtNumber(value) {
   if (typeof value !== "number") return value === undefined || value === null ? "" : String(value);
   if (Number.isInteger(value)) return String(value);
-  return Math.abs(value) >= 1000 || Math.abs(value) < 0.001 ? value.toPrecision(4) : value.toFixed(4).replace(/0+$/, "0");
+  if (Math.abs(value) < 0.001) return String(Number(value.toPrecision(4)));  // 0.00048, not 0.0004800
+  return Math.abs(value) >= 1000 ? value.toPrecision(4) : value.toFixed(4).replace(/0+$/, "0");
 }
 
 export function fmtBytes(n) {
@@ -100,6 +101,12 @@ export function toast(message, kind = "info") {
   box.className = `show ${kind}`;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { box.className = ""; }, 5000);
+}
+
+// a form control with its visible label (every input labelled: a placeholder is no label), then
+// whatever follows it (a hint, an error line)
+export function labelled(label, control, ...after) {
+  return h("div", { class: "field" }, h("label", { for: control.id }, label), control, after);
 }
 
 export function section(title, ...children) {

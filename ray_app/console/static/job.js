@@ -10,6 +10,7 @@ import {
   stateBadge, toast,
 } from "./dom.js";
 import { predictPanel } from "./predict.js";
+import { tail } from "./tail.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
 const MAX_LOG_LINES = 5000;
@@ -63,10 +64,10 @@ function artifactsView(jobId) {
           openArtifact(jobId, a.name).then((url) => fig.prepend(h("img", { src: url, alt: a.name, loading: "lazy" })))
             .catch((err) => fig.append(h("p", { class: "error" }, err.message)));
         }
-        return h("tr", {}, h("td", { class: "mono" }, a.name), h("td", {}, a.kind), h("td", {}, fmtBytes(a.size_bytes)),
-          h("td", { class: "muted small" }, fmtTime(a.last_modified)), h("td", {}, download));
+        return h("tr", {}, h("td", { class: "mono" }, a.name), h("td", { class: "c-kind" }, a.kind), h("td", {}, fmtBytes(a.size_bytes)),
+          h("td", { class: "c-modified muted small" }, fmtTime(a.last_modified)), h("td", {}, download));
       });
-      list.append(gallery, h("table", { class: "files" }, h("tbody", {}, rows)));
+      list.append(gallery, h("div", { class: "table-wrap" }, h("table", { class: "files" }, h("tbody", {}, rows))));
     } catch (err) {
       put(list, h("p", { class: "error" }, err.message));
     }
@@ -86,9 +87,13 @@ function eventItem(e) {
 
 function attemptsTable(job) {
   if (!job.attempts.length) return h("p", { class: "muted" }, `attempt ${job.attempt} of ${job.max_attempts}, running or waiting`);
-  return h("table", { class: "attempts" }, h("thead", {}, h("tr", {}, ["#", "outcome", "started", "ended", "exit", "reason"].map((t) => h("th", {}, t)))),
-    h("tbody", {}, job.attempts.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, a.outcome), h("td", {}, fmtTime(a.started_at)),
-      h("td", {}, fmtTime(a.ended_at)), h("td", {}, a.exit_code ?? ""), h("td", {}, [a.error_type, a.reason].filter(Boolean).join(": "))))));
+  const head = [["#", "c-num"], ["outcome", "c-outcome"], ["started", "c-started"], ["ended", "c-ended"], ["exit", "c-exit"], ["reason", "c-reason"]];
+  return h("div", { class: "table-wrap" }, h("table", { class: "attempts" },
+    h("thead", {}, h("tr", {}, head.map(([t, c]) => h("th", { class: c }, t)))),
+    h("tbody", {}, job.attempts.map((a) => h("tr", {}, h("td", { class: "c-num" }, a.attempt), h("td", { class: "c-outcome" }, a.outcome),
+      h("td", { class: "c-started" }, fmtTime(a.started_at)),
+      h("td", { class: "c-ended" }, fmtTime(a.ended_at)), h("td", { class: "c-exit" }, a.exit_code ?? ""),
+      h("td", { class: "c-reason" }, [a.error_type, a.reason].filter(Boolean).join(": ")))))));
 }
 
 export function render(view, jobId) {
@@ -185,12 +190,9 @@ export function render(view, jobId) {
     if (job.epoch && Object.keys(job.latest_metrics || {}).length) addMetrics(job.attempt, job.epoch, job.latest_metrics);
   }
 
-  function appendLog(line) {
-    const stick = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
-    logs.append(h("div", { class: `line ${line.stream}`, dataset: { seq: line.seq } }, line.line));
-    while (logs.childElementCount > MAX_LOG_LINES) logs.firstElementChild.remove();
-    if (stick) logs.scrollTop = logs.scrollHeight;
-  }
+  const eventTail = tail(events);
+  const logTail = tail(logs, { max: MAX_LOG_LINES });
+  const appendLog = (line) => logTail.append(h("div", { class: `line ${line.stream}`, dataset: { seq: line.seq } }, line.line));
 
   (async () => {
     try {
@@ -203,7 +205,7 @@ export function render(view, jobId) {
       stops.push(follow(`/v1/jobs/${encodeURIComponent(jobId)}/stream`, {
         job: apply,
         end: apply,
-        event: (e) => events.append(eventItem(e)),
+        event: (e) => eventTail.append(eventItem(e)),
         log: appendLog,
         error: (err) => toast(`Live updates stopped: ${err.message}`, "error"),
       }));

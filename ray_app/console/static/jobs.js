@@ -22,16 +22,17 @@ function epochText(job) {
 function row(job, selected, onSelect) {
   const box = h("input", { type: "checkbox", "aria-label": `select ${job.id}`, checked: selected.has(job.id),
                            onchange: (ev) => onSelect(job.id, ev.target.checked) });
+  // the column classes say what a phone keeps (console.css): state, id, progress and model
   return h("tr", { dataset: { id: job.id } },
-    h("td", {}, box),
-    h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "mono" }, job.id)),
+    h("td", { class: "c-pick" }, box),
+    h("td", { class: "c-id" }, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "mono" }, job.id)),
     h("td", { class: "c-state" }, stateBadge(job.state)),
     h("td", { class: "c-progress" }, progressBar(job.progress), h("span", { class: "muted small epoch" }, epochText(job))),
-    h("td", {}, job.model_name),
-    h("td", {}, `${job.framework} · ${job.task_type}`),
-    h("td", {}, job.project_id),
-    h("td", {}, job.dataset_id),
-    h("td", { class: "muted small" }, fmtTime(job.created_at)));
+    h("td", { class: "c-model" }, job.model_name),
+    h("td", { class: "c-trainer" }, `${job.framework} · ${job.task_type}`),
+    h("td", { class: "c-project" }, job.project_id),
+    h("td", { class: "c-dataset" }, job.dataset_id),
+    h("td", { class: "c-created muted small" }, fmtTime(job.created_at)));
 }
 
 function update(tr, job) {

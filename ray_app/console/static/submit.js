@@ -4,7 +4,7 @@
 // at the field each one names.
 
 import { ApiError, get, pages, post } from "./api.js";
-import { put, h } from "./dom.js";
+import { put, h, labelled } from "./dom.js";
 import { trainers } from "./job.js";
 
 const NUMBERS = {
@@ -17,8 +17,9 @@ const NUMBERS = {
 function field(name, label, control, hint) {
   control.id = `f-${name}`;
   control.name = name;
-  return h("div", { class: "field", dataset: { field: name } }, h("label", { for: control.id }, label), control,
-    hint ? h("small", { class: "muted" }, hint) : null, h("small", { class: "field-error", role: "alert" }));
+  const el = labelled(label, control, hint ? h("small", { class: "muted" }, hint) : null, h("small", { class: "field-error", role: "alert" }));
+  el.dataset.field = name;
+  return el;
 }
 
 export function render(view, query) {
