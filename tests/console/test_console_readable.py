@@ -285,3 +285,27 @@ def test_every_input_has_a_label(signed_in):
         expect(page.get_by_label(label, exact=False).first).to_have_attribute("id", control)
         expect(page.locator(f'label[for="{control}"]')).to_be_visible()
     console.shot("datasets-labelled")
+
+
+def test_a_job_waiting_out_its_retry_backoff_says_so_on_its_page(browser, deployment, sqlite_url):
+    """Issue 31, item 4: a retry waits (its backoff), and the job's page says why and until when."""
+    from tests.console.conftest import Console
+
+    p = deployment.deploy(sqlite_url, VTP_RETRY_BACKOFF_S="60")
+    job_id = p.create_job(framework="fake", model_name="fake-net", task_type="image_classification", epochs=1,
+                          max_attempts=2, config={"behaviour": "network_error"})["id"]
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        console = Console(context.new_page(), p)
+        console.sign_in()
+        console.page.wait_for_selector("#page-jobs")
+        console.go(f"#/jobs/{job_id}")
+        expect(console.page.locator("#job-waiting")).to_contain_text(
+            "Waiting: retry backoff: attempt 2 of 2 starts at", timeout=60_000)
+        expect(console.page.locator("#job-error")).to_contain_text("NETWORK_ERROR")
+        console.shot("job-retry-backoff")
+        p.api("POST", f"/v1/jobs/{job_id}/cancel")
+        expect(console.page.locator("#job-waiting")).to_have_count(0, timeout=30_000)  # cancelled: it waits no more
+        assert not console.problems, console.problems
+    finally:
+        context.close()

@@ -150,6 +150,7 @@ export function render(view, jobId) {
     put(summary, 
       h("div", { class: "row" }, progressBar(job.progress), h("span", { id: "progress-text" }, `${fmtNumber(job.progress)}% · ${epoch}`)),
       job.error ? h("p", { class: "error", id: "job-error" }, [job.error_type, job.error].filter(Boolean).join(": ")) : null,
+      job.wait_reason ? h("p", { class: "muted", id: "job-waiting" }, `Waiting: ${job.wait_reason}`) : null,
       kv([["state", stateBadge(job.state)], ["attempt", `${job.attempt} of ${job.max_attempts}`], ["created", fmtTime(job.created_at)],
         ["started", fmtTime(job.started_at)], ["finished", fmtTime(job.finished_at)], ["duration", fmtDuration(duration)],
         ["last heartbeat", fmtTime(job.last_heartbeat_at)], ["last checkpoint", job.last_checkpoint || ""]]),
