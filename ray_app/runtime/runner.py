@@ -37,6 +37,7 @@ log = logging.getLogger("ray_app.controller")
 LOG_FLUSH_S = 0.5
 PLATFORM_ONLY_ENV = frozenset({"VTP_JWT_SECRET", "VTP_API_TOKENS", "VTP_DATABASE_URL"})
 LOG_BATCH = 200
+OUTPUT_DRAIN_S = 2.0  # how long the output of a trainer that exited is read before its group is ended
 # the trainer's start, held until the runner opens the gate (a line on stdin; at EOF, the runner
 # is gone, and nothing starts): `sh -c GATED_EXEC <python> <entrypoint>`; its stdin is then
 # /dev/null, as a trainer's always was
@@ -180,17 +181,22 @@ class TrainerRunner:
             raise
         await self._open_gate()
         flusher = asyncio.create_task(self._flush_logs_forever())
+        reader = asyncio.create_task(self._read_output())
         try:
-            assert self.proc.stdout is not None
-            async for raw in self.proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\n")
-                print(line, flush=True)  # the actor's log: the Ray dashboard shows it
-                self._pending_logs.append(("stdout", line))
-                if len(self._pending_logs) >= LOG_BATCH:
-                    await self._flush_logs()
             returncode = await self.proc.wait()
+            # the trainer is gone; a process it started may still hold its output open (and would
+            # keep this attempt from ending): what it writes meanwhile is read, then it goes too
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), OUTPUT_DRAIN_S)
+            except TimeoutError:
+                message = f"the trainer exited; its process group still held its output after {OUTPUT_DRAIN_S:g}s: ended"
+                self._say(message)
+                self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] {message}"))
+                kill_group(self.pgid)
+                await reader
         finally:
             flusher.cancel()
+            reader.cancel()  # done by now, unless this run itself was cancelled
             # the trainer may have left children behind in its group: they go with it
             if self.pgid is not None and group_alive(self.pgid):
                 kill_group(self.pgid)
@@ -202,6 +208,15 @@ class TrainerRunner:
         self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] trainer exited with code {returncode}"))
         await self._flush_logs(final=True)
         return outcome
+
+    async def _read_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            print(line, flush=True)  # the actor's log: the Ray dashboard shows it
+            self._pending_logs.append(("stdout", line))
+            if len(self._pending_logs) >= LOG_BATCH:
+                await self._flush_logs()
 
     async def _open_gate(self) -> None:
         assert self.proc is not None and self.proc.stdin is not None

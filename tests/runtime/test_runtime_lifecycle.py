@@ -233,3 +233,21 @@ def test_the_timeline_shows_the_process_start_before_anything_the_process_said(p
         first_said = next(i for i, (source, _) in enumerate(kinds) if source == "trainer")
         assert kinds.index(("platform", "trainer_process")) < first_said, kinds
         assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+
+
+def test_a_child_left_holding_the_trainers_output_does_not_keep_the_attempt_alive(platform):
+    """The runner read the trainer's output until every writer closed it, so a child the trainer
+    left behind (an MLflow process blocked on storage, say) kept the attempt from ending: a retry,
+    which waits for the attempt's processes to be gone, never came, and the job was failed for
+    good as silent (TIMEOUT_ERROR). The trainer's exit now ends the attempt, shortly after."""
+    p = platform
+    job_id = fake_job(p, behaviour="leave_writer", max_attempts=2)
+    job = p.wait_state(job_id, "FAILED", timeout=60)
+    assert (job["attempt"], job["error_type"]) == (2, "NETWORK_ERROR"), (job["error_type"], job["error"])
+    lines = p.logs(job_id, timeout=30)
+    children = [int(line.split("left child ")[1].split()[0]) for line in lines if "left child" in line]
+    assert len(children) == 2 and sum("still held its output" in line for line in lines) == 2, lines[-10:]
+    deadline = time.monotonic() + 10
+    while any(alive(child) for child in children):  # they went with their trainers' process groups
+        assert time.monotonic() < deadline, children
+        time.sleep(0.1)

@@ -296,9 +296,13 @@ class TrainerSDK(StorageMixin):
         self.mlflow.log_artifact(str(path), artifact_path)
 
     def _mlflow_budget(self) -> float:
-        """How long done/close wait for queued MLflow calls: after a stop request (a signal
-        gives the process a grace period) no longer than for the callbacks."""
-        return min(self._mlflow_timeout, self._flush_timeout) if self._stop_reason else self._mlflow_timeout
+        """How long done/close wait for queued MLflow calls: no longer than for the callbacks
+        after a stop request (a signal gives the process a grace period), and once the attempt
+        failed: the platform should learn why within its liveness windows, and what failed it
+        (storage unreachable, say) may be what MLflow's calls wait on too (its artifacts go to
+        the same bucket); a failed run closed late costs little."""
+        failed = self._done is not None and self._done.get("status") == "failed"
+        return min(self._mlflow_timeout, self._flush_timeout) if self._stop_reason or failed else self._mlflow_timeout
 
     @property
     def mlflow_run_id(self) -> str | None:

@@ -158,8 +158,12 @@ class MlflowTracker:
         """End the run if not ended, run what is queued (bounded) and stop the worker."""
         self.end()
         ok = self._worker.close(timeout)
-        if not ok:  # the process ends by itself once this one exits (its stdin closes)
+        if not ok:
+            # ended now, not once its current call returns: it may wait on what failed the
+            # attempt (MLflow's artifacts go to the job's bucket), and it shares our output
             self._log.warning(f"mlflow calls still queued after {timeout:.0f}s: not waiting for them")
+            if self._process is not None:
+                self._process.proc.kill()
         elif self._process is not None:
             self._process.close()
         return ok

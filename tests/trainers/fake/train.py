@@ -9,6 +9,7 @@ behaviour:
   crash_first      attempt 1 kills itself with SIGKILL after epoch 1; later attempts succeed
   exit0            exits 0 without done
   network_error    done(failed, NETWORK_ERROR)
+  leave_writer     network_error, leaving behind a child that holds its output open (an hour's sleep)
 """
 
 import json
@@ -68,7 +69,10 @@ def main():
     if BEHAVIOUR == "config_error":
         done("failed", error="unknown hyperparameter 'lr0x'", error_type="CONFIG_ERROR")
         return 1
-    if BEHAVIOUR == "network_error":
+    if BEHAVIOUR in ("network_error", "leave_writer"):
+        if BEHAVIOUR == "leave_writer":  # its stdout and stderr are this process's
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+            say(f"left child {child.pid} behind")
         done("failed", error="storage unreachable", error_type="NETWORK_ERROR")
         return 1
     if BEHAVIOUR == "exit0":
