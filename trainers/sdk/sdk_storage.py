@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from . import contract
 from .contract import artifact_key, checkpoint_key
@@ -24,6 +24,7 @@ from .storage import CheckpointUploader, S3Storage, parse_s3_uri, retry_unreacha
 # that do not heartbeat while they wait for uploads (the platform's VTP_STORAGE_RETRY_S).
 DEFAULT_STORAGE_RETRY_S = 120.0
 
+T = TypeVar("T")
 _CKPT_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 
 
@@ -74,9 +75,7 @@ class StorageMixin:
             source = resolve_source(storage, ds_id, uri)  # its HEAD or LIST: storage calls too
             return (source, *fetch_into_cache(storage, self.dataset_cache, source))
 
-        with self.keepalive.waiting():
-            source, entry, hit = retry_unreachable(fetch, self.storage_retry_s, f"the download of dataset {ds_id}",
-                                                   self.logger.warning)
+        source, entry, hit = self._storage_call(fetch, f"the download of dataset {ds_id}")
         root = find_root(entry)
         if dest is not None:
             root = find_root(materialize(root, Path(dest)))
@@ -114,6 +113,12 @@ class StorageMixin:
     @property
     def storage_retry_s(self) -> float:
         return self.env.setting("VTP_STORAGE_RETRY_S", DEFAULT_STORAGE_RETRY_S)
+
+    def _storage_call(self, call: Callable[[], T], what: str) -> T:
+        """``call()``, retried while the storage is unreachable (for ``storage_retry_s``), with the
+        SDK heartbeating for the trainer meanwhile."""
+        with self.keepalive.waiting():
+            return retry_unreachable(call, self.storage_retry_s, what, self.logger.warning)
 
     def _on_checkpoint_uploaded(self, name: str, uri: str, size: int, epoch: int | None = None) -> None:
         epoch = epoch if epoch is not None else self._last_epoch  # the epoch the snapshot holds
@@ -162,9 +167,8 @@ class StorageMixin:
                     **_: Any) -> str:
         """Upload an artifact (blocking) to ``s3://{bucket}/artifacts/job-{id}/{key_suffix}``."""
         storage, key = self._storage("checkpoints"), artifact_key(self.env.job_id, str(key_suffix))
-        with self.keepalive.waiting():
-            return retry_unreachable(lambda: storage.upload_file(local_path, key, content_type=content_type),
-                                     self.storage_retry_s, f"the upload of {key}", self.logger.warning)
+        return self._storage_call(lambda: storage.upload_file(local_path, key, content_type=content_type),
+                                  f"the upload of {key}")
 
     def download_checkpoint(self, uri: str, dest: str | Path) -> Path:
         """Download ``s3://bucket/key`` (or a key in the checkpoint bucket) to ``dest``."""
@@ -174,9 +178,7 @@ class StorageMixin:
         if dest.is_dir():
             dest = dest / Path(key).name
         try:
-            with self.keepalive.waiting():
-                return retry_unreachable(lambda: storage.download_file(key, dest, bucket), self.storage_retry_s,
-                                         f"the download of {uri}", self.logger.warning)
+            return self._storage_call(lambda: storage.download_file(key, dest, bucket), f"the download of {uri}")
         except StorageError as exc:
             if exc.unreachable:  # infrastructure: the next attempt may reach it
                 raise
