@@ -39,7 +39,7 @@ from ray_app.config import Settings
 from ray_app.serving import mlflow_server
 
 log = logging.getLogger("ray_app.serving")
-SCHEME = "mlflow-artifacts:/"
+SCHEME = mlflow_server.ARTIFACT_ROOT  # "mlflow-artifacts:/": what the served MLflow resolves to the bucket
 
 
 @dataclass
