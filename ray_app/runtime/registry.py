@@ -13,6 +13,8 @@ A plugin is a new folder with a manifest; the platform needs no code change to r
     env: venv                              # venv | pip | uv | none
     shadows: []                            # platform packages its venv may carry its own
                                            # (large) copy of, on purpose (runtime/venvs.py)
+    distributed: {max_workers: 64, gpus_per_process: 1}   # optional: a job may run as a gang
+                                           # of ranks (jobs/ranks.py); omitted: one process
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sdk.contract import TaskType, normalize_task_type
+
+from ray_app.jobs.ranks import Distributed
 
 MANIFEST = "trainer.yaml"
 
@@ -69,6 +73,7 @@ class TrainerManifest(BaseModel):
     requirements: str | None = None
     env: Literal["venv", "pip", "uv", "none"] = "none"
     shadows: list[str] = Field(default_factory=list)
+    distributed: Distributed | None = None  # None: a single process (jobs/ranks.py)
     folder: Path = Field(default=Path("."), exclude=True)
 
     # a manifest may name its tasks by the contract's aliases too (detect, classification, ...)
