@@ -29,6 +29,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from . import contract  # noqa: F401  (standard library only: what the platform imports)
+from . import distributed  # noqa: F401  (standard library only; torch imported by its functions)
 from .contract import format_s3_uri, parse_s3_uri  # noqa: F401
 from .env import S3Location, TrainerEnv, normalize_task_type  # noqa: F401
 from .errors import (EXIT_CALLBACK_FAILURE, EXIT_SUCCESS, EXIT_TRAINING_FAILURE, CallbackError,  # noqa: F401
@@ -108,5 +109,5 @@ __all__ = [
     "TrainerSDK", "ErrorType", "run_main", "exit_code_for", "EXIT_SUCCESS", "EXIT_TRAINING_FAILURE",
     "EXIT_CALLBACK_FAILURE", "SDKError", "CallbackError", "CheckpointError", "ConfigError", "DatasetError",
     "StorageError", "TrainerEnv", "S3Location", "normalize_task_type", "DatasetCache", "ArchiveLimits",
-    "convert_dataset", "validate_dataset", "parse_s3_uri", "format_s3_uri",
+    "convert_dataset", "validate_dataset", "parse_s3_uri", "format_s3_uri", "distributed",
 ]
