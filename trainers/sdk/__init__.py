@@ -33,7 +33,8 @@ from . import distributed  # noqa: F401  (standard library only; torch imported 
 from .contract import format_s3_uri, parse_s3_uri  # noqa: F401
 from .env import S3Location, TrainerEnv, normalize_task_type  # noqa: F401
 from .errors import (EXIT_CALLBACK_FAILURE, EXIT_SUCCESS, EXIT_TRAINING_FAILURE, CallbackError,  # noqa: F401
-                     CheckpointError, ConfigError, DatasetError, ErrorType, SDKError, StorageError)
+                     CheckpointError, ConfigError, DatasetError, ErrorType, NotMainRankError, SDKError,
+                     StorageError)
 
 # The names below pull in httpx, the dataset code and (on first use) boto3 and MLflow: imported on
 # first access (PEP 562), so that `import sdk.contract` (the platform) and `import sdk.errors`

@@ -47,8 +47,10 @@ class TrainerSDK(StorageMixin):
         self._last_beat_at = time.monotonic()
         # a beat well within the platform's heartbeat timeout (passed as VTP_HEARTBEAT_TIMEOUT_S)
         keepalive_s = min(15.0, max(0.5, e.setting("VTP_HEARTBEAT_TIMEOUT_S", 300.0) / 4))
+        # a rank > 0 of a distributed job is silent: no callbacks, no keep-alive, no MLflow (rank 0
+        # speaks for the job; the platform gives this rank no token); its log still reaches the job's
         self.keepalive = KeepAlive(self._repeat_heartbeat, lambda: time.monotonic() - self._last_beat_at,
-                                   keepalive_s)
+                                   keepalive_s, enabled=not e.silent)
         self._done_timeout = e.setting("VTP_DONE_TIMEOUT_S", 60.0)
         self._flush_timeout = e.setting("VTP_CALLBACK_FLUSH_TIMEOUT_S", 10.0)
         # from the last epoch's first heartbeat, callbacks wait (this long at most) to go with done
@@ -58,20 +60,23 @@ class TrainerSDK(StorageMixin):
         self._mlflow_timeout = e.setting("VTP_MLFLOW_TIMEOUT_S", 60.0)
         self._backoff = (e.setting("VTP_CALLBACK_BACKOFF_BASE_S", 0.2), e.setting("VTP_CALLBACK_BACKOFF_MAX_S", 5.0))
         timeout = e.setting("VTP_CALLBACK_TIMEOUT_S", 10.0)
-        self._sender_client = CallbackClient(e.callback_base, e.job_id, e.callback_token, timeout)
-        self._done_client = CallbackClient(e.callback_base, e.job_id, e.callback_token, timeout)
+        base, token = (None, None) if e.silent else (e.callback_base, e.callback_token)
+        self._sender_client = CallbackClient(base, e.job_id, token, timeout)
+        self._done_client = CallbackClient(base, e.job_id, token, timeout)
         self._sender: BackgroundSender | None = None
         if self._sender_client.enabled:
             self._sender = BackgroundSender(
                 self._sender_client, self.logger, self._request_stop,
                 max_items=int(e.setting("VTP_CALLBACK_QUEUE_MAX", 10_000)),
                 backoff_base=self._backoff[0], backoff_cap=self._backoff[1])
+        elif e.silent:
+            self.logger.info(f"rank {e.rank} of {e.world_size}: rank 0 reports for the job")
         else:
             self.logger.warning("BACKEND_BASE_URL/CALLBACK_URL not set: callbacks are only logged (dry run)")
         self._storages: dict[str, S3Storage] = {}
         self._uploader: CheckpointUploader | None = None
         self._cache: DatasetCache | None = None
-        self.mlflow = MlflowTracker(e.mlflow_tracking_uri, e.project_id, e.job_id, self.logger, e.secrets,
+        self.mlflow = MlflowTracker(None if e.silent else e.mlflow_tracking_uri, e.project_id, e.job_id, self.logger, e.secrets,
                                     staging_dir=e.tmp_dir / f"vtp-mlflow-{e.job_id}", tags=e.run_tags())
         self._signals = StopSignals(self._request_stop)
         if install_signal_handlers:
@@ -95,6 +100,12 @@ class TrainerSDK(StorageMixin):
 
     def log(self, level: str, message: str) -> None:
         self.logger.log(level, message)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process speaks for the job: rank 0, or the only process. Every other rank
+        of a distributed job is silent (callbacks, MLflow and checkpoint uploads are rank 0's)."""
+        return not self.env.silent
 
     # ----- stop requests -----
     def _request_stop(self, reason: str) -> None:
@@ -121,7 +132,10 @@ class TrainerSDK(StorageMixin):
     def heartbeat(self, epoch: int | None = None, total_epochs: int | None = None, step: int | None = None,
                   total_steps: int | None = None, progress: float | None = None,
                   metrics: Mapping[str, Any] | None = None) -> None:
-        """Queue a heartbeat; returns at once. A reply should_continue=false sets should_stop."""
+        """Queue a heartbeat; returns at once. A reply should_continue=false sets should_stop.
+        A no-op on a silent rank (> 0): its stop comes from rank 0 through sdk.distributed.any_rank."""
+        if self.env.silent:
+            return
         body = contract.heartbeat_body(epoch=epoch, total_epochs=total_epochs, step=step, total_steps=total_steps,
                                        progress=progress, metrics=metrics, **self._envelope())
         if epoch is not None:
@@ -146,7 +160,10 @@ class TrainerSDK(StorageMixin):
 
     def event(self, event_type: str, message: str = "", level: str = "info",
               data: Mapping[str, Any] | None = None) -> None:
-        """Queue an event; returns at once. Events are delivered in order, at least once."""
+        """Queue an event; returns at once. Events are delivered in order, at least once.
+        A no-op on a silent rank (> 0): rank 0 tells the job's story."""
+        if self.env.silent:
+            return
         if not contract.valid_event_type(str(event_type)):
             fixed = contract.coerce_event_type(event_type)
             self.logger.warning(f"event type {event_type!r} is not one the platform accepts "
@@ -168,7 +185,8 @@ class TrainerSDK(StorageMixin):
              artifacts: Mapping[str, str] | None = None,
              training_time_seconds: float | None = None) -> dict[str, Any]:
         """Send the one ``done`` callback (blocking, bounded). Raises CallbackError (exit 2)
-        when the backend cannot be told; a second call returns the first reply."""
+        when the backend cannot be told; a second call returns the first reply. On a silent rank
+        (> 0) the outcome is only logged."""
         with self._lock:
             if self._done is not None:
                 self.logger.info(f"done already reported ({self._done.get('status')}); ignoring {status}")
@@ -176,6 +194,12 @@ class TrainerSDK(StorageMixin):
             self._done = {"status": status, "pending": True}
         if status not in contract.DONE_STATUSES:
             raise ValueError("status must be 'succeeded' or 'failed'")
+        if self.env.silent:  # rank 0 reports the job's outcome; this rank's ends in its log
+            outcome = f"{status} ({error_type}: {self.logger.mask(str(error))})" if error else status
+            self.logger.info(f"rank {self.env.rank} of {self.env.world_size} ends: {outcome}; "
+                             "rank 0 reports for the job")
+            self._done = {"status": status, "silent": True}
+            return self._done
         # queued behind the run's other MLflow calls; drains while the callbacks flush below
         self.mlflow.end("FINISHED" if status == "succeeded" else "FAILED")
         t0 = time.monotonic()

@@ -168,6 +168,15 @@ class TrainerEnv:
     dataset_cache_dir: Path
     extra: dict[str, str] = field(default_factory=dict, repr=False)
     dataset_version: str | None = None  # the registered version's content hash (DATASET_VERSION)
+    # the rendezvous (contract.RENDEZVOUS_ENV): which rank of how many this process is
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def silent(self) -> bool:
+        """A rank > 0 of a distributed job: rank 0 speaks for the job, this one sends nothing."""
+        return self.world_size > 1 and self.rank > 0
 
     @property
     def secrets(self) -> list[str]:
@@ -202,6 +211,10 @@ class TrainerEnv:
         work_dir = Path(_get(env, "WORK_DIR", default=str(tmp_root / f"vtp-work-{job_id}")))
         cache_dir = Path(_get(env, "DATASET_CACHE_DIR", default=str(tmp_root / "vtp-dataset-cache")))
         datasets_loc, ckpt_loc = storage_locations(env)
+        world, rank = _int(env, "WORLD_SIZE", 1), _int(env, "RANK", 0)
+        world, rank = (1 if world is None else world), (0 if rank is None else rank)
+        if world < 1 or not 0 <= rank < world:
+            raise ConfigError(f"RANK={rank} is not a rank of WORLD_SIZE={world}")
         imgsz = _int(env, "IMAGE_SIZE", None, "IMGSZ")
         if imgsz is None:
             imgsz = int(config.get("imgsz") or config.get("image_size") or 640)
@@ -232,6 +245,9 @@ class TrainerEnv:
             dataset_cache_dir=cache_dir,
             extra={k: v for k, v in env.items() if k.startswith("VTP_")},
             dataset_version=_get(env, "DATASET_VERSION"),
+            rank=rank,
+            world_size=world,
+            local_rank=_int(env, "LOCAL_RANK", 0) or 0,
         )
 
     def run_tags(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ from .contract import EXIT_CALLBACK_FAILURE, EXIT_SUCCESS, EXIT_TRAINING_FAILURE
 
 # the contract's exit codes and error types (contract.py), re-exported where they always were
 __all__ = ["EXIT_SUCCESS", "EXIT_TRAINING_FAILURE", "EXIT_CALLBACK_FAILURE", "ErrorType", "SDKError",
-           "DatasetError", "CheckpointError", "ConfigError", "StorageError", "CallbackError", "error_type_of",
+           "DatasetError", "CheckpointError", "ConfigError", "StorageError", "CallbackError", "NotMainRankError", "error_type_of",
            "is_peer_loss"]
 
 
@@ -53,6 +53,13 @@ class StorageError(SDKError):
     def __init__(self, message: str, unreachable: bool = True) -> None:
         super().__init__(message)
         self.unreachable = unreachable
+
+
+class NotMainRankError(SDKError):
+    """A rank > 0 of a distributed job tried what only rank 0 does (uploading a checkpoint or an
+    artifact): a trainer's bug, refused rather than two ranks writing the same object."""
+
+    error_type = ErrorType.FRAMEWORK_ERROR
 
 
 class CallbackError(SystemExit):

@@ -85,7 +85,9 @@ class KeepAlive:
     ``interval`` seconds while any wait is open and no heartbeat went out meanwhile.
     """
 
-    def __init__(self, beat: Callable[[], None], since_last: Callable[[], float], interval: float) -> None:
+    def __init__(self, beat: Callable[[], None], since_last: Callable[[], float], interval: float,
+                 enabled: bool = True) -> None:
+        self.enabled = enabled  # False: a rank that does not report (no thread, no beats)
         self._beat = beat  # sends one heartbeat
         self._since_last = since_last  # seconds since the last heartbeat went out
         self.interval = interval
@@ -96,6 +98,9 @@ class KeepAlive:
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
         with self._changed:
             self._open += 1
             if self._thread is None:

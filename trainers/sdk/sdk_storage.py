@@ -14,7 +14,7 @@ from . import contract
 from .contract import artifact_key, checkpoint_key
 from .datasets import DatasetCache, convert_dataset, fetch_into_cache, find_root, materialize, resolve_source
 from .env import S3Location, TrainerEnv
-from .errors import CheckpointError, ConfigError, SDKError, StorageError
+from .errors import CheckpointError, ConfigError, NotMainRankError, SDKError, StorageError
 from .liveness import KeepAlive
 from .log import TraceLogger
 from .storage import CheckpointUploader, S3Storage, parse_s3_uri, retry_unreachable
@@ -40,6 +40,14 @@ class StorageMixin:
     def event(self, event_type: str, message: str = "", level: str = "info",
               data: Mapping[str, Any] | None = None) -> None:  # provided by TrainerSDK
         raise NotImplementedError
+
+    def _refuse_unless_main(self, what: str) -> None:
+        """Checkpoints and artifacts are the job's, written once, by rank 0: another rank writing
+        the same keys would race it (downloads are every rank's: each needs the data and the
+        resume checkpoint)."""
+        if self.env.silent:
+            raise NotMainRankError(f"rank {self.env.rank} of {self.env.world_size} cannot {what}: only rank 0 "
+                                   "uploads (save with sdk.distributed.save_on_main, or when sdk.is_main)")
 
     def _storage(self, kind: str) -> S3Storage:
         if kind not in self._storages:
@@ -135,7 +143,9 @@ class StorageMixin:
 
     def upload_checkpoint(self, local_path: str | Path, name: str, wait: bool = False) -> str:
         """Snapshot the file and upload it in the background to
-        ``s3://{bucket}/checkpoints/job-{id}/{name}.pt``; returns that URI at once."""
+        ``s3://{bucket}/checkpoints/job-{id}/{name}.pt``; returns that URI at once. Rank 0's alone
+        in a distributed job (NotMainRankError elsewhere: see sdk.distributed.save_on_main)."""
+        self._refuse_unless_main(f"upload checkpoint {name!r}")
         name = re.sub(r"^epoch_(\d+)$", r"epoch-\1", str(name))
         if not _CKPT_NAME.match(name):
             raise CheckpointError(f"invalid checkpoint name {name!r} (use best, last or epoch-N)")
@@ -165,7 +175,9 @@ class StorageMixin:
 
     def upload_file(self, local_path: str | Path, key_suffix: str, content_type: str | None = None,
                     **_: Any) -> str:
-        """Upload an artifact (blocking) to ``s3://{bucket}/artifacts/job-{id}/{key_suffix}``."""
+        """Upload an artifact (blocking) to ``s3://{bucket}/artifacts/job-{id}/{key_suffix}``.
+        Rank 0's alone in a distributed job (NotMainRankError elsewhere)."""
+        self._refuse_unless_main(f"upload artifact {key_suffix!r}")
         storage, key = self._storage("checkpoints"), artifact_key(self.env.job_id, str(key_suffix))
         return self._storage_call(lambda: storage.upload_file(local_path, key, content_type=content_type),
                                   f"the upload of {key}")
