@@ -225,3 +225,13 @@ def test_peer_loss_by_class_and_text(exc, lost):
     assert is_peer_loss(exc) is lost
     expected = ErrorType.INFRASTRUCTURE_ERROR if lost else ErrorType.FRAMEWORK_ERROR
     assert error_type_of(exc, default=ErrorType.FRAMEWORK_ERROR) is expected
+
+
+def test_the_contract_names_the_variables_the_platform_sets():
+    """sdk.contract.RENDEZVOUS_ENV (what trainers read) is what the platform gives each rank."""
+    from ray_app.jobs.ranks import rendezvous
+    from sdk import contract
+
+    envs = rendezvous(["node-a", "node-a", "node-b"], "10.0.0.1", 29500)
+    assert all(set(env) == set(contract.RENDEZVOUS_ENV) for env in envs)
+    assert contract.DIST_TIMEOUT_ENV == dist.TIMEOUT_ENV and contract.REPORTING_RANK == 0

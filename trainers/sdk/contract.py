@@ -17,6 +17,7 @@ What lives here:
   text (no NUL, no unpaired surrogate), free-form JSON;
 - the callback bodies (TypedDicts) and their builders;
 - the heartbeat merge rule (what a newer heartbeat overrides);
+- the rendezvous variables of a distributed job's ranks and which rank reports;
 - ``s3://`` URIs and the object-key layout of datasets, checkpoints and artifacts.
 """
 from __future__ import annotations
@@ -58,8 +59,9 @@ class ErrorType(str, enum.Enum):
     """Why an attempt failed. A ``str`` enum, so it serialises as its name in JSON.
 
     Trainers report the first eight; INFRASTRUCTURE_ERROR and TIMEOUT_ERROR are set by the
-    platform itself (a lost runner, a silent trainer). Which of them a new attempt retries is the
-    platform's policy, not part of the contract."""
+    platform itself (a lost runner, a silent trainer), and INFRASTRUCTURE_ERROR by rank 0 of a
+    distributed job when another rank vanished (torch.distributed's peer errors). Which of them a
+    new attempt retries is the platform's policy, not part of the contract."""
 
     DATASET_ERROR = "DATASET_ERROR"
     CHECKPOINT_ERROR = "CHECKPOINT_ERROR"
@@ -209,6 +211,21 @@ def checkpoint_saved_data(name: str, uri: str, size_bytes: int | None = None,
     if epoch is not None:
         data["epoch"] = epoch
     return data
+
+# --------------------------------------------------------------------------- distributed jobs
+
+# A job of W ranks (DESIGN §12): one trainer process per rank, each with the environment above and
+# torchrun's rendezvous variables, in torchrun's meanings: rank 0's node address and a free port
+# there, the number of ranks, this process's rank, its rank and the number of ranks on its node,
+# and its node's index. A single-process job gets WORLD_SIZE=1, RANK=0 (and the rest). A rank
+# picks its GPU from DEVICE (the GPUs Ray made visible to this process), never from LOCAL_RANK.
+RENDEZVOUS_ENV: tuple[str, ...] = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+                                   "LOCAL_WORLD_SIZE", "NODE_RANK")
+# The rank that speaks for the job: heartbeats, events, done, checkpoints and MLflow. The others get
+# no CALLBACK_TOKEN and no MLflow variables; their stdout reaches the job's log, tagged by rank.
+REPORTING_RANK = 0
+# How long a collective (and the rendezvous) waits for a silent peer, in seconds (sdk.distributed)
+DIST_TIMEOUT_ENV = "VTP_DIST_TIMEOUT_S"
 
 # --------------------------------------------------------------------------- limits
 

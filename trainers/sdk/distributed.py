@@ -2,9 +2,9 @@
 "Distributed trainers").
 
 The platform starts one process per rank with torchrun's rendezvous variables
-(``contract.RENDEZVOUS_ENV``); rank 0 alone speaks for the job (heartbeats, events, ``done``,
-checkpoints, MLflow). A trainer needs little more than torch.distributed itself; what it must not
-get wrong is here:
+(``contract.RENDEZVOUS_ENV``); rank 0 (``contract.REPORTING_RANK``) alone speaks for the job
+(heartbeats, events, ``done``, checkpoints, MLflow). A trainer needs little more than
+torch.distributed itself; what it must not get wrong is here:
 
     from sdk import distributed as dist
 
@@ -30,12 +30,13 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from .contract import DIST_TIMEOUT_ENV
 from .errors import ConfigError
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 300.0  # how long a collective waits for a silent peer (VTP_DIST_TIMEOUT_S)
-TIMEOUT_ENV = "VTP_DIST_TIMEOUT_S"
+TIMEOUT_ENV = DIST_TIMEOUT_ENV
 
 
 def _env_int(name: str, default: int) -> int:
