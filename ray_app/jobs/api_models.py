@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 from sdk.contract import TaskType, normalize_task_type
 
 from ray_app.jobs.model_bases import Strict, View
+from ray_app.jobs.ranks import MAX_WORKERS
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import JsonObject, Text, Timestamp, finite_float
 
@@ -41,9 +42,19 @@ class JobCreate(Strict):
     learning_rate: float = finite_float(default=0.01, gt=0, le=10)
     image_size: int = Field(default=640, strict=True, ge=8, le=8192)
     project_id: Text = Field(default="default", min_length=1, max_length=128)
-    num_gpus: float = finite_float(default=0, ge=0, le=64)
-    num_cpus: float | None = finite_float(default=None, ge=0, le=512)
-    memory_mb: int | None = Field(default=None, strict=True, ge=1, le=2**24, description="at most 16 TiB")
+    workers: int = Field(default=1, strict=True, ge=1, le=MAX_WORKERS, description=(
+        "how many workers the job runs on: a gang placed all or nothing (one Ray placement group of "
+        "`workers` bundles), each with num_gpus, num_cpus and memory_mb; a trainer runs one rank per worker, or "
+        "one per GPU where its manifest says so (distributed.gpus_per_process). More than 1 only for "
+        "trainers whose manifest declares `distributed`"))
+    placement_strategy: Literal["PACK", "SPREAD"] = Field(default="PACK", description=(
+        "PACK: the workers on as few nodes as fit them; SPREAD: on as many different nodes as there are"))
+    num_gpus: float = finite_float(default=0, ge=0, le=64, description="GPUs per worker (the job reserves "
+                                   "workers x num_gpus); default: the trainer's")
+    num_cpus: float | None = finite_float(default=None, ge=0, le=512, description="CPUs per worker; "
+                                          "default: the trainer's")
+    memory_mb: int | None = Field(default=None, strict=True, ge=1, le=2**24,
+                                  description="memory per worker, in MiB (at most 16 TiB)")
     config: JsonObject = Field(default_factory=dict, description="framework arguments")
     advanced_config: JsonObject = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, strict=True, ge=1, le=20)
@@ -63,6 +74,14 @@ class JobCreate(Strict):
         return value.strip()
 
 
+class RankView(BaseModel):
+    """Where one rank of a gang runs (or ran): its node and trainer process."""
+
+    rank: int
+    node_id: str | None = Field(default=None, description="the Ray node its runner runs on")
+    pid: int | None = Field(default=None, description="its trainer process")
+
+
 class AttemptView(BaseModel):
     """An attempt that ended: what happened to this try of the job."""
 
@@ -77,6 +96,8 @@ class AttemptView(BaseModel):
     error_type: str | None = None
     reason: str | None = None
     resume_from: str | None = Field(default=None, description="the checkpoint this attempt resumed from")
+    ranks: list[RankView] | None = Field(default=None, description="every rank's node and process (null for "
+                                         "attempts from before gangs)")
 
 
 class ModelInfo(BaseModel):
@@ -109,6 +130,8 @@ class JobView(View):
     batch_size: int
     learning_rate: float
     image_size: int
+    workers: int = Field(default=1, description="workers (gang bundles); the resources below are per worker")
+    placement_strategy: str = "PACK"
     num_gpus: float
     num_cpus: float | None
     memory_mb: int | None
@@ -141,6 +164,8 @@ class JobView(View):
     finished_at: Timestamp | None = None
     last_heartbeat_at: Timestamp | None = None
     attempts: list[AttemptView] = Field(default_factory=list, description="the attempts that ended, in order")
+    ranks: list[RankView] = Field(default_factory=list, description="where the current attempt's ranks run, "
+                                  "once their processes started (rank 0 reports for the job)")
     output_complete: bool = Field(
         default=False, description="the current attempt's output is all in the logs: its trainer has exited "
         "and the runner stored its last line (a log reader following a final job can stop)")
@@ -182,6 +207,7 @@ class MetricPage(BaseModel):
 class LogLine(View):
     seq: int
     attempt: int
+    rank: int = Field(default=0, description="the rank whose process printed it (0 for a single process)")
     stream: str
     line: str
     created_at: Timestamp

@@ -103,11 +103,15 @@ def on_exit(job: JobFacts, outcome: dict[str, Any] | None, runner_error: str | N
         return retry_or_fail(job, runner_error or "the runner actor died (cause unknown)",
                              ErrorType.INFRASTRUCTURE_ERROR.value)
     code = outcome["returncode"]
+    # a gang's attempt ends with the first rank whose trainer ended badly (runtime/gang.py)
+    who = f"rank {outcome['rank']}'s trainer" if outcome.get("rank") else "trainer"
     if code < 0:
-        return retry_or_fail(job, f"trainer process killed by {outcome.get('signal', -code)}",
+        return retry_or_fail(job, f"{who} process killed by {outcome.get('signal', -code)}",
                              ErrorType.INFRASTRUCTURE_ERROR.value)
     if code == EXIT_CALLBACK_FAILURE:
-        return retry_or_fail(job, "trainer could not reach the backend (exit code 2)", ErrorType.NETWORK_ERROR.value)
+        return retry_or_fail(job, f"{who} could not reach the backend (exit code 2)", ErrorType.NETWORK_ERROR.value)
+    if outcome.get("rank"):  # it does not report for the job: its exit is all there is to say
+        return Decision(Action.FAIL, f"{who} exited with code {code}", ErrorType.UNKNOWN_ERROR.value)
     return Decision(Action.FAIL, f"trainer exited with code {code} without sending done",
                     ErrorType.UNKNOWN_ERROR.value)
 

@@ -11,6 +11,7 @@ this loop is controller.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,10 +31,13 @@ from ray_app.runtime.environments import EnvironmentBuilds
 from ray_app.runtime.node_envs import NodeWarmUp
 from ray_app.jobs.recovery import Action, Decision
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
+from ray_app.runtime.gang import Gang, RankLost
 from ray_app.runtime.runner import kill_orphaned_group
 from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.controller")
+
+PLACEMENT_NEWS_S = 3.0  # a job still unplaced this long after its launch is told what it waits for
 
 
 @dataclass
@@ -41,9 +45,10 @@ class AttemptHandle:
     job_id: str
     attempt: int
     trace_id: str
-    actor: Any
+    gang: Gang  # the attempt's runners, one per rank (runtime/gang.py)
     created: float = field(default_factory=time.monotonic)
     placement: Any = None  # the attempt's placement group: its resources, reserved
+    waiting_said: bool = False  # the job was told what its placement waits for
     placed: asyncio.Task | None = None
     ready: asyncio.Task | None = None
     run: asyncio.Task | None = None
@@ -127,9 +132,9 @@ class Reconciler:
                 actor = ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:  # gone meanwhile
                 continue
-            att = _follow(job_id, attempt, "", name, actor)
-            if att.ready is not None:  # a runner that answers is terminated, not only removed
-                await asyncio.wait([att.ready], timeout=10)
+            att = await asyncio.to_thread(_follow, job_id, attempt, "", name, actor)
+            att.ready = asyncio.create_task(att.gang.ready())
+            await asyncio.wait([att.ready], timeout=10)  # a runner that answers is terminated, not only removed
             self.attempts[job_id] = att
             log.info("job %s ended while no controller followed it: ending its runner %s", job_id, name)
 
@@ -164,7 +169,7 @@ class Reconciler:
                 return
             elif att.run is None:
                 att.node_id = att.ready.result().get("node_id")
-                att.run = asyncio.create_task(_await(att.actor.run.remote()))
+                att.run = asyncio.create_task(att.gang.run())
                 att.run.add_done_callback(lambda _: self.wake())
         if job.state is JobState.QUEUED:
             await self._watch_queued(job, att)
@@ -179,8 +184,9 @@ class Reconciler:
             actor = ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             actor = None
-        if actor is not None:  # a runner from before a controller restart: follow it again
-            att = _follow(job.id, job.attempt, job.trace_id, name, actor)
+        if actor is not None:  # runners from before a controller restart: follow them again
+            att = await asyncio.to_thread(_follow, job.id, job.attempt, job.trace_id, name, actor)
+            att.ready = asyncio.create_task(att.gang.ready())
             log.info("[TRACE:%s] re-attached to %s", job.trace_id, name)
             return att
         if job.state is JobState.RUNNING:
@@ -204,20 +210,23 @@ class Reconciler:
             await self._apply(job, job.attempt, recovery.on_lost(
                 job, f"could not prepare the trainer: {_describe(exc)}", retryable=False))
             return None
-        actor, placement = launched
+        gang, placement = launched
         if job.state is JobState.PENDING:
-            await self.store.transition(job.id, JobState.QUEUED, f"runner {name} requested", attempt=job.attempt)
-        att = AttemptHandle(job.id, job.attempt, job.trace_id, actor, placement=placement)
+            what = f"runner {name} requested" if gang.size == 1 else \
+                f"runners of {gang.size} ranks requested ({name} and its ranks)"
+            await self.store.transition(job.id, JobState.QUEUED, what, attempt=job.attempt)
+        att = AttemptHandle(job.id, job.attempt, job.trace_id, gang, placement=placement)
         if placement is not None:
             att.placed = asyncio.create_task(_await(placement.ready()))
-        att.ready = asyncio.create_task(_await(actor.ready.remote()))
+            att.placed.add_done_callback(lambda _: self.wake())
+        att.ready = asyncio.create_task(gang.ready())
         att.ready.add_done_callback(lambda _: self.wake())
         return att
 
-    def _launch(self, job: Job, name: str, manifest: Any) -> tuple[ray.actor.ActorHandle[Any], Any]:
+    def _launch(self, job: Job, name: str, manifest: Any) -> tuple[Gang, Any]:
         # in a thread: it uploads the trainer's folders to Ray (environments.ready() has made
         # sure its venv is built, so no build happens here)
-        return launch.launch_runner(self.settings, manifest, job, name, store=self.store.handle)
+        return launch.launch_gang(self.settings, manifest, job, name, store=self.store.handle)
 
     # ------------------------------------------------------------------ watching
 
@@ -230,21 +239,34 @@ class Reconciler:
         waited = time.monotonic() - att.created
         unplaced = att.placed is not None and not att.placed.done()
         if unplaced and waited > self.settings.placement_timeout_s:
-            try:
-                custom = self.registry.get(job.framework).resources.custom
-            except UnknownTrainer:
-                custom = {}
             await self._fail(job, att, f"the trainer could not be placed within "
-                             f"{self.settings.placement_timeout_s:g}s: no node has num_gpus={job.num_gpus:g}, "
-                             f"num_cpus={job.num_cpus}" + "".join(f", {k}={v:g}" for k, v in custom.items())
-                             + " free", ErrorType.RESOURCE_ERROR)
+                             f"{self.settings.placement_timeout_s:g}s: {self._room(job)}", ErrorType.RESOURCE_ERROR)
+        elif unplaced and waited > PLACEMENT_NEWS_S and not att.waiting_said:
+            att.waiting_said = True
+            await self.store.set_wait_reason(job.id, att.attempt, f"waiting for room: {self._room(job)} yet; "
+                                             f"failing at {self.settings.placement_timeout_s:g}s")
+        elif att.waiting_said and not unplaced:
+            att.waiting_said = False
+            await self.store.set_wait_reason(job.id, att.attempt, None)
+
+    def _room(self, job: Job) -> str:
+        """What the job's placement waits for, in words (per worker, and how the workers go)."""
+        try:
+            custom = launch.custom_resources(self.registry.get(job.framework))
+        except UnknownTrainer:
+            custom = {}
+        worker = f"num_gpus={job.num_gpus:g}, num_cpus={job.num_cpus}" + "".join(
+            f", {k}={v:g}" for k, v in custom.items())
+        if job.workers == 1:
+            return f"no node has {worker} free"
+        return (f"no {job.workers} workers of {worker} each are free together "
+                f"({job.placement_strategy}; a gang is placed all or nothing)")
 
     async def _watch_running(self, job: Job, att: AttemptHandle) -> None:
         if job.cancel_requested:
             waited = _since(job.cancel_requested_at) or 0.0
             if att.terminate is None and waited >= self.settings.cancel_grace_s:
-                att.terminate = asyncio.create_task(
-                    _await(att.actor.terminate.remote(self.settings.kill_grace_s)))
+                att.terminate = asyncio.create_task(att.gang.terminate(self.settings.kill_grace_s))
             return  # the attempt's end (processes gone) turns into CANCELLED
         silent = _since(job.last_heartbeat_at or job.started_at)
         if silent is not None and silent > self.settings.heartbeat_timeout_s:
@@ -276,14 +298,18 @@ class Reconciler:
 
         async def again() -> Any:
             await asyncio.sleep(1.0)
-            return await getattr(att.actor, method).remote()
+            return await getattr(att.gang, method)()
 
         task = asyncio.create_task(again())
         task.add_done_callback(lambda _: self.wake())
         return task
 
     async def _runner_death(self, att: AttemptHandle, exc: BaseException) -> deaths.RunnerDeath:
-        return await deaths.runner_death(self.store, att.actor, att.job_id, att.attempt, att.trace_id,
+        if isinstance(exc, RankLost):  # one rank of a gang: its runner, its node, said so
+            death = await deaths.runner_death(self.store, exc.actor, att.job_id, att.attempt, att.trace_id,
+                                              exc.node_id, exc.cause, _describe)
+            return dataclasses.replace(death, reason=f"rank {exc.rank}: {death.reason}")
+        return await deaths.runner_death(self.store, att.gang.leader, att.job_id, att.attempt, att.trace_id,
                                          att.node_id, exc, _describe)
 
     async def _start_failed(self, job: Job, att: AttemptHandle, exc: BaseException) -> None:
@@ -295,7 +321,7 @@ class Reconciler:
 
     async def _actor_alive(self, att: AttemptHandle) -> bool:
         try:
-            await asyncio.wait_for(_await(att.actor.status.remote()), timeout=10)
+            await asyncio.wait_for(att.gang.status(), timeout=10)
             return True
         except Exception:
             return False
@@ -367,21 +393,21 @@ class Reconciler:
         if placed and not exited:  # an actor never placed has no process to end: it is only removed
             grace = self.settings.kill_grace_s
             try:
-                await asyncio.wait_for(_await(att.actor.terminate.remote(grace)), grace + 10)
+                await asyncio.wait_for(att.gang.terminate(grace), grace + 10)
             except Exception:
                 await self._kill_orphans(att)
-        launch.remove(att.actor, att.placement)
+        launch.remove(att.gang, att.placement)
 
     async def _kill_orphans(self, att: AttemptHandle) -> None:
         await kill_orphaned_group(self.store, att.job_id, att.attempt, att.trace_id)
 
 
 def _follow(job_id: str, attempt: int, trace_id: str, name: str, actor: Any) -> AttemptHandle:
-    """An attempt whose runner was started before this controller: its placement group found by
-    the runner's name, and asked whether it is ready (which re-attaches to its run)."""
-    att = AttemptHandle(job_id, attempt, trace_id, actor, placement=launch.find_placement(name))
-    att.ready = asyncio.create_task(_await(actor.ready.remote()))
-    return att
+    """An attempt whose runners were started before this controller: its other ranks and its
+    placement group found by their names, and asked whether they are ready (which re-attaches to
+    their run). Blocking (GCS calls): run it in a thread; the tasks start on the loop."""
+    gang = launch.find_gang(job_id, attempt, actor)
+    return AttemptHandle(job_id, attempt, trace_id, gang, placement=launch.find_placement(name))
 
 
 async def _await(ref: Any) -> Any:

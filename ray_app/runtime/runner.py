@@ -22,6 +22,7 @@ import importlib.machinery
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -36,6 +37,8 @@ log = logging.getLogger("ray_app.controller")
 
 LOG_FLUSH_S = 0.5
 PLATFORM_ONLY_ENV = frozenset({"VTP_JWT_SECRET", "VTP_API_TOKENS", "VTP_DATABASE_URL"})
+# what only the rank that reports for the job is given (DESIGN §12)
+RANK0_ONLY_ENV = frozenset({"CALLBACK_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI"})
 LOG_BATCH = 200
 OUTPUT_DRAIN_S = 2.0  # how long the output of a trainer that exited is read before its group is ended
 # the trainer's start, held until the runner opens the gate (a line on stdin; at EOF, the runner
@@ -64,6 +67,23 @@ def _process_started_at() -> float | None:
         return None
 
 
+def _node_address(node_id: str) -> str:
+    """The address this node is known by in the cluster (what `ray start --node-ip-address`
+    gave), where the other ranks reach this one; not a guess from the machine's routes."""
+    try:
+        return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+    except (StopIteration, KeyError):
+        return ray.util.get_node_ip_address()
+
+
+def _free_port(host: str) -> int:
+    """A port free on this node now (the trainer of rank 0 binds it moments later: torch's
+    rendezvous store; a port taken meanwhile fails the attempt, which is retried)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -85,7 +105,7 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 class TrainerRunner:
     def __init__(self, settings: Settings, job_id: str, attempt: int, trace_id: str,
                  entrypoint: str, secret_env: dict[str, str], process_spec: dict[str, Any] | None = None,
-                 store: Any = None):
+                 store: Any = None, rank: int = 0):
         # where an attempt's start-up time goes (reported in its `trainer_process` event): the
         # worker process spawned (with a runtime_env, or without: then possibly before the job,
         # an idle worker Ray hands over), Ray and this module imported, the trainer's packages
@@ -96,7 +116,10 @@ class TrainerRunner:
         self.store = StoreClient(settings, known=store)
         self.job_id, self.attempt, self.trace_id = job_id, attempt, trace_id
         self.entrypoint = entrypoint
-        self.secret_env = secret_env
+        # one rank of a gang (runtime/gang.py): only rank 0 speaks for the job, so the other
+        # ranks' trainers get no callback token and no MLflow (sdk.distributed)
+        self.rank = rank
+        self.secret_env = secret_env if rank == 0 else {k: v for k, v in secret_env.items() if k not in RANK0_ONLY_ENV}
         # the trainer's environment, when the runner was started without it (process_env.py)
         self.process_spec = process_spec
         self._process_env: asyncio.Task | None = None
@@ -108,16 +131,28 @@ class TrainerRunner:
         self._terminating = False  # once asked to end, never start the trainer
 
     def _say(self, message: str) -> None:
-        print(f"[TRACE:{self.trace_id}] [RUNNER] {message}", flush=True)
+        who = f"RUNNER rank {self.rank}" if self.rank else "RUNNER"
+        print(f"[TRACE:{self.trace_id}] [{who}] {message}", flush=True)
 
-    async def ready(self) -> dict[str, Any]:
+    def _note(self, message: str) -> None:
+        """A line for the job's log (and this actor's)."""
+        self._say(message)
+        who = f"RUNNER rank {self.rank}" if self.rank else "RUNNER"
+        self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [{who}] {message}"))
+
+    async def ready(self, want_port: bool = False) -> dict[str, Any]:
         """Answers once the actor is placed and the trainer's environment is built (its
-        runtime_env, or the process spec's packages unpacked on this node)."""
+        runtime_env, or the process spec's packages unpacked on this node). `want_port`: rank 0
+        of a gang also names a free port on its node, where the ranks meet (torch.distributed)."""
         trainer = await self._trainer_env()
         self.startup["ready_at"] = time.time()
         ctx = ray.get_runtime_context()
-        return {"pid": os.getpid(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids(),
-                "python": trainer.python}
+        node_id = ctx.get_node_id()
+        info = {"pid": os.getpid(), "node_id": node_id, "gpu_ids": ray.get_gpu_ids(),
+                "python": trainer.python, "node_ip": await asyncio.to_thread(_node_address, node_id)}
+        if want_port:
+            info["port"] = _free_port(info["node_ip"])
+        return info
 
     async def _trainer_env(self) -> process_env.TrainerProcessEnv:
         if self.process_spec is None:  # the actor's runtime_env is the trainer's: inherit it
@@ -129,14 +164,15 @@ class TrainerRunner:
                 lambda _: self.startup.setdefault("packages_ready_at", time.time()))
         return await asyncio.shield(self._process_env)
 
-    async def run(self) -> dict[str, Any]:
-        """Start the trainer (once) and wait for it; calling again re-attaches to the same run."""
+    async def run(self, rank_env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Start the trainer (once) and wait for it; calling again re-attaches to the same run.
+        `rank_env`: this rank's rendezvous variables (runtime/gang.py), for the first call."""
         if self._run_task is None:
             self.startup["run_called_at"] = time.time()
-            self._run_task = asyncio.create_task(self._run())
+            self._run_task = asyncio.create_task(self._run(rank_env or {}))
         return await asyncio.shield(self._run_task)
 
-    async def _run(self) -> dict[str, Any]:
+    async def _run(self, rank_env: dict[str, str]) -> dict[str, Any]:
         if self._terminating:
             return {"returncode": -signal.SIGTERM, "signal": "SIGTERM", "pid": None, "pgid": None,
                     "duration_s": 0.0, "not_started": True}
@@ -144,7 +180,10 @@ class TrainerRunner:
         # the platform's own secrets stay in the runner: a trainer holding the JWT secret could
         # forge other jobs' callback tokens, and the API tokens or the database URL are not its own
         inherited = {k: v for k, v in os.environ.items() if k not in PLATFORM_ONLY_ENV}
-        env = {**inherited, **trainer.env, **self.secret_env}
+        env = {**inherited, **trainer.env, **self.secret_env, **rank_env}
+        if self.rank:
+            for name in RANK0_ONLY_ENV:
+                env.pop(name, None)
         gpu_ids = ray.get_gpu_ids()
         env["DEVICE"] = ",".join(str(i) for i in range(len(gpu_ids))) if gpu_ids else "cpu"
         env["PYTHONUNBUFFERED"] = "1"
@@ -175,7 +214,8 @@ class TrainerRunner:
         node_id = ray.get_runtime_context().get_node_id()
         try:
             await self.store.attempt_started(self.job_id, self.attempt, node_id, self.proc.pid, self.pgid,
-                                             {"gpu_ids": gpu_ids, "python": trainer.python, "startup": self.startup})
+                                             {"gpu_ids": gpu_ids, "python": trainer.python, "startup": self.startup,
+                                              "world_size": int(rank_env.get("WORLD_SIZE", "1"))}, rank=self.rank)
         except BaseException:
             kill_group(self.pgid)  # not on record: the controller could not end it
             raise
@@ -189,9 +229,7 @@ class TrainerRunner:
             try:
                 await asyncio.wait_for(asyncio.shield(reader), OUTPUT_DRAIN_S)
             except TimeoutError:
-                message = f"the trainer exited; its process group still held its output after {OUTPUT_DRAIN_S:g}s: ended"
-                self._say(message)
-                self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] {message}"))
+                self._note(f"the trainer exited; its process group still held its output after {OUTPUT_DRAIN_S:g}s: ended")
                 kill_group(self.pgid)
                 await reader
         finally:
@@ -205,7 +243,7 @@ class TrainerRunner:
         if returncode < 0:
             outcome["signal"] = signal.Signals(-returncode).name
         self._say(f"trainer exited: {outcome}")
-        self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] trainer exited with code {returncode}"))
+        self._note(f"trainer exited with code {returncode}")
         await self._flush_logs(final=True)
         return outcome
 
@@ -239,7 +277,9 @@ class TrainerRunner:
             return
         batch, self._pending_logs = self._pending_logs, []
         try:
-            await self.store.append_logs(self.job_id, self.attempt, batch, final=final)
+            # the attempt's output is complete with rank 0's last line: the one that reports for the job
+            await self.store.append_logs(self.job_id, self.attempt, batch, final=final and self.rank == 0,
+                                         rank=self.rank)
         except Exception as exc:  # a log line is not worth killing the training for
             self._say(f"could not store {len(batch)} log lines: {type(exc).__name__}: {exc}")
 
@@ -260,9 +300,7 @@ class TrainerRunner:
                 return {"alive": False, "signalled": None}
         signalled = None
         if group_alive(self.pgid):
-            message = f"terminating process group {self.pgid} (SIGTERM, then SIGKILL after {grace_s:g}s)"
-            self._say(message)
-            self._pending_logs.append(("runner", f"[TRACE:{self.trace_id}] [RUNNER] {message}"))
+            self._note(f"terminating process group {self.pgid} (SIGTERM, then SIGKILL after {grace_s:g}s)")
             kill_group(self.pgid, signal.SIGTERM)
             signalled = "SIGTERM"
             deadline = time.monotonic() + grace_s
@@ -290,18 +328,22 @@ def kill_process_group(pgid: int) -> bool:
 
 
 async def kill_orphaned_group(store: StoreClient, job_id: str, attempt: int, trace_id: str) -> None:
-    """The runner is gone: end its trainer's process group on its node, if any is left (the
-    runner recorded where the process runs on the attempt's row). A lost node took its
-    processes with it: the task then finds no node, and there is nothing to do."""
+    """The runners are gone: end their trainers' process groups on their nodes, if any is left
+    (each runner recorded where its process runs on the attempt's row: every rank of a gang).
+    A lost node took its processes with it: the task then finds no node, and there is nothing
+    to do."""
     try:
         data = await store.attempt_process(job_id, attempt)
     except Exception:
         return
     if data is None:
         return
-    try:
-        await kill_process_group.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(data["node_id"], soft=False),
-        ).remote(int(data["pgid"]))
-    except Exception as exc:
-        log.warning("[TRACE:%s] could not clean up process group %s: %s", trace_id, data, exc)
+    for rank in data.get("ranks") or [data]:
+        if rank.get("node_id") is None or rank.get("pgid") is None:
+            continue
+        try:
+            await kill_process_group.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(rank["node_id"], soft=False),
+            ).remote(int(rank["pgid"]))
+        except Exception as exc:
+            log.warning("[TRACE:%s] could not clean up process group %s: %s", trace_id, rank, exc)

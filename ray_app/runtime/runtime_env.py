@@ -68,16 +68,23 @@ def prepare(settings: Settings, manifest: TrainerManifest, public_env: dict[str,
     return upload_local_dirs(build(settings, manifest, public_env, log=log), str(scratch))
 
 
-def runner_name(job_id: str, attempt: int) -> str:
-    """The actor's name: how the Ray dashboard and `ray list actors` show the job's trainer."""
-    return f"trainer:job-{job_id}:attempt-{attempt}"
+def runner_name(job_id: str, attempt: int, rank: int = 0) -> str:
+    """The actor's name: how the Ray dashboard and `ray list actors` show the job's trainer (rank
+    0, the one that reports for the job, keeps the plain name; a gang's other ranks add theirs)."""
+    base = f"trainer:job-{job_id}:attempt-{attempt}"
+    return f"{base}:rank-{rank}" if rank else base
 
 
-RUNNER_NAME = re.compile(r"trainer:job-(?P<job_id>.+):attempt-(?P<attempt>[0-9]+)")
+RUNNER_NAME = re.compile(r"trainer:job-(?P<job_id>.+?):attempt-(?P<attempt>[0-9]+)(?::rank-(?P<rank>[0-9]+))?")
 
 
 def parse_runner_name(name: str) -> tuple[str, int] | None:
-    """(job id, attempt) of a runner's actor name; None for any other name."""
-    match = RUNNER_NAME.fullmatch(name)
-    return (match["job_id"], int(match["attempt"])) if match else None
+    """(job id, attempt) of a runner's actor name, any rank's; None for any other name."""
+    parsed = parse_rank_runner_name(name)
+    return parsed[:2] if parsed else None
 
+
+def parse_rank_runner_name(name: str) -> tuple[str, int, int] | None:
+    """(job id, attempt, rank) of a runner's actor name; None for any other name."""
+    match = RUNNER_NAME.fullmatch(name)
+    return (match["job_id"], int(match["attempt"]), int(match["rank"] or 0)) if match else None

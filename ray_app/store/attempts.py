@@ -29,9 +29,27 @@ _EMPTY: dict[str, Any] = {column.name: None for column in db.attempts.columns} |
 
 
 def started(conn: Connection, history: History, job_id: str, attempt: int, node_id: str | None,
-            pid: int | None, pgid: int | None) -> History:
-    """The attempt's trainer process runs: where, and as which process and group."""
-    return _record(conn, history, job_id, attempt, **_ended({"node_id": node_id}) | {"pid": pid, "pgid": pgid})
+            pid: int | None, pgid: int | None, rank: int = 0) -> History:
+    """A trainer process of the attempt runs: where, and as which process and group. Every
+    rank's goes into `ranks`; rank 0's (the one that reports for the job) is also the row's own."""
+    row = next((r for r in history if r["attempt"] == attempt), None)
+    entry = {"rank": rank, **_ended({"node_id": node_id}), "pid": pid, "pgid": pgid}
+    ranks = sorted([r for r in (row or {}).get("ranks") or [] if r.get("rank") != rank] + [entry],
+                   key=lambda r: r["rank"])
+    own = _ended({"node_id": node_id}) | {"pid": pid, "pgid": pgid} if rank == 0 else {}
+    return _record(conn, history, job_id, attempt, **own, ranks=ranks)
+
+
+def ranks_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where each rank of an attempt runs: [{rank, node_id, pid}] (rank 0 alone for a row from
+    before gangs)."""
+    ranks = row.get("ranks")
+    if isinstance(ranks, list):
+        return [{"rank": r.get("rank"), "node_id": r.get("node_id"), "pid": r.get("pid")}
+                for r in ranks if isinstance(r, dict) and isinstance(r.get("rank"), int)]
+    if row.get("pid") is not None:
+        return [{"rank": 0, "node_id": row.get("node_id"), "pid": row.get("pid")}]
+    return []
 
 
 def close(conn: Connection, history: History, job: dict[str, Any], outcome: str, reason: str | None,
@@ -60,11 +78,17 @@ def output_complete(conn: Connection, history: History, job_id: str, attempt: in
 
 
 def process(history: History, attempt: int) -> dict[str, Any] | None:
-    """Where the attempt's trainer process runs (node_id, pid, pgid), if the runner said."""
+    """Where the attempt's trainer processes run: rank 0's node_id, pid, pgid, and `ranks`,
+    every rank's [{rank, node_id, pid, pgid}], as far as their runners said."""
     row = next((r for r in history if r["attempt"] == attempt), None)
-    if row is None or row["pgid"] is None:
+    if row is None:
         return None
-    return {"node_id": row["node_id"], "pid": row["pid"], "pgid": row["pgid"]}
+    ranks = [r for r in row.get("ranks") or [] if r.get("pgid") is not None]
+    if row["pgid"] is None and not ranks:
+        return None
+    if not ranks:
+        ranks = [{"rank": 0, "node_id": row["node_id"], "pid": row["pid"], "pgid": row["pgid"]}]
+    return {"node_id": row["node_id"], "pid": row["pid"], "pgid": row["pgid"], "ranks": ranks}
 
 
 def _record(conn: Connection, history: History, job_id: str, attempt: int, **values: Any) -> History:

@@ -161,8 +161,9 @@ class StoreClient:
             job_id, attempt, reason)))
 
     async def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int,
-                              details: dict[str, Any] | None = None) -> None:
-        await self._call(Retry.ONCE, lambda s: s.attempt_started.remote(job_id, attempt, node_id, pid, pgid, details))
+                              details: dict[str, Any] | None = None, rank: int = 0) -> None:
+        await self._call(Retry.ONCE, lambda s: s.attempt_started.remote(job_id, attempt, node_id, pid, pgid, details,
+                                                                         rank))
 
     async def attempt_process(self, job_id: str, attempt: int) -> dict[str, Any] | None:
         """Where the attempt's trainer process runs: node_id, pid, pgid (None before it started)."""
@@ -183,9 +184,11 @@ class StoreClient:
         except Exception as exc:
             log.warning("could not record %s for job %s: %s", event_type, job_id, exc)
 
-    async def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]], final: bool = False) -> int:
-        """`final`: the attempt's last lines; its output is then recorded as complete."""
-        return await self._call(Retry.ONCE, lambda s: s.append_logs.remote(job_id, attempt, lines, final))
+    async def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]], final: bool = False,
+                          rank: int = 0) -> int:
+        """`final`: the attempt's last lines; its output is then recorded as complete. `rank`:
+        the rank whose process printed them."""
+        return await self._call(Retry.ONCE, lambda s: s.append_logs.remote(job_id, attempt, lines, final, rank))
 
     # ------------------------------------------------------------------ trainer callbacks
 

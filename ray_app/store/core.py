@@ -208,16 +208,22 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
         return self._with_history(job)
 
     def attempt_started(self, job_id: str, attempt: int, node_id: str | None, pid: int, pgid: int,
-                        details: dict[str, Any] | None = None) -> None:
-        """The runner started the attempt's trainer process: where it runs, on the attempt's row
-        (so the controller can end it even if the runner dies), and the user's `trainer_process`
-        event with `details` (GPUs, start-up timings), in one transaction."""
+                        details: dict[str, Any] | None = None, rank: int = 0) -> None:
+        """A runner started one of the attempt's trainer processes: where it runs, on the
+        attempt's row (so the controller can end it even if the runner dies), and the user's
+        event with `details` (GPUs, start-up timings), in one transaction: `trainer_process` for
+        rank 0 (the process that reports for the job), `rank_process` for the other ranks."""
         job = self._job(job_id)
         with self._tx(job) as conn:
             self._attempts[job_id] = attempts.started(conn, self._history(job_id, conn), job_id, attempt,
-                                                      node_id, pid, pgid)
-            self._add_event(conn, job, "platform", "info", "trainer_process", f"trainer process {pid} started",
-                            {**(details or {}), "pid": pid, "attempt": attempt, "node_id": node_id})
+                                                      node_id, pid, pgid, rank)
+            data = {**(details or {}), "pid": pid, "attempt": attempt, "node_id": node_id, "rank": rank}
+            if rank == 0:
+                self._add_event(conn, job, "platform", "info", "trainer_process", f"trainer process {pid} started",
+                                data)
+            else:
+                self._add_event(conn, job, "platform", "info", "rank_process",
+                                f"rank {rank}: trainer process {pid} started", data)
 
     def attempt_process(self, job_id: str, attempt: int) -> dict[str, Any] | None:
         """Where the attempt's trainer process runs (node_id, pid, pgid), if it started."""
@@ -237,18 +243,19 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
         with self._tx(job) as conn:
             self._add_event(conn, job, "platform", level, event_type, message, data or {})
 
-    def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]], final: bool = False) -> int:
+    def append_logs(self, job_id: str, attempt: int, lines: list[tuple[str, str]], final: bool = False,
+                    rank: int = 0) -> int:
         """Store output lines; `final`: the attempt's last ones (its process has exited), recorded
         on its attempt row in the same transaction, so a reader knows it has everything."""
         job = self._job(job_id)
         if final:
             with self._tx(job) as conn:
-                seq = self._write_logs(conn, job_id, attempt, lines)
+                seq = self._write_logs(conn, job_id, attempt, lines, rank)
                 self._attempts[job_id] = attempts.output_complete(conn, self._history(job_id, conn),
                                                                   job_id, attempt)
         elif lines:
             with self.engine.begin() as conn:
-                seq = self._write_logs(conn, job_id, attempt, lines)
+                seq = self._write_logs(conn, job_id, attempt, lines, rank)
         else:
             with self.engine.connect() as conn:
                 return self._last_log_seq(conn, job_id)
@@ -262,7 +269,7 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
             seq = db.max_seq(conn, db.logs, [job_id]).get(job_id, 0)
         return seq
 
-    def _write_logs(self, conn, job_id: str, attempt: int, lines: list[tuple[str, str]]) -> int:
+    def _write_logs(self, conn, job_id: str, attempt: int, lines: list[tuple[str, str]], rank: int = 0) -> int:
         """Insert the lines after the job's last one; returns the new last seq."""
         seq = self._last_log_seq(conn, job_id)
         if not lines:
@@ -271,7 +278,7 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
         values = []
         for stream, line in lines:
             seq += 1
-            values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream,
+            values.append({"job_id": job_id, "seq": seq, "attempt": attempt, "stream": stream, "rank": rank,
                            # a trainer may print anything: a NUL would fail the write on PostgreSQL
                            "line": readable(line[:16384]), "created_at": now})
         conn.execute(db.logs.insert(), values)

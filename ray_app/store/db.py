@@ -129,6 +129,10 @@ jobs = Table(
     # a retried attempt waits before it is started (jobs/recovery.py: retry_delay_s)
     Column("wait_reason", Text),
     Column("retry_at", UTCDateTime()),
+    # a gang of ranks (jobs/ranks.py): W workers, each a bundle of the job's per-worker resources
+    # in one placement group, packed onto few nodes or spread over many
+    Column("workers", Integer, nullable=False, server_default="1"),
+    Column("placement_strategy", String(8), nullable=False, server_default="PACK"),
     # what changed since a position, in order: the job-list stream (store/reads.changed_jobs)
     Index("ix_jobs_updated_at", "updated_at", "num"),
 )
@@ -167,6 +171,7 @@ logs = Table(
     Column("stream", String(8), nullable=False),
     Column("line", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("rank", Integer, nullable=False, server_default="0"),  # the rank whose process printed it
 )
 
 # One row per attempt: the job's history of tries (store/attempts.py). Written when the
@@ -190,6 +195,8 @@ attempts = Table(
     Column("pgid", Integer),
     # the runner stored the attempt's last output line: a log reader has everything
     Column("output_complete", Boolean, nullable=False, server_default=false()),
+    # every rank's process of a gang: [{rank, node_id, pid, pgid}] (rank 0 is also node_id/pid/pgid)
+    Column("ranks", JSON),
 )
 
 # Datasets registered through the API (store/datasets.py): a name, and its versions, each one

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from ray_app.jobs.errors import JobNotFound
 from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
-from ray_app.store import db
+from ray_app.store import attempts, db
 from ray_app.store.log_archive import LogArchive
 
 Row = dict[str, Any]
@@ -53,6 +53,7 @@ def with_history(job: Row, history: list[Row]) -> Row:
                                   for row in history if row["ended_at"] is not None]}
     current = next((r for r in history if r["attempt"] == job["attempt"]), None)
     shaped["output_complete"] = bool(current and current["output_complete"])
+    shaped["ranks"] = attempts.ranks_of(current) if current is not None else []
     return shaped
 
 

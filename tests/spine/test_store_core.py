@@ -168,7 +168,8 @@ def test_attempt_rows_hold_the_process_and_whether_its_output_is_complete(databa
     job_id = running_job(store)
     assert store.attempt_process(job_id, 1) is None  # no process reported yet
     store.attempt_started(job_id, 1, "node-a", 4321, 4321)
-    assert store.attempt_process(job_id, 1) == {"node_id": "node-a", "pid": 4321, "pgid": 4321}
+    rank0 = {"rank": 0, "node_id": "node-a", "pid": 4321, "pgid": 4321}
+    assert store.attempt_process(job_id, 1) == {"node_id": "node-a", "pid": 4321, "pgid": 4321, "ranks": [rank0]}
     job = store.get_job(job_id)
     assert job["attempts"] == [] and job["output_complete"] is False  # the running attempt is not history yet
     store.append_logs(job_id, 1, [("stdout", "epoch 1")])
@@ -187,5 +188,29 @@ def test_attempt_rows_hold_the_process_and_whether_its_output_is_complete(databa
     store.append_logs(job_id, 2, [], final=True)  # an attempt may end with nothing left to say
     again = JobStoreCore(database_url)  # durable, and reloaded
     assert again.get_job(job_id)["output_complete"] is True
-    assert again.attempt_process(job_id, 2) == {"node_id": "node-b", "pid": 99, "pgid": 99}
+    assert again.attempt_process(job_id, 2) == {"node_id": "node-b", "pid": 99, "pgid": 99,
+                                                "ranks": [{"rank": 0, "node_id": "node-b", "pid": 99, "pgid": 99}]}
     assert [line["line"] for line in again.logs(job_id)] == ["epoch 1", "trainer exited with code -9"]
+
+
+def test_every_rank_of_a_gang_is_on_its_attempt_row_and_its_lines_carry_the_rank(database_url):
+    """A gang's ranks report their processes in any order: each one is on the attempt's row
+    (the controller ends them all by it), rank 0's is also the row's own, and the job shows
+    where each rank runs; each rank's log lines say whose they are."""
+    store = JobStoreCore(database_url)
+    job_id = running_job(store)
+    store.attempt_started(job_id, 1, "node-b", 202, 202, rank=1)
+    assert store.attempt_process(job_id, 1) == {"node_id": None, "pid": None, "pgid": None,
+                                                "ranks": [{"rank": 1, "node_id": "node-b", "pid": 202, "pgid": 202}]}
+    store.attempt_started(job_id, 1, "node-a", 101, 101, rank=0)
+    process = store.attempt_process(job_id, 1)
+    assert (process["node_id"], process["pgid"]) == ("node-a", 101)
+    assert [(r["rank"], r["node_id"], r["pgid"]) for r in process["ranks"]] == [(0, "node-a", 101), (1, "node-b", 202)]
+    assert store.get_job(job_id)["ranks"] == [{"rank": 0, "node_id": "node-a", "pid": 101},
+                                              {"rank": 1, "node_id": "node-b", "pid": 202}]
+    events = [e for e in store.events(job_id) if e["event_type"] in ("trainer_process", "rank_process")]
+    assert [(e["event_type"], e["data"]["rank"]) for e in events] == [("rank_process", 1), ("trainer_process", 0)]
+    store.append_logs(job_id, 1, [("stdout", "rank 1 says")], rank=1)
+    store.append_logs(job_id, 1, [("stdout", "rank 0 says")])
+    assert [(line["rank"], line["line"]) for line in JobStoreCore(database_url).logs(job_id)] == [
+        (1, "rank 1 says"), (0, "rank 0 says")]

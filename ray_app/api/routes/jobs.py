@@ -23,6 +23,7 @@ from ray_app.jobs.api_models import (
     MetricPage,
     MetricView,
 )
+from ray_app.jobs import ranks
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import MAX_SEQ
 from ray_app.runtime.registry import UnknownTrainer
@@ -54,6 +55,11 @@ async def create_job(body: JobCreate, ctx: Ctx) -> JobView:
         spec["num_gpus"] = manifest.resources.num_gpus
     if body.memory_mb is None:
         spec["memory_mb"] = manifest.resources.memory_mb
+    try:  # every GPU it reserves used, as many workers as its trainer runs (jobs/ranks.py)
+        ranks.layout(manifest.name, manifest.distributed, body.workers, spec["num_gpus"], spec["num_cpus"],
+                     spec["memory_mb"], body.placement_strategy)
+    except ranks.LayoutError as exc:
+        raise HTTPException(422, detail=[{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]) from None
     job = await ctx.store.create_job(spec, uuid.uuid4().hex[:16])
     ctx.nudge_controller()
     return job
@@ -109,7 +115,10 @@ async def job_metrics(job_id: str, ctx: Ctx) -> MetricPage:
 async def job_logs(
     job_id: str, ctx: Ctx, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    rank: Annotated[int | None, Query(ge=0, le=10_000, description="only the lines of this rank's process "
+                                      "(and its runner's); next_after still moves past the others")] = None,
 ) -> LogPage:
     items = await ctx.reads.logs(job_id, after, limit)
-    return LogPage(items=[LogLine.model_validate(line) for line in items],
+    shown = items if rank is None else [line for line in items if (line.get("rank") or 0) == rank]
+    return LogPage(items=[LogLine.model_validate(line) for line in shown],
                    next_after=items[-1]["seq"] if items else None)

@@ -10,6 +10,10 @@ behaviour:
   exit0            exits 0 without done
   network_error    done(failed, NETWORK_ERROR)
   leave_writer     network_error, leaving behind a child that holds its output open (an hour's sleep)
+
+As a gang's rank > 0 (RANK set by the platform), it only says what it was given (its rendezvous
+variables, whether it holds a callback token), then lives as long as rank 0 trains and exits 0:
+rank 0 alone reports for the job.
 """
 
 import json
@@ -62,7 +66,20 @@ def done(status, **fields):
     return post("done", {"status": status, **fields})
 
 
+def other_rank():
+    names = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+    given = " ".join(f"{name}={ENV.get(name)}" for name in names)
+    say(f"rank {ENV['RANK']} ready: {given} NUM_CPUS={ENV.get('NUM_CPUS')} "
+        f"callback_token={'CALLBACK_TOKEN' in ENV} mlflow={'MLFLOW_TRACKING_URI' in ENV}")
+    for epoch in range(1, EPOCHS + 1):
+        time.sleep(EPOCH_S)
+        say(f"rank {ENV['RANK']} epoch {epoch}")
+    sys.exit(0)
+
+
 def main():
+    if int(ENV.get("RANK", "0")) > 0:
+        other_rank()
     say(f"fake trainer attempt {ATTEMPT} behaviour={BEHAVIOUR} resume_from={ENV.get('RESUME_FROM')}")
     say(f"cwd={os.getcwd()} job={ENV.get('JOB_ID')}")
     event("started", "training started", resume_from=ENV.get("RESUME_FROM"))
