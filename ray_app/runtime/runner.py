@@ -148,10 +148,11 @@ class TrainerRunner:
         self.startup["ready_at"] = time.time()
         ctx = ray.get_runtime_context()
         node_id = ctx.get_node_id()
-        info = {"pid": os.getpid(), "node_id": node_id, "gpu_ids": ray.get_gpu_ids(),
-                "python": trainer.python, "node_ip": await asyncio.to_thread(_node_address, node_id)}
+        address = await asyncio.to_thread(_node_address, node_id)
+        info: dict[str, Any] = {"pid": os.getpid(), "node_id": node_id, "gpu_ids": ray.get_gpu_ids(),
+                                "python": trainer.python, "node_ip": address}
         if want_port:
-            info["port"] = _free_port(info["node_ip"])
+            info["port"] = _free_port(address)
         return info
 
     async def _trainer_env(self) -> process_env.TrainerProcessEnv:
