@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ray_app.client import Client
 from ray_app.config import Settings
-from ray_app.jobs.api_models import JobView
+from ray_app.jobs.api_models import JobView, LogLine
 from ray_app.jobs.states import JobState
 
 from ray_app.cli.common import (
@@ -161,9 +161,12 @@ def jobs_submit(
     learning_rate: float = 0.01,
     image_size: int = 640,
     project: Annotated[str, typer.Option("--project")] = "default",
-    num_gpus: float = 0,
-    num_cpus: Optional[float] = None,
-    memory_mb: Optional[int] = None,
+    workers: Annotated[int, typer.Option(help="workers (a gang placed all or nothing; the resources "
+                                         "below are per worker)")] = 1,
+    placement_strategy: Annotated[str, typer.Option(help="PACK (few nodes) or SPREAD (many)")] = "PACK",
+    num_gpus: Annotated[float, typer.Option(help="GPUs per worker")] = 0,
+    num_cpus: Annotated[Optional[float], typer.Option(help="CPUs per worker (default: the trainer's)")] = None,
+    memory_mb: Annotated[Optional[int], typer.Option(help="memory per worker, MiB")] = None,
     max_attempts: Optional[int] = None,
     config: Annotated[str, typer.Option(help="JSON object of framework arguments")] = "{}",
     advanced_config: Annotated[str, typer.Option(help="JSON object")] = "{}",
@@ -183,7 +186,7 @@ def jobs_submit(
     body = {"framework": framework, "model_name": model, "dataset_id": dataset, "task_type": task_type,
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
             "image_size": image_size, "project_id": project, "num_gpus": num_gpus, "config": cfg,
-            "advanced_config": adv}
+            "advanced_config": adv, "workers": workers, "placement_strategy": placement_strategy.upper()}
     for name, value in (("num_cpus", num_cpus), ("memory_mb", memory_mb), ("max_attempts", max_attempts),
                         ("dataset_version", dataset_version)):
         if value is not None:
@@ -222,8 +225,13 @@ def jobs_get(job_id: str, url: Url = None, token: Token = None, as_json: AsJson 
     def render(view: JobView) -> None:
         j = view.model_dump(mode="json")
         for k, v in j.items():
-            if k not in ("config", "advanced_config", "attempts"):
+            if k not in ("config", "advanced_config", "attempts", "ranks"):
                 console.print(f"{k:22} {v}")
+        if j.get("ranks"):  # where the current attempt's ranks run
+            ranks = Table("rank", "node", "pid", title=f"ranks ({j['workers']} worker(s), {j['placement_strategy']})")
+            for r in j["ranks"]:
+                ranks.add_row(str(r["rank"]), (r["node_id"] or "")[:12], str(r["pid"] or ""))
+            console.print(ranks)
         if j.get("attempts"):
             table = Table("attempt", "outcome", "started", "ended", "node", "exit", "error type", "reason",
                           "resumed from", title="attempts")
@@ -273,27 +281,34 @@ def _finish_watch(client: Client, job_id: str, as_json: bool) -> None:
 
 @jobs_app.command("logs")
 def jobs_logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+              rank: Annotated[Optional[int], typer.Option(help="only this rank's lines (a job of several "
+                                                          "workers); default: every rank's, tagged")] = None,
               url: Url = None, token: Token = None) -> None:
     """The trainer's output; --follow keeps printing until the job ends."""
     client = api_client(url, token)
     if follow:  # the job's stream: each line as it is stored, until the job ends
-        call_api(_follow, client, job_id)
+        call_api(_follow, client, job_id, rank)
         return
     after = 0
     while True:
-        page = call_api(client.logs, job_id, after)
+        page = call_api(client.logs, job_id, after, None, rank)
         for line in page.items:
-            sys.stdout.write(line.line + "\n")
+            sys.stdout.write(_tagged(line) + "\n")
         sys.stdout.flush()
-        if not page.items:
+        if page.next_after is None:
             return
-        after = page.next_after or after
+        after = page.next_after
 
 
-def _follow(client: Client, job_id: str) -> None:
+def _tagged(line: LogLine) -> str:
+    """A rank's line says whose it is (rank 0's, and a single process's, as they are)."""
+    return f"[rank {line.rank}] {line.line}" if line.rank else line.line
+
+
+def _follow(client: Client, job_id: str, rank: int | None = None) -> None:
     for message in client.stream(job_id, events=False):
-        if message.kind == "log":
-            sys.stdout.write(message.data.line + "\n")
+        if message.kind == "log" and (rank is None or message.data.rank == rank):
+            sys.stdout.write(_tagged(message.data) + "\n")
             sys.stdout.flush()
 
 

@@ -98,8 +98,8 @@ class AsyncClient(_Base):
     async def events(self, job_id: str, after: int = 0, limit: int | None = None) -> EventPage:
         return await self.send(calls.events(job_id, after, limit))
 
-    async def logs(self, job_id: str, after: int = 0, limit: int | None = None) -> LogPage:
-        return await self.send(calls.logs(job_id, after, limit))
+    async def logs(self, job_id: str, after: int = 0, limit: int | None = None, rank: int | None = None) -> LogPage:
+        return await self.send(calls.logs(job_id, after, limit, rank))
 
     async def metrics(self, job_id: str) -> MetricPage:
         return await self.send(calls.metrics(job_id))

@@ -81,8 +81,10 @@ def events(job_id: str, after: int = 0, limit: int | None = None) -> Call[EventP
     return Call("GET", f"/v1/jobs/{_id(job_id)}/events", _model(EventPage), params=_params(after=after, limit=limit))
 
 
-def logs(job_id: str, after: int = 0, limit: int | None = None) -> Call[LogPage]:
-    return Call("GET", f"/v1/jobs/{_id(job_id)}/logs", _model(LogPage), params=_params(after=after, limit=limit))
+def logs(job_id: str, after: int = 0, limit: int | None = None, rank: int | None = None) -> Call[LogPage]:
+    """`rank`: only that rank's lines (a gang's); a page may then be empty with a next_after."""
+    return Call("GET", f"/v1/jobs/{_id(job_id)}/logs", _model(LogPage),
+                params=_params(after=after, limit=limit, rank=rank))
 
 
 def metrics(job_id: str) -> Call[MetricPage]:

@@ -105,8 +105,8 @@ class Client(_Base):
     def events(self, job_id: str, after: int = 0, limit: int | None = None) -> EventPage:
         return self.send(calls.events(job_id, after, limit))
 
-    def logs(self, job_id: str, after: int = 0, limit: int | None = None) -> LogPage:
-        return self.send(calls.logs(job_id, after, limit))
+    def logs(self, job_id: str, after: int = 0, limit: int | None = None, rank: int | None = None) -> LogPage:
+        return self.send(calls.logs(job_id, after, limit, rank))
 
     def metrics(self, job_id: str) -> MetricPage:
         return self.send(calls.metrics(job_id))
