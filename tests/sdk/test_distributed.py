@@ -115,6 +115,7 @@ COLLECTIVES = """
     out = {"rank": r}
     out["sum"] = dist.all_reduce_sum({"n": 10 * (r + 1), "loss": 0.5 + r})
     out["mean"] = dist.all_reduce_mean({"loss": 1.0 + 2 * r})
+    out["cm"] = dist.all_reduce_tensor(torch.tensor([[r, 1], [0, 2 * r]])).tolist()
     out["weighted"] = dist.weighted_mean({"loss": 1.0 if r == 0 else 4.0}, weight=30 if r == 0 else 10)
     out["any_one"] = dist.any_rank(r == 1)
     out["any_none"] = dist.any_rank(False)
@@ -141,6 +142,7 @@ def test_collectives_agree_across_two_ranks():
     for out in outs:
         assert out["sum"] == {"n": 30.0, "loss": 2.0}
         assert out["mean"] == {"loss": 2.0}
+        assert out["cm"] == [[1, 2], [0, 2]]
         assert out["weighted"] == {"loss": pytest.approx((30 * 1.0 + 10 * 4.0) / 40)}
         assert (out["any_one"], out["any_none"]) == (True, False)
     assert [o["saved"] for o in outs] == ["saved by 0", None]  # rank 0 saved, rank 1 waited

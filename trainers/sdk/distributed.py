@@ -176,6 +176,18 @@ def all_reduce_sum(values: Mapping[str, float]) -> dict[str, float]:
     return dict(zip(names, buf.cpu().tolist()))
 
 
+def all_reduce_tensor(tensor: Any) -> Any:
+    """A tensor summed over ranks (a confusion matrix, a histogram), returned on its own device;
+    the tensor itself when no group is up."""
+    if not active():
+        return tensor
+    import torch.distributed as dist
+
+    buf = tensor.to(_device()).clone()
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(tensor.device)
+
+
 def all_reduce_mean(values: Mapping[str, float]) -> dict[str, float]:
     """The mean over ranks of each value (every rank weighs the same; see ``weighted_mean`` for
     ranks that saw different numbers of samples)."""
@@ -263,6 +275,7 @@ def state_checksum(state_dict: Mapping[str, Any]) -> str:
 
 
 __all__ = ["rank", "world_size", "local_rank", "local_world_size", "node_rank", "is_main", "is_distributed",
-           "timeout_s", "backend_for", "active", "init", "shutdown", "barrier", "all_reduce_sum", "all_reduce_mean",
+           "timeout_s", "backend_for", "active", "init", "shutdown", "barrier", "all_reduce_sum", "all_reduce_tensor",
+           "all_reduce_mean",
            "weighted_mean", "any_rank", "save_on_main", "MainRankFailed", "broadcast_buffers", "state_checksum",
            "DEFAULT_TIMEOUT_S", "TIMEOUT_ENV"]

@@ -23,10 +23,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
-def torch_device(device: str | None) -> torch.device:
-    """The contract's DEVICE ("cpu", "0", "0,1", "cuda:0") as a torch device (first GPU only)."""
+def torch_device(device: str | None, cuda_available: bool | None = None) -> torch.device:
+    """The contract's DEVICE ("cpu", "0", "0,1", "cuda:0") as a torch device: the first GPU it
+    names. One process trains on one GPU; a job with several runs one rank per GPU (the manifest's
+    distributed.gpus_per_process: 1), and Ray makes each rank's own GPU visible to it as "0".
+    ``cuda_available``: torch's answer unless given (the unit test of the mapping)."""
     d = (device or "cpu").strip().lower()
-    if d in ("", "cpu") or not torch.cuda.is_available():
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if d in ("", "cpu") or not cuda_available:
         return torch.device("cpu")
     if d.startswith("cuda"):
         return torch.device(d)

@@ -15,6 +15,7 @@ import torch
 import timm_common as common
 import timm_options
 from sdk import CheckpointError, ConfigError, DatasetError, TrainerSDK
+from sdk import distributed as dist
 
 
 # ----------------------------------------------------------------------------- data
@@ -42,7 +43,15 @@ def class_info(src_root: Path, train_dir: Path) -> tuple[list[str], list[str], l
 
 
 def build_loaders(opts: timm_options.Options, folder: Path, class_dirs: list[str], data_config: dict[str, Any],
-                  device: torch.device, mixup_on: bool):
+                  device: torch.device, mixup_on: bool, rank: int = 0, world: int = 1):
+    """(train loader, validation loader, DataLoader workers, the training sampler or None).
+
+    One process: shuffled by a seeded generator, as ever. A rank of ``world``: BATCH_SIZE is the
+    job's (global) batch, each rank taking BATCH_SIZE // world of it (as Ultralytics' DDP does), so
+    a job trains with the same batch and learning rate whatever its number of ranks (a checkpoint
+    resumes with any); a seeded DistributedSampler gives each rank a 1/world share, reshuffled
+    each epoch (``set_epoch``). Validation is sharded without padding (rank r: images r, r+world,
+    ...), every image seen once; train.py sums the counts over ranks."""
     from timm.data import create_transform
 
     cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data_config.items()}
@@ -55,7 +64,14 @@ def build_loaders(opts: timm_options.Options, folder: Path, class_dirs: list[str
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise DatasetError(f"the dataset needs training and validation images "
                            f"(train: {len(train_ds)}, val: {len(val_ds)})")
-    batch = min(opts.batch_size, len(train_ds))
+    sampler = None
+    per_rank = len(train_ds)
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            train_ds, num_replicas=world, rank=rank, shuffle=True, seed=opts.seed, drop_last=False)
+        per_rank = len(sampler)
+        val_ds = torch.utils.data.Subset(val_ds, range(rank, len(val_ds), world))
+    batch = min(max(1, opts.batch_size // world), per_rank)
     if mixup_on:
         batch = max(2, batch - batch % 2)  # timm's Mixup pairs samples within a batch
     cpus = max(1, int(opts.num_cpus or os.cpu_count() or 1))
@@ -69,15 +85,16 @@ def build_loaders(opts: timm_options.Options, folder: Path, class_dirs: list[str
                                  "persistent_workers": workers > 0}
     gen = torch.Generator().manual_seed(opts.seed)
     # BatchNorm cannot train on a batch of one; mixup needs full (even) batches
-    drop_last = mixup_on or len(train_ds) % batch == 1
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=batch, shuffle=True, drop_last=drop_last,
-                                           generator=gen, **common_kw)
+    drop_last = mixup_on or per_rank % batch == 1
+    order: dict[str, Any] = {"sampler": sampler} if sampler is not None else {"shuffle": True, "generator": gen}
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=batch, drop_last=drop_last, **order, **common_kw)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=max(batch, 32), shuffle=False, **common_kw)
-    return train_dl, val_dl, workers
+    return train_dl, val_dl, workers, sampler
 
 
 # ----------------------------------------------------------------------------- model
-def build_model(sdk: TrainerSDK, opts: timm_options.Options, num_classes: int) -> tuple[torch.nn.Module, dict, str]:
+def build_model(sdk: TrainerSDK, opts: timm_options.Options, num_classes: int,
+                work: Path) -> tuple[torch.nn.Module, dict, str]:
     kwargs: dict[str, Any] = {"img_size": opts.image_size}
     for key in ("drop_rate", "drop_path_rate"):
         if opts.adv[key] is not None:
@@ -93,9 +110,9 @@ def build_model(sdk: TrainerSDK, opts: timm_options.Options, num_classes: int) -
     if opts.resume_from:
         pass  # the resume checkpoint brings the weights
     elif opts.pretrained:
-        weights, source = fetch_pretrained(sdk, opts.model_name), "bucket pretrained weights"
+        weights, source = fetch_pretrained(sdk, opts.model_name, work), "bucket pretrained weights"
     elif opts.weights:
-        weights, source = fetch(sdk, opts.weights, "weights"), f"weights {opts.weights}"
+        weights, source = fetch(sdk, opts.weights, "weights", work), f"weights {opts.weights}"
     if weights is not None:
         try:
             report = common.load_weights(model, weights)
@@ -110,8 +127,15 @@ def build_model(sdk: TrainerSDK, opts: timm_options.Options, num_classes: int) -
     return model, kwargs, source
 
 
-def fetch(sdk: TrainerSDK, uri: str, what: str) -> Path:
-    dest = sdk.work_dir / "weights"
+def seed_rank(seed: int, rank: int) -> None:
+    """After the model is built (the same initial weights on every rank): each rank its own random
+    stream for augmentation and dropout, reproducible from the job's seed."""
+    random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+def fetch(sdk: TrainerSDK, uri: str, what: str, work: Path) -> Path:
+    dest = work / "weights"
     dest.mkdir(parents=True, exist_ok=True)
     try:
         return sdk.download_checkpoint(uri, dest)
@@ -119,11 +143,11 @@ def fetch(sdk: TrainerSDK, uri: str, what: str) -> Path:
         raise ConfigError(f"{what} {uri!r} cannot be read: {exc}") from None
 
 
-def fetch_pretrained(sdk: TrainerSDK, model_name: str) -> Path:
+def fetch_pretrained(sdk: TrainerSDK, model_name: str, work: Path) -> Path:
     keys = [f"models/pretrained/timm/{model_name}{ext}" for ext in (".safetensors", ".pth")]
     for key in keys:
         try:
-            return fetch(sdk, key, "pretrained")
+            return fetch(sdk, key, "pretrained", work)
         except ConfigError:
             continue
     raise ConfigError(f"pretrained=true but no weights for {model_name!r} in the bucket "
@@ -176,7 +200,9 @@ def build_loss(opts: timm_options.Options, num_classes: int):
 def evaluate(model, loader, device, num_classes, tick, autocast: torch.dtype | None = None,
              channels_last: bool = False) -> dict[str, Any]:
     """Loss, top-1 (top-5 past five classes), the confusion matrix and per-class precision and
-    recall over ``loader``; under autocast in ``autocast``'s dtype when given, as training runs."""
+    recall over ``loader``; under autocast in ``autocast``'s dtype when given, as training runs.
+    In a distributed job each rank evaluates its shard and the counts are summed over ranks
+    before anything is computed from them: every rank gets the metrics of the whole set."""
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     loss_sum, n, top5_hits = 0.0, 0, 0
@@ -195,6 +221,10 @@ def evaluate(model, loader, device, num_classes, tick, autocast: torch.dtype | N
         if num_classes > 5:
             top5_hits += (logits.topk(5, 1).indices == y[:, None]).any(1).sum().item()
         tick(i + 1)
+    if dist.active():  # one process: as it was
+        cm = dist.all_reduce_tensor(cm)
+        sums = dist.all_reduce_sum({"loss_sum": loss_sum, "n": n, "top5_hits": top5_hits})
+        loss_sum, n, top5_hits = sums["loss_sum"], int(sums["n"]), int(sums["top5_hits"])
     correct = cm.diag()
     predicted, actual = cm.sum(0), cm.sum(1)
     out: dict[str, Any] = {"val_loss": loss_sum / max(n, 1), "top1": correct.sum().item() / max(n, 1),
@@ -206,8 +236,8 @@ def evaluate(model, loader, device, num_classes, tick, autocast: torch.dtype | N
     return out
 
 
-def load_resume(sdk: TrainerSDK, opts: timm_options.Options, class_names: list[str]) -> dict[str, Any]:
-    dest = sdk.work_dir / "resume"
+def load_resume(sdk: TrainerSDK, opts: timm_options.Options, class_names: list[str], work: Path) -> dict[str, Any]:
+    dest = work / "resume"
     dest.mkdir(parents=True, exist_ok=True)
     path = sdk.download_checkpoint(opts.resume_from, dest)
     try:
