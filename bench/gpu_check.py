@@ -3,6 +3,7 @@ and exports on the NVIDIA GPUs of the machine it runs on, and how fast, in under
 
     .venv/bin/python bench/gpu_check.py [--out gpu_check.json] [--budget-s 450]
     flock /tmp/vtp-suite.lock .venv/bin/python bench/gpu_check.py --cpu-smoke   # the same flow on a CPU
+    python3 bench/gpu_check.py --direct [--out gpu.json]   # no platform: the trainers alone (gpu_direct.py)
 
 What it does, each step in its own try (one failure does not hide the rest):
 
@@ -614,7 +615,14 @@ def self_test(tmp: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- main
 def main() -> int:
+    if "--direct" in sys.argv[1:]:  # the trainers alone, no platform: bench/gpu_direct.py
+        import gpu_direct
+
+        return gpu_direct.main(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--direct", action="store_true",
+                    help="no platform (no Ray, no network): the trainers' train.py, predict.py and export.py run "
+                         "directly against a moto S3 server, as bench/gpu_direct.py describes (`--direct --help`)")
     ap.add_argument("--out", help="also write the summary as JSON here")
     ap.add_argument("--budget-s", type=float, default=450.0, help="stop waiting and report after this many seconds")
     ap.add_argument("--cpu-smoke", action="store_true",
