@@ -1,6 +1,7 @@
 // A job's page: live progress, metric charts per attempt, events, the log tail, attempts, its
 // configuration, artifacts (plots inline, checkpoints to download), the MLflow run link, cancel,
-// "run again" and "try the model". Live by the job's stream (GET /v1/jobs/{id}/stream): `job`
+// "run again" and "try the model"; for a gang, its workers, where each rank runs (and ran, per
+// attempt) and the log per rank. Live by the job's stream (GET /v1/jobs/{id}/stream): `job`
 // messages carry the state and each heartbeat's metrics, `event` and `log` messages the rest.
 
 import { ApiError, api, follow, get } from "./api.js";
@@ -16,7 +17,8 @@ const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
 const MAX_LOG_LINES = 5000;
 const IMAGE = /\.(png|jpe?g|gif|webp|svg)$/i;
 export const HYPERPARAMETERS = ["framework", "task_type", "model_name", "dataset_id", "dataset_version", "project_id",
-  "epochs", "batch_size", "learning_rate", "image_size", "num_gpus", "num_cpus", "memory_mb", "max_attempts", "register_as"];
+  "epochs", "batch_size", "learning_rate", "image_size", "workers", "placement_strategy", "num_gpus", "num_cpus", "memory_mb",
+  "max_attempts", "register_as"];
 
 let infoPromise = null;
 export function platformInfo() {
@@ -85,14 +87,39 @@ function eventItem(e) {
     h("span", { class: "message" }, e.message), " ", data);
 }
 
+// a Ray node id, short (as `ray status` shows them), the whole id in its title
+const NODE_CHARS = 12;
+function node(id) {
+  return id ? h("span", { class: "mono node", title: id }, id.slice(0, NODE_CHARS)) : h("span", { class: "muted" }, "?");
+}
+
+// where a gang's ranks run: rank, node, process
+function ranksTable(ranks) {
+  return h("div", { class: "table-wrap" }, h("table", { class: "ranks", id: "ranks" },
+    h("thead", {}, h("tr", {}, h("th", {}, "rank"), h("th", {}, "node"), h("th", {}, "pid"))),
+    h("tbody", {}, ranks.map((r) => h("tr", { dataset: { rank: r.rank } },
+      h("td", { class: "c-rank" }, r.rank), h("td", { class: "c-node" }, node(r.node_id)), h("td", { class: "c-pid mono" }, r.pid ?? ""))))));
+}
+
+// an attempt's nodes, compact: each node once, with its ranks when there are several
+function attemptNodes(a) {
+  const ranks = a.ranks?.length ? a.ranks : a.node_id ? [{ rank: 0, node_id: a.node_id }] : [];
+  const byNode = new Map();
+  for (const r of ranks) byNode.set(r.node_id, [...(byNode.get(r.node_id) || []), r.rank]);
+  return [...byNode].map(([id, of], i) => [i ? ", " : null, node(id),
+    ranks.length > 1 ? h("span", { class: "muted small" }, ` (rank${of.length > 1 ? "s" : ""} ${of.join(", ")})`) : null]);
+}
+
 function attemptsTable(job) {
   if (!job.attempts.length) return h("p", { class: "muted" }, `attempt ${job.attempt} of ${job.max_attempts}, running or waiting`);
-  const head = [["#", "c-num"], ["outcome", "c-outcome"], ["started", "c-started"], ["ended", "c-ended"], ["exit", "c-exit"], ["reason", "c-reason"]];
+  const head = [["#", "c-num"], ["outcome", "c-outcome"], ["started", "c-started"], ["ended", "c-ended"], ["exit", "c-exit"],
+    ["nodes", "c-nodes"], ["reason", "c-reason"]];
   return h("div", { class: "table-wrap" }, h("table", { class: "attempts" },
     h("thead", {}, h("tr", {}, head.map(([t, c]) => h("th", { class: c }, t)))),
     h("tbody", {}, job.attempts.map((a) => h("tr", {}, h("td", { class: "c-num" }, a.attempt), h("td", { class: "c-outcome" }, a.outcome),
       h("td", { class: "c-started" }, fmtTime(a.started_at)),
       h("td", { class: "c-ended" }, fmtTime(a.ended_at)), h("td", { class: "c-exit" }, a.exit_code ?? ""),
+      h("td", { class: "c-nodes" }, attemptNodes(a)),
       h("td", { class: "c-reason" }, [a.error_type, a.reason].filter(Boolean).join(": ")))))));
 }
 
@@ -105,6 +132,9 @@ export function render(view, jobId) {
   const chartBox = h("div", { class: "charts", id: "charts" });
   const events = h("ol", { class: "events", id: "events" });
   const logs = h("pre", { class: "logs", id: "logs", tabindex: "0" });
+  // the log of a gang: every rank's lines in the order they came, or one rank's (client-side)
+  const rankFilter = h("select", { id: "log-rank" }, h("option", { value: "" }, "all ranks"));
+  const logTools = h("div", { class: "row log-tools", hidden: true }, h("label", { for: "log-rank" }, "Show"), rankFilter);
   const attempts = h("div", { id: "attempts" });
   const config = h("div", { id: "config" });
   const predictBox = h("div", { id: "predict" });
@@ -113,7 +143,7 @@ export function render(view, jobId) {
     section("Progress", summary), section("Metrics", chartBox)),
   section("Try the model", predictBox),
   section("Artifacts", artifacts.el),
-  h("div", { class: "grid" }, section("Events", events), section("Log", logs)),
+  h("div", { class: "grid" }, section("Events", events), section("Log", logTools, logs)),
   h("div", { class: "grid" }, section("Attempts", attempts), section("Configuration", config)));
 
   function drawHeader(job) {
@@ -153,7 +183,9 @@ export function render(view, jobId) {
       job.wait_reason ? h("p", { class: "muted", id: "job-waiting" }, `Waiting: ${job.wait_reason}`) : null,
       kv([["state", stateBadge(job.state)], ["attempt", `${job.attempt} of ${job.max_attempts}`], ["created", fmtTime(job.created_at)],
         ["started", fmtTime(job.started_at)], ["finished", fmtTime(job.finished_at)], ["duration", fmtDuration(duration)],
-        ["last heartbeat", fmtTime(job.last_heartbeat_at)], ["last checkpoint", job.last_checkpoint || ""]]),
+        ["last heartbeat", fmtTime(job.last_heartbeat_at)], ["last checkpoint", job.last_checkpoint || ""],
+        ["workers", `${job.workers ?? 1} · ${job.placement_strategy || "PACK"}`]]),
+      job.ranks?.length ? [h("h3", {}, "Ranks"), ranksTable(job.ranks)] : null,
       h("h3", {}, TERMINAL.has(job.state) ? "Final metrics" : "Latest metrics"),
       metricsTable(TERMINAL.has(job.state) && Object.keys(job.final_metrics).length ? job.final_metrics : job.latest_metrics));
   }
@@ -182,6 +214,7 @@ export function render(view, jobId) {
   function apply(job) {
     const before = current;
     current = job;
+    offerRanks(Math.max(job.workers ?? 1, job.ranks?.length ?? 0, ...(job.ranks || []).map((r) => r.rank + 1)));
     if (!before || before.state !== job.state || before.cancel_requested !== job.cancel_requested || before.mlflow_run_id !== job.mlflow_run_id
         || JSON.stringify(before.mlflow_model) !== JSON.stringify(job.mlflow_model)) drawHeader(job);
     if (!before || before.state !== job.state) { drawPredict(job); drawConfig(job); }
@@ -193,7 +226,25 @@ export function render(view, jobId) {
 
   const eventTail = tail(events);
   const logTail = tail(logs, { max: MAX_LOG_LINES });
-  const appendLog = (line) => logTail.append(h("div", { class: `line ${line.stream}`, dataset: { seq: line.seq } }, line.line));
+  let rankOptions = 1;  // the filter offers ranks 0 .. rankOptions - 1 (the job's ranks, its workers, the lines seen)
+  function offerRanks(n) {
+    if (n <= rankOptions) return;
+    rankOptions = n;
+    rankFilter.append(...Array.from({ length: n }, (_, i) => i).filter((i) => !rankFilter.querySelector(`option[value="${i}"]`))
+      .map((i) => h("option", { value: String(i) }, `rank ${i}`)));
+    logTools.hidden = false;
+  }
+  const hiddenByFilter = (rank) => rankFilter.value !== "" && String(rank) !== rankFilter.value;
+  rankFilter.addEventListener("change", () => {
+    for (const el of logs.children) el.hidden = hiddenByFilter(el.dataset.rank);
+    logTail.end();
+  });
+  const appendLog = (line) => {
+    const rank = line.rank ?? 0;
+    offerRanks(rank + 1);
+    logTail.append(h("div", { class: `line ${line.stream}`, dataset: { seq: line.seq, rank }, hidden: hiddenByFilter(rank) },
+      rank > 0 ? h("span", { class: "rank" }, `[rank ${rank}] `) : null, line.line));
+  };
 
   (async () => {
     try {

@@ -1,5 +1,6 @@
 // The submit form: trainer, task and model from GET /v1/trainers, the dataset from the datasets
-// API (or any id placed in S3), the usual hyperparameters, resources and config as JSON.
+// API (or any id placed in S3), the usual hyperparameters, the workers (a gang placed all or
+// nothing) and the resources of each worker, and config as JSON.
 // #/submit?from=<job> pre-fills it from that job ("run again"). The API's 422 details are shown
 // at the field each one names.
 
@@ -10,9 +11,12 @@ import { trainers } from "./job.js";
 const NUMBERS = {
   epochs: { min: 1, step: 1, value: 10, int: true }, batch_size: { min: 1, step: 1, value: 16, int: true },
   image_size: { min: 8, step: 32, value: 640, int: true }, learning_rate: { min: 0, step: "any", value: 0.01 },
+  workers: { min: 1, max: 64, step: 1, value: 1, int: true },
   num_gpus: { min: 0, step: "any", value: 0 }, num_cpus: { min: 0, step: "any", value: "" },
-  max_attempts: { min: 1, step: 1, value: "", int: true },
+  memory_mb: { min: 1, step: 1, value: "", int: true }, max_attempts: { min: 1, step: 1, value: "", int: true },
 };
+// a gang's workers are placed as one Ray placement group (the API's placement_strategy)
+const STRATEGIES = [["PACK", "PACK: as few nodes as fit them"], ["SPREAD", "SPREAD: as many nodes as there are"]];
 
 function field(name, label, control, hint) {
   control.id = `f-${name}`;
@@ -33,7 +37,8 @@ export function render(view, query) {
   const version = h("input", { placeholder: "newest valid version", pattern: "[0-9a-f]{8,64}", autocomplete: "off" });
   const project = h("input", { value: "default" });
   const registerAs = h("input", { placeholder: "none", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", autocomplete: "off" });
-  const numbers = Object.fromEntries(Object.entries(NUMBERS).map(([k, o]) => [k, h("input", { type: "number", min: o.min, step: o.step, value: o.value })]));
+  const numbers = Object.fromEntries(Object.entries(NUMBERS).map(([k, o]) => [k, h("input", { type: "number", min: o.min, max: o.max, step: o.step, value: o.value })]));
+  const strategy = h("select", {}, STRATEGIES.map(([value, text]) => h("option", { value }, text)));
   const config = h("textarea", { rows: 4, spellcheck: false }, "{}");
   const advanced = h("textarea", { rows: 3, spellcheck: false }, "{}");
   const formError = h("p", { class: "error", role: "alert", id: "form-error" });
@@ -48,7 +53,10 @@ export function render(view, query) {
       field("register_as", "Register model as", registerAs, "a name in the MLflow Model Registry"),
       field("epochs", "Epochs", numbers.epochs), field("batch_size", "Batch size", numbers.batch_size),
       field("image_size", "Image size", numbers.image_size), field("learning_rate", "Learning rate", numbers.learning_rate),
-      field("num_gpus", "GPUs", numbers.num_gpus), field("num_cpus", "CPUs", numbers.num_cpus, "default: the trainer's"),
+      field("workers", "Workers", numbers.workers, "a gang placed all or nothing; the resources below are per worker"),
+      field("placement_strategy", "Placement of the workers", strategy),
+      field("num_gpus", "GPUs per worker", numbers.num_gpus), field("num_cpus", "CPUs per worker", numbers.num_cpus, "default: the trainer's"),
+      field("memory_mb", "Memory per worker (MiB)", numbers.memory_mb, "default: the trainer's"),
       field("max_attempts", "Max attempts", numbers.max_attempts, "default: the platform's")),
     field("config", "Framework arguments (config, JSON object)", config),
     field("advanced_config", "Advanced config (JSON object)", advanced),
@@ -81,6 +89,7 @@ export function render(view, query) {
       project.value = job.project_id;
       registerAs.value = job.register_as || "";
       for (const k of Object.keys(NUMBERS)) if (job[k] !== null && job[k] !== undefined) numbers[k].value = job[k];
+      if (STRATEGIES.some(([value]) => value === job.placement_strategy)) strategy.value = job.placement_strategy;
       config.value = JSON.stringify(job.config, null, 2);
       advanced.value = JSON.stringify(job.advanced_config, null, 2);
     } else {
@@ -111,6 +120,7 @@ export function render(view, query) {
     };
     if (version.value.trim()) body.dataset_version = version.value.trim();
     if (registerAs.value.trim()) body.register_as = registerAs.value.trim();
+    body.placement_strategy = strategy.value;
     for (const [k, o] of Object.entries(NUMBERS)) {
       const raw = numbers[k].value.trim();
       if (raw === "") continue;

@@ -18,5 +18,10 @@ export function tail(box, { max } = {}) {
       if (max) while (box.childElementCount > max) box.firstElementChild.remove();
       if (following) toEnd();
     },
+    // back to the end and following it (after what is shown changed: a filter)
+    end() {
+      following = true;
+      toEnd();
+    },
   };
 }
