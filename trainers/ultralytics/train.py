@@ -221,6 +221,10 @@ class UltralyticsJob:
         env, sdk = self.env, self.sdk
         trainer_cls = {"detect": detect.DetectionTrainer, "segment": segment.SegmentationTrainer,
                        "classify": classify.ClassificationTrainer}[plan.task]
+        if "," in str(args["device"]):  # several GPUs: Ultralytics' DDP, with the platform's part (ul_ddp)
+            import ul_ddp
+
+            trainer_cls = ul_ddp.TRAINERS[plan.task]
         save_dir = Path(args["save_dir"])
         self.offline_amp_check(args, forced="amp" in plan.user_args)
         if source == "resume":
@@ -238,7 +242,7 @@ class UltralyticsJob:
             overrides = {**args, "model": plan.model_yaml, "data": data,
                          "pretrained": str(path) if path is not None else False}
         self.phase = "setup"
-        trainer = trainer_cls(overrides=overrides)
+        trainer = self.build_trainer(trainer_cls, overrides)
         # Ultralytics' trainer sets workers=0 on a CPU as it is built, whatever the job asked; its
         # dataloaders are built later, in train(): the job's own choice goes back in between
         trainer.args.workers = args["workers"]
@@ -249,7 +253,9 @@ class UltralyticsJob:
         if channels_last:
             ul_runtime.channels_last_models(trainer)
         self.bridge = Bridge(sdk, plan.task, self.beats)
-        self.bridge.attach(trainer)
+        ddp = bool(getattr(trainer, "ddp", False))  # Ultralytics will train in worker processes
+        if not ddp:  # (in DDP its rank-0 worker gets the Bridge's callbacks: ul_ddp.Worker)
+            self.bridge.attach(trainer)
         sdk.event("model_initialized", f"{plan.model_stem} ({source}) for {plan.task}",
                   data={"model": plan.model_stem, "source": source, "weights": str(path) if path else None,
                         "resume_from": env.resume_from, "save_dir": str(save_dir)})
@@ -262,6 +268,9 @@ class UltralyticsJob:
                         "channels_last": channels_last,
                         **{k: v for k, v in args.items()
                                                          if k not in ("project", "save_dir", "name")}})
+        if ddp:
+            return self.train_ddp(trainer, plan, classes, amp_forced="amp" in plan.user_args,
+                                  channels_last=channels_last)
         try:
             trainer.train()
         except StopTraining as stop:
@@ -269,6 +278,45 @@ class UltralyticsJob:
         self.phase = "finish"
         if self.sdk.should_stop:  # the stop came with the last epoch: nothing left to skip
             return self.stopped("stop requested during the last epoch")
+        return self.finish(plan, trainer, classes)
+
+    def build_trainer(self, trainer_cls: Any, overrides: dict[str, Any]) -> Any:
+        return trainer_cls(overrides=overrides)
+
+    def train_ddp(self, trainer: Any, plan: Any, classes: dict[str, Any], amp_forced: bool,
+                  channels_last: bool) -> int:
+        """Ultralytics' own DDP (ul_ddp.py): its rank-0 worker reports while training; this
+        process hands it the platform's part, waits, and finishes from the worker's account."""
+        import subprocess
+
+        import ul_ddp
+
+        summary = self.work / "ddp-summary.json"
+        ul_ddp.hand_off(summary, amp_forced=amp_forced, channels_last=channels_last)
+        self.beats.stop()  # the worker heartbeats for the job from now on: one voice, its epochs
+        workers = trainer.world_size
+        self.sdk.log("INFO", f"training on device {trainer.args.device} with Ultralytics' DDP "
+                             f"({workers} worker process{'es' if workers != 1 else ''}; rank 0 reports)")
+        try:
+            trainer.train()
+        except subprocess.CalledProcessError as exc:
+            state = ul_ddp.read_summary(summary)
+            if self.sdk.should_stop or state.get("stopped"):  # a signal ended the workers too
+                self.bridge.restore(state)
+                return self.stopped(state.get("stop_reason") or self.sdk.stop_reason or "stopped")
+            raise RuntimeError(f"Ultralytics' DDP workers failed (exit code {exc.returncode}); "
+                               "their output is in the job's log") from None
+        state = ul_ddp.read_summary(summary)
+        if not state:
+            raise RuntimeError(f"Ultralytics' DDP workers ended without their summary ({summary})")
+        self.bridge.restore(state)
+        for epoch, metrics in enumerate(self.bridge.history, self.bridge.start_epoch + 1):
+            self.sdk.log_metrics(metrics, step=epoch)  # MLflow is this process's (ul_ddp)
+        if state.get("best_fitness") is not None:
+            trainer.best_fitness = state["best_fitness"]
+        if self.bridge.stopped or self.sdk.should_stop:
+            return self.stopped(state.get("stop_reason") or self.sdk.stop_reason or "stopped")
+        self.phase = "finish"
         return self.finish(plan, trainer, classes)
 
     def offline_amp_check(self, args: dict[str, Any], forced: bool) -> None:

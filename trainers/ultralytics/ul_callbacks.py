@@ -9,7 +9,10 @@
   optimizer state (Ultralytics strips it when training ends), ``best`` when fitness improved;
 * a stop request (cancel, SIGTERM) sets ``trainer.stop`` between batches: Ultralytics validates
   and saves, then ``on_fit_epoch_end`` raises :class:`StopTraining` so the final evaluation is
-  skipped and the process can exit quickly with ``last`` uploaded.
+  skipped and the process can exit quickly with ``last`` uploaded. In Ultralytics' DDP worker
+  (``ddp=True``, ul_ddp.py) only at the end of the epoch, and without raising: Ultralytics then
+  broadcasts the stop to every rank (a rank 0 that left mid-epoch or raised alone would leave the
+  others waiting in their next collective).
 """
 from __future__ import annotations
 
@@ -70,8 +73,9 @@ def _number(v: Any) -> Any:
 class Bridge:
     """Holds the per-run state the callbacks share; ``attach`` registers them on a trainer."""
 
-    def __init__(self, sdk: Any, task: str, beats: Heartbeats, interval: float = 1.0) -> None:
+    def __init__(self, sdk: Any, task: str, beats: Heartbeats, interval: float = 1.0, ddp: bool = False) -> None:
         self.sdk = sdk
+        self.ddp = ddp  # in Ultralytics' rank-0 DDP worker: stop at epoch ends only, never raise
         self.beats = beats
         self.task = task
         self.interval = interval
@@ -97,6 +101,18 @@ class Bridge:
     def epochs_done(self) -> int:
         return len(self.history) + self.start_epoch
 
+    def restore(self, state: dict[str, Any]) -> None:
+        """The DDP worker's account (ul_ddp.Worker.teardown) in the parent's Bridge, which then
+        finishes the job as if it had followed the training itself."""
+        self.history = list(state.get("history") or [])
+        self.final = dict(state.get("final") or {})
+        self.start_epoch = int(state.get("start_epoch") or 0)
+        self.best_epoch = state.get("best_epoch")
+        self.stopped = bool(state.get("stopped"))
+        self.last_uri = state.get("last_uri") or self.last_uri
+        self.best_uri = state.get("best_uri") or self.best_uri
+        self.phase = str(state.get("phase") or self.phase)
+
     # ----- setup -----
     def on_pretrain_routine_end(self, trainer: Any) -> None:
         ul_runtime.set_threads()
@@ -116,6 +132,9 @@ class Bridge:
         self.beats.beat(epoch=self.start_epoch + 1, total_epochs=trainer.epochs, step=0,
                         total_steps=self.total_steps)
         if self.sdk.should_stop:
+            if self.ddp:  # applied at the end of the first epoch, on every rank at once
+                self.stopped = True
+                return
             raise StopTraining("stop requested before the first epoch")
 
     # ----- during an epoch -----
@@ -129,11 +148,15 @@ class Bridge:
 
     def on_train_batch_end(self, trainer: Any) -> None:
         self.batch += 1
-        if self.sdk.should_stop and not trainer.stop:
+        if self.sdk.should_stop and not trainer.stop and not self.stopped:
             self.stopped = True
-            trainer.stop = True  # Ultralytics ends the epoch here, validates and saves `last`
-            self.sdk.log("WARNING", f"stopping after batch {self.batch} of epoch {trainer.epoch + 1}: "
-                         f"{self.sdk.stop_reason}")
+            if self.ddp:  # Ultralytics' stop between batches is rank 0's alone: at the epoch's end
+                self.sdk.log("WARNING", f"stopping at the end of epoch {trainer.epoch + 1} (every DDP rank "
+                             f"together): {self.sdk.stop_reason}")
+            else:
+                trainer.stop = True  # Ultralytics ends the epoch here, validates and saves `last`
+                self.sdk.log("WARNING", f"stopping after batch {self.batch} of epoch {trainer.epoch + 1}: "
+                             f"{self.sdk.stop_reason}")
         if self.beats.since_last() >= self.interval:
             losses = friendly(self._losses(trainer))
             self.beats.beat(epoch=trainer.epoch + 1, total_epochs=trainer.epochs, step=self.batch,
@@ -181,6 +204,9 @@ class Bridge:
             class_names=[str(names[k]) for k in sorted(names)] if isinstance(names, dict) else list(names))
         if self.stopped or self.sdk.should_stop:
             self.stopped = True
+            if self.ddp:  # before Ultralytics broadcasts `stop` to every rank and they all leave
+                trainer.stop = True
+                return
             raise StopTraining(f"stopped after epoch {epoch}: {self.sdk.stop_reason}")
 
 

@@ -156,17 +156,26 @@ def memory_format(model: Any) -> str:
     return "contiguous"
 
 
-def ultralytics_device(device: str | None) -> str:
-    """The platform's DEVICE ("cpu", or "0,1" for the GPUs Ray made visible) as Ultralytics wants it:
-    "cpu", or the first visible GPU ("0"): one trainer process per attempt, no DDP subprocesses."""
+def ultralytics_device(device: str | None, cuda_count: int | None = None) -> str:
+    """The platform's DEVICE ("cpu", or "0,1,..." for the GPUs Ray made visible to this process) as
+    Ultralytics' ``device``: "cpu", "0", or "0,1,2,3": every GPU the job reserved. With more than
+    one, Ultralytics trains with its own DDP, one worker process per GPU (ul_ddp.py); the manifest
+    says one node (distributed.max_workers: 1), as Ultralytics' DDP launches on one node only.
+
+    Indices that CUDA does not see (``cuda_count``: torch's device count unless given) are left
+    out; none left, or no CUDA at all: the first GPU, or "cpu"."""
     device = (device or "cpu").strip().lower()
     if device in ("", "cpu", "none"):
         return "cpu"
-    try:
-        import torch
+    if cuda_count is None:
+        try:
+            import torch
 
-        if not torch.cuda.is_available():
-            return "cpu"
-    except Exception:
+            cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        except Exception:
+            cuda_count = 0
+    if cuda_count < 1:
         return "cpu"
-    return "0"
+    indices = [int(part) for part in device.removeprefix("cuda:").split(",") if part.strip().isdigit()]
+    visible = list(dict.fromkeys(i for i in indices if i < cuda_count))  # in order, once each
+    return ",".join(str(i) for i in visible) if visible else "0"
