@@ -157,3 +157,24 @@ def test_a_gang_the_cluster_cannot_hold_waits_saying_why_then_fails_at_the_place
     job = p.wait_state(job_id, "FAILED", timeout=60)
     assert job["error_type"] == "RESOURCE_ERROR" and "3 workers" in job["error"], job["error"]
     assert no_placement_left(job_id), placement_groups_of(job_id)  # nothing reserved is left behind
+
+
+def test_a_lost_runner_of_one_rank_ends_the_attempt_for_all_and_names_the_rank(platform, gang_trainer, pool_nodes):
+    """A rank's runner actor gone (here: `ray.kill`, as an operator or Ray's memory monitor would):
+    its trainer dies with it, rank 0's is ended, and the gang is retried with the rank named."""
+    import ray
+
+    from ray_app.config import NAMESPACE
+    from ray_app.runtime.runtime_env import runner_name
+
+    p = platform
+    job_id = gang_job(p, 2, epochs=5, max_attempts=2, config={"epoch_seconds": 1.0})
+    first = [rank_process(p, job_id, 0), rank_process(p, job_id, 1)]
+    p.wait_state(job_id, "RUNNING", timeout=60)
+    ray.kill(ray.get_actor(runner_name(job_id, 1, rank=1), namespace=NAMESPACE), no_restart=True)
+    job = p.wait_state(job_id, "SUCCEEDED", timeout=120)
+    assert job["attempt"] == 2
+    assert gone([r["pid"] for r in first])
+    reason = next(e for e in p.events(job_id) if e["event_type"] == "retry")["data"]["reason"]
+    assert reason.startswith("rank 1: the runner actor was killed with ray.kill"), reason
+    assert no_placement_left(job_id), placement_groups_of(job_id)
