@@ -309,11 +309,13 @@ def test_done_goes_with_the_last_queued_callbacks(tmp_path, batch_done):
 
     backend = FakeBackend(batch_done=batch_done)
     backend.start()
-    backend.delay = 0.5
+    # long enough that the rest is still queued when done comes, however busy the machine (at
+    # 0.5 s a loaded CI machine once sent the backlog before this thread reached done)
+    backend.delay = 2.0
     # without the last-epoch hold (tested below), which would keep even the first one back
     sdk = TrainerSDK(sdk_env(backend, tmp_path, VTP_CALLBACK_LINGER_S="0"), install_signal_handlers=False)
     try:
-        _slow_backlog(sdk, 3)  # the first goes out at once; the rest wait behind its 0.5 s
+        _slow_backlog(sdk, 3)  # the first goes out at once; the rest wait behind its 2 s
         reply = sdk.done("succeeded", final_metrics={"mAP50": 1.0})
         assert reply["status"] == "succeeded" and not reply.get("duplicate")
     finally:
