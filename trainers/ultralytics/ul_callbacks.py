@@ -203,10 +203,14 @@ class Bridge:
             primary_metric=(primary, val[primary]) if primary in val else None,
             class_names=[str(names[k]) for k in sorted(names)] if isinstance(names, dict) else list(names))
         if self.stopped or self.sdk.should_stop:
-            self.stopped = True
             if self.ddp:  # before Ultralytics broadcasts `stop` to every rank and they all leave
+                if not self.stopped:  # heard after the epoch's last batch: said here, not there
+                    self.sdk.log("WARNING", f"stopping at the end of epoch {epoch} (every DDP rank together): "
+                                 f"{self.sdk.stop_reason}")
+                self.stopped = True
                 trainer.stop = True
                 return
+            self.stopped = True
             raise StopTraining(f"stopped after epoch {epoch}: {self.sdk.stop_reason}")
 
 
