@@ -20,6 +20,15 @@ import psutil
 import pytest
 
 from tests.fixtures.platform import TEST_TRAINERS
+from tests.fixtures.ray_cluster import extra_nodes
+
+
+@pytest.fixture(scope="module")
+def pool_nodes(ray_cluster, deployment):
+    """The two pool nodes, started once for this module's tests (each test's gang is ended and
+    its placement group removed before the next: the tests assert it)."""
+    with extra_nodes(ray_cluster, 2, {"vtp_pool": 1}) as nodes:
+        yield nodes
 
 
 @pytest.fixture
