@@ -67,15 +67,10 @@ TRAINERS = REPO / "trainers"
 BUCKET = "vtp-gpu-check"
 KEY = "testing"  # moto takes any keys
 
-# ray_app/runtime/contract_env.py OFFLINE_ENV (copied: importing ray_app.runtime brings Ray)
-OFFLINE_ENV = {
-    "PYTHONUNBUFFERED": "1",
-    "YOLO_OFFLINE": "1",
-    "YOLO_AUTOINSTALL": "False",
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
+# the contract's offline environment (DESIGN §9), what the runner gives every trainer: sdk.contract
+# is the standard library only, so it imports where the platform (Ray) is not installed
+sys.path.insert(0, str(TRAINERS))
+from sdk.contract import OFFLINE_ENV  # noqa: E402
 
 POLARS_SHIM = '''"""A stand-in for polars (bench/gpu_direct.py): only what Ultralytics' checkpoint save uses."""
 import csv

@@ -10,23 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sdk.contract import dataset_uri
+from sdk.contract import OFFLINE_ENV as OFFLINE_ENV, dataset_uri  # the contract's; re-exported
 
 from ray_app import __version__
 from ray_app.auth import callback_tokens
 from ray_app.config import Settings
 from ray_app.jobs.job import Job
 from ray_app.serving import mlflow_server
-
-# Set for every trainer: nothing may download weights or data at run time (DESIGN §9).
-OFFLINE_ENV = {
-    "PYTHONUNBUFFERED": "1",
-    "YOLO_OFFLINE": "1",
-    "YOLO_AUTOINSTALL": "False",
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 @dataclass

@@ -214,6 +214,18 @@ def checkpoint_saved_data(name: str, uri: str, size_bytes: int | None = None,
 
 # --------------------------------------------------------------------------- distributed jobs
 
+# Set for every trainer process: nothing may download weights or data at run time (DESIGN §9).
+# Here, not in the platform, so that whatever starts a trainer (the runner, the model server, the
+# GPU check on a machine without the platform) gives it the same environment.
+OFFLINE_ENV: dict[str, str] = {
+    "PYTHONUNBUFFERED": "1",
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "False",
+    "HF_HUB_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
 # A job of W ranks (DESIGN §12): one trainer process per rank, each with the environment above and
 # torchrun's rendezvous variables, in torchrun's meanings: rank 0's node address and a free port
 # there, the number of ranks, this process's rank, its rank and the number of ranks on its node,
