@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -15,7 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray_app import __version__
 from ray_app.api.context import AppContext
 from ray_app.api.limits import BodySizeLimit
-from ray_app.api.routes import artifacts, callbacks, datasets, exports, jobs, predict, stream, system
+from ray_app.api import access
+from ray_app.api.audit import AuditLog
+from ray_app.api.routes import artifacts, audit, callbacks, datasets, exports, jobs, predict, stream, system, teams
 from ray_app.config import Settings
 from ray_app.console import server as console
 from ray_app.jobs.errors import StoreError
@@ -49,13 +52,18 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     app.include_router(stream.router)
     app.include_router(stream.jobs_router)
     app.include_router(datasets.router)
+    app.include_router(teams.router)
+    app.include_router(audit.router)
     app.include_router(console.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
     if mlflow_server.served(settings):
         # added last, so outermost: /mlflow is MLflow's own server behind the API token, where
         # artifacts (models) are uploaded, outside the JSON body limit
-        app.add_middleware(mlflow_server.MlflowMount, settings=settings)
+        app.add_middleware(mlflow_server.MlflowMount, settings=settings,
+                           resolve=functools.partial(access.resolve, app.state.ctx))
+    # outermost: every mutating call, /mlflow's too, is in the audit log before its answer leaves
+    app.add_middleware(AuditLog, ctx=app.state.ctx)
 
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the app context and the two kinds of authentication."""
+"""FastAPI dependencies: the app context and the trainers' authentication (callback JWTs).
+Users' authentication and authorization: api/access.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,9 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ray_app.api.context import AppContext
-from ray_app.auth import api_tokens, callback_tokens
+from ray_app.auth import callback_tokens
 
 # auto_error=False: we answer a missing token ourselves, with 401 and a reason (not 403)
-_user_bearer = HTTPBearer(auto_error=False, scheme_name="APIToken",
-                          description="User API token (`vtp` stores the embedded default).")
 _trainer_bearer = HTTPBearer(auto_error=False, scheme_name="CallbackToken",
                              description="The attempt's CALLBACK_TOKEN (JWT).")
 
@@ -29,15 +28,6 @@ Ctx = Annotated[AppContext, Depends(context)]
 
 def _unauthorized(reason: str) -> HTTPException:
     return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
-
-
-async def require_user(
-    ctx: Ctx, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_bearer)]
-) -> None:
-    if creds is None:
-        raise _unauthorized("missing bearer API token")
-    if not api_tokens.is_valid(creds.credentials, ctx.api_tokens):
-        raise _unauthorized("invalid API token")
 
 
 async def require_callback(
@@ -78,5 +68,4 @@ def cached_claims(ctx: AppContext, token: str | None, job_id: str) -> callback_t
     return None
 
 
-User = Depends(require_user)
 Callback = Annotated[callback_tokens.CallbackClaims, Depends(require_callback)]

@@ -83,6 +83,8 @@ class UploadCreate(Strict):
     size_bytes: int = Field(strict=True, ge=1, le=5 * 2**40, description="the archive's size")
     sha256: str = Field(pattern=SHA256_PATTERN, description="SHA-256 of the archive's bytes, hex: the version")
     description: Text = Field(default="", max_length=2000)
+    project_id: Text | None = Field(default=None, min_length=1, max_length=128, description=(
+        "the project a new dataset goes to (default: `default`); a new version goes to its dataset's"))
 
     @field_validator("filename")
     @classmethod
@@ -133,6 +135,8 @@ class VersionView(View):
 class DatasetView(View):
     id: str
     description: str = ""
+    project_id: str = "default"
+    created_by: str | None = None
     created_at: Timestamp
     updated_at: Timestamp
     latest_valid_version: str | None = Field(default=None, description="what a job without dataset_version uses")

@@ -41,7 +41,8 @@ class JobCreate(Strict):
     batch_size: int = Field(default=16, strict=True, ge=1, le=65_536)
     learning_rate: float = finite_float(default=0.01, gt=0, le=10)
     image_size: int = Field(default=640, strict=True, ge=8, le=8192)
-    project_id: Text = Field(default="default", min_length=1, max_length=128)
+    project_id: Text = Field(default="default", min_length=1, max_length=128,
+                             description="the project the job belongs to (its members see it)")
     workers: int = Field(default=1, strict=True, ge=1, le=MAX_WORKERS, description=(
         "how many workers the job runs on: a gang placed all or nothing (one Ray placement group of "
         "`workers` bundles), each with num_gpus, num_cpus and memory_mb; a trainer runs one rank per worker, or "
@@ -153,6 +154,9 @@ class JobView(View):
     resume_from: str | None = None
     last_checkpoint: str | None = None
     cancel_requested: bool = False
+    created_by: str | None = Field(default=None, description="the user who submitted the job (null: "
+                                   "submitted before the platform had users)")
+    cancelled_by: str | None = Field(default=None, description="the user who asked to cancel it")
     wait_reason: str | None = Field(default=None, description="why the job, not running yet, waits: "
                                     "e.g. its retry backoff before the next attempt starts")
     retry_at: Timestamp | None = Field(default=None, description="when the next attempt of a job retried "

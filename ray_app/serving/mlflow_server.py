@@ -35,7 +35,8 @@ import asyncio
 import json
 import os
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -118,12 +119,8 @@ def build_server(settings: Settings) -> ASGIApp:
         return app
 
 
-def is_allowed(token: str | None, accepted: list[str], jwt_secret: str) -> bool:
-    """A user's API token, or a trainer's callback token (signed by the platform, unexpired)."""
-    if not token:
-        return False
-    if api_tokens.is_valid(token, accepted):
-        return True
+def is_trainer(token: str, jwt_secret: str) -> bool:
+    """A trainer's callback token (signed by the platform, unexpired, for any job)."""
     try:
         job_id = jwt.decode(token, options={"verify_signature": False}).get("sub")
         callback_tokens.verify(jwt_secret, token, str(job_id))
@@ -132,32 +129,61 @@ def is_allowed(token: str | None, accepted: list[str], jwt_secret: str) -> bool:
     return True
 
 
+def is_read(method: str, inner_path: str) -> bool:
+    """A request that changes nothing in MLflow: GET and HEAD, and the POSTed searches."""
+    return method in ("GET", "HEAD") or (method == "POST" and inner_path.rstrip("/").endswith("/search"))
+
+
+# resolve(token) -> the user's Principal, or raises with a 401 reason (api/access.resolve)
+Resolve = Callable[[str | None], Awaitable[Any]]
+
+
 class MlflowMount:
     """ASGI middleware of the API: a request under `/mlflow` for one of MLflow's client APIs
     (SERVED) goes to MLflow's server once its token passed (outside the API's JSON body limit:
     artifacts are uploaded there), any other request to the API. MLflow's application is built on
-    the first such request, in a thread (importing it takes seconds), and sees itself at the root."""
+    the first such request, in a thread (importing it takes seconds), and sees itself at the root.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    Who may: trainers (their callback token) and platform admins everything; any other signed-in
+    user reads (runs, metrics, registered models and their files: a model loads on a laptop), and
+    writes nothing (a job registers its model through `register_as`). MLflow's own records have no
+    projects: per-project visibility of runs is not enforced here (issue 29's note)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, resolve: Resolve) -> None:
         self.app = app
         self.settings = settings
+        self.resolve = resolve
         self._server: ASGIApp | None = None
-        self._tokens: tuple[list[str], str] | None = None
+        self._jwt_secret: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if not (path == PREFIX or path.startswith(PREFIX + "/")):
             await self.app(scope, receive, send)
             return
-        if self._tokens is None:
-            self._tokens = (self.settings.resolved_api_tokens(), self.settings.resolved_jwt_secret())
+        if self._jwt_secret is None:
+            self._jwt_secret = self.settings.resolved_jwt_secret()
         headers = dict(scope.get("headers", []))
         token = api_tokens.bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
-        if not is_allowed(token, *self._tokens):
-            await _reply(send, 401, "missing or invalid bearer token: MLflow clients send MLFLOW_TRACKING_TOKEN "
-                                    "(an API token) as Authorization: Bearer",
-                         [(b"www-authenticate", b"Bearer")])
-            return
+        notes = scope.get("state", {}).get("audit")
+        inner_path = path[len(PREFIX):] or "/"
+        if token and is_trainer(token, self._jwt_secret):
+            if notes is not None:
+                notes.trainer = True
+        else:
+            try:
+                principal = await self.resolve(token)
+            except Exception:
+                await _reply(send, 401, "missing or invalid bearer token: MLflow clients send MLFLOW_TRACKING_TOKEN "
+                                        "(an API token) as Authorization: Bearer",
+                             [(b"www-authenticate", b"Bearer")])
+                return
+            if notes is not None:
+                notes.principal = principal
+            if not principal.platform_admin and not is_read(scope["method"], inner_path):
+                await _reply(send, 403, "the platform's MLflow is read-only for users: trainers log runs, and a job "
+                                        "registers its model (register_as); platform admins may write")
+                return
         inner_path = path[len(PREFIX):] or "/"
         if not inner_path.startswith(SERVED) or inner_path.startswith(REFUSED):
             await _reply(send, 404, "not served: the platform's MLflow serves its tracking, Model Registry and "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from datetime import datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,19 +106,19 @@ class StoreClient:
     async def active_jobs(self) -> list[Job]:
         return [Job.model_validate(r) for r in await self._call(Retry.SAFE, lambda s: s.active_jobs.remote())]
 
-    async def request_cancel(self, job_id: str) -> Job:
-        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.request_cancel.remote(job_id)))
+    async def request_cancel(self, job_id: str, by: str | None = None) -> Job:
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.request_cancel.remote(job_id, by)))
 
     async def model_published(self, job_id: str, model: dict[str, Any]) -> Job:
         return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.model_published.remote(job_id, model)))
 
     # ------------------------------------------------------------------ datasets (store/datasets.py)
 
-    async def open_dataset_version(self, dataset_id: str, description: str,
-                                   version: dict[str, Any]) -> tuple[Row, bool]:
+    async def open_dataset_version(self, dataset_id: str, description: str, version: dict[str, Any],
+                                   project_id: str, created_by: str | None) -> tuple[Row, bool]:
         """Safe to repeat: a second call finds the version and answers (it, False)."""
         row, created = await self._call(Retry.SAFE, lambda s: s.open_dataset_version.remote(
-            dataset_id, description, version))
+            dataset_id, description, version, project_id, created_by))
         return row, created
 
     async def dataset_upload_reopened(self, dataset_id: str, version: str, upload_id: str) -> Row:
@@ -131,6 +132,38 @@ class StoreClient:
 
     async def delete_dataset(self, dataset_id: str) -> list[Row]:
         return await self._call(Retry.SAFE, lambda s: s.delete_dataset.remote(dataset_id))
+
+    # ------------------------------------------------------------------ teams (store/teams.py, store/audit.py)
+
+    async def create_user(self, user_id: str, display_name: str, platform_admin: bool, created_by: str) -> Row:
+        return await self._call(Retry.ONCE, lambda s: s.create_user.remote(user_id, display_name, platform_admin,
+                                                                           created_by))
+
+    async def set_user_disabled(self, user_id: str, disabled: bool) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.set_user_disabled.remote(user_id, disabled))
+
+    async def create_token(self, user_id: str, name: str, secret_hash: str, expires_at: datetime | None) -> Row:
+        return await self._call(Retry.ONCE, lambda s: s.create_token.remote(user_id, name, secret_hash, expires_at))
+
+    async def revoke_token(self, token_id: str, user_id: str | None) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.revoke_token.remote(token_id, user_id))
+
+    async def token_used(self, token_id: str) -> None:
+        await self._call(Retry.ONCE, lambda s: s.token_used.remote(token_id))
+
+    async def create_project(self, project_id: str, description: str, created_by: str,
+                             exist_ok: bool = False) -> Row:
+        return await self._call(Retry.ONCE if not exist_ok else Retry.SAFE, lambda s: s.create_project.remote(
+            project_id, description, created_by, exist_ok))
+
+    async def set_member(self, project_id: str, user_id: str, role: str, added_by: str) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.set_member.remote(project_id, user_id, role, added_by))
+
+    async def remove_member(self, project_id: str, user_id: str) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.remove_member.remote(project_id, user_id))
+
+    async def append_audit(self, entries: list[Row]) -> None:
+        await self._call(Retry.ONCE, lambda s: s.append_audit.remote(entries))
 
     # ------------------------------------------------------------------ exports (store/exports.py)
 

@@ -25,9 +25,11 @@ from ray_app.jobs.errors import Conflict
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import readable
 from ray_app.store import attempts, db, reads
+from ray_app.store.audit import AuditWriter
 from ray_app.store.callbacks import CallbackStore
 from ray_app.store.datasets import DatasetWriter
 from ray_app.store.exports import ExportWriter
+from ray_app.store.teams import TeamWriter
 
 log = logging.getLogger("ray_app.store")
 
@@ -40,7 +42,7 @@ JOB_DEFAULTS: dict[str, Any] = {
 }
 
 
-class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
+class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, AuditWriter):
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
@@ -100,17 +102,18 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter):
     def active_jobs(self) -> list[dict[str, Any]]:
         return [dict(j) for j in self._jobs.values() if not JobState(j["state"]).is_terminal]
 
-    def request_cancel(self, job_id: str) -> dict[str, Any]:
+    def request_cancel(self, job_id: str, by: str | None = None) -> dict[str, Any]:
         """Idempotent. A job that has not started is cancelled at once; a running one is asked
         to stop (the next heartbeat answers should_continue=false) and the controller marks it
-        CANCELLED once its process tree is gone."""
+        CANCELLED once its process tree is gone. `by`: the user who asked (the first one)."""
         job = self._job(job_id)
         state = JobState(job["state"])
         if state.is_terminal or job["cancel_requested"]:
             return dict(job)
         with self._tx(job) as conn:
-            self._set(conn, job, cancel_requested=True, cancel_requested_at=db.utcnow())
-            self._add_event(conn, job, "platform", "info", "cancel_requested", "cancel requested", {})
+            self._set(conn, job, cancel_requested=True, cancel_requested_at=db.utcnow(), cancelled_by=by)
+            self._add_event(conn, job, "platform", "info", "cancel_requested",
+                            f"cancel requested by {by}" if by else "cancel requested", {"by": by} if by else {})
             if state == JobState.PENDING:
                 self._transition(conn, job, JobState.CANCELLED, "cancelled before it was queued")
         return self._with_history(job)

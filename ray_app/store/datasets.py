@@ -63,9 +63,13 @@ def get_dataset(conn: Connection, dataset_id: str) -> Row:
     return _shaped(dataset, version_rows(conn, [dataset_id])[dataset_id])
 
 
-def list_datasets(conn: Connection, after: str | None, limit: int) -> tuple[list[Row], str | None]:
-    """By name; `after`: the last name of the previous page."""
+def list_datasets(conn: Connection, after: str | None, limit: int,
+                  projects: list[str] | None = None) -> tuple[list[Row], str | None]:
+    """By name; `after`: the last name of the previous page; `projects`: only the datasets of
+    these projects (None: all)."""
     stmt = select(db.datasets).order_by(db.datasets.c.id).limit(limit + 1)
+    if projects is not None:
+        stmt = stmt.where(db.datasets.c.project_id.in_(projects))
     if after is not None:
         stmt = stmt.where(db.datasets.c.id > after)
     rows = db.rows(conn.execute(stmt))
@@ -131,14 +135,19 @@ def problems_summary(version: Row, first: int = 3) -> str:
 
 
 class DatasetWriter(Writer):
-    def open_dataset_version(self, dataset_id: str, description: str, version: Row) -> tuple[Row, bool]:
+    def open_dataset_version(self, dataset_id: str, description: str, version: Row, project_id: str = "default",
+                             created_by: str | None = None) -> tuple[Row, bool]:
         """Record an upload's version (state UPLOADING), creating the dataset on its first
-        upload. (the existing row, False) when the version is there already: same content."""
+        upload, in `project_id`. (the existing row, False) when the version is there already:
+        same content."""
         now = db.utcnow()
         with self.engine.begin() as conn:
-            if dataset_row(conn, dataset_id) is None:
-                conn.execute(db.datasets.insert().values(id=dataset_id, description=description,
-                                                         created_at=now, updated_at=now))
+            existing_dataset = dataset_row(conn, dataset_id)
+            if existing_dataset is None:
+                conn.execute(db.datasets.insert().values(id=dataset_id, description=description, created_at=now,
+                                                         updated_at=now, project_id=project_id, created_by=created_by))
+            elif existing_dataset["project_id"] != project_id:  # the API checked; a race with another project's
+                raise Conflict(f"dataset {dataset_id} belongs to another project")
             existing = conn.execute(select(db.dataset_versions).where(
                 db.dataset_versions.c.dataset_id == dataset_id,
                 db.dataset_versions.c.version == version["version"])).first()

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     bindparam,
     false,
     create_engine,
@@ -133,6 +134,9 @@ jobs = Table(
     # in one placement group, packed onto few nodes or spread over many
     Column("workers", Integer, nullable=False, server_default="1"),
     Column("placement_strategy", String(8), nullable=False, server_default="PACK"),
+    # who submitted the job and who asked to cancel it (users.id; NULL for jobs made before teams)
+    Column("created_by", String(64)),
+    Column("cancelled_by", String(64)),
     # what changed since a position, in order: the job-list stream (store/reads.changed_jobs)
     Index("ix_jobs_updated_at", "updated_at", "num"),
 )
@@ -208,6 +212,8 @@ datasets = Table(
     Column("description", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("project_id", String(128), nullable=False, server_default="default", index=True),
+    Column("created_by", String(64)),
 )
 
 dataset_versions = Table(
@@ -248,6 +254,75 @@ exports = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("started_at", UTCDateTime()),
     Column("finished_at", UTCDateTime()),
+)
+
+# ---------------------------------------------------------------- teams (ray_app/teams, store/teams.py)
+# A user is a person (or a robot account); `id` is their handle. external_issuer/subject: an
+# identity from a single sign-on provider (OIDC `iss` and `sub`), attached later without another
+# change to the access model.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("display_name", Text, nullable=False),
+    Column("platform_admin", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_by", String(64)),
+    Column("disabled_at", UTCDateTime()),
+    Column("external_issuer", String(255)),
+    Column("external_subject", String(255)),
+    UniqueConstraint("external_issuer", "external_subject", name="uq_users_external"),
+)
+
+# Personal API tokens: only the SHA-256 of the secret is kept (teams/tokens.py).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id"), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime()),
+    Column("expires_at", UTCDateTime()),
+    Column("revoked_at", UTCDateTime()),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_by", String(64)),
+)
+
+project_members = Table(
+    "project_members",
+    metadata,
+    Column("project_id", String(128), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id"), primary_key=True, index=True),
+    Column("role", String(8), nullable=False),  # viewer | member | admin (teams/policy.Role)
+    Column("added_at", UTCDateTime(), nullable=False),
+    Column("added_by", String(64)),
+)
+
+# Every mutating call, append-only (api/audit.py): who, with which token (its name), what, on
+# which resource of which project, and how it ended. Never a secret, never a body's values.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("user_id", String(64), index=True),
+    Column("token_name", String(64)),
+    Column("action", String(64), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("resource", String(300)),
+    Column("project_id", String(128), index=True),
+    Column("outcome", Integer, nullable=False),
+    Column("request_id", String(64), nullable=False),
 )
 
 # Idempotency keys of applied callbacks: inserting an existing key is the "already applied" test.

@@ -97,12 +97,16 @@ def require_job(conn: Connection, job_id: str) -> None:
 
 def list_jobs(conn: Connection, state: str | None = None, project_id: str | None = None,
               framework: str | None = None, cursor: int | None = None,
-              limit: int = 50, id_prefix: str | None = None) -> tuple[list[Row], int | None]:
+              limit: int = 50, id_prefix: str | None = None,
+              projects: list[str] | None = None) -> tuple[list[Row], int | None]:
     """Newest first; `cursor` is the `num` of the last job of the previous page; the next cursor
     is None on the last page; `id_prefix`: only the jobs whose id starts with it (taken literally:
     `_` and `%` are no wildcards). One statement for the page (one row more than asked, to know
-    whether another page follows) and one for its jobs' attempts."""
+    whether another page follows) and one for its jobs' attempts. `projects`: only the jobs of
+    these projects (the caller's, teams/policy.py); None: every project."""
     stmt = select(db.jobs)
+    if projects is not None:
+        stmt = stmt.where(db.jobs.c.project_id.in_(projects))
     if id_prefix is not None:
         stmt = stmt.where(db.jobs.c.id.startswith(id_prefix, autoescape=True),
                           func.substr(db.jobs.c.id, 1, len(id_prefix)) == id_prefix)
@@ -202,9 +206,10 @@ class JobReader:
 
     def list_jobs(self, state: str | None = None, project_id: str | None = None,
                   framework: str | None = None, cursor: int | None = None,
-                  limit: int = 50, id_prefix: str | None = None) -> tuple[list[Row], int | None]:
+                  limit: int = 50, id_prefix: str | None = None,
+                  projects: list[str] | None = None) -> tuple[list[Row], int | None]:
         with self.engine.connect() as conn:
-            return list_jobs(conn, state, project_id, framework, cursor, limit, id_prefix)
+            return list_jobs(conn, state, project_id, framework, cursor, limit, id_prefix, projects)
 
     def changed_jobs(self, after: Position, limit: int = 200) -> list[Row]:
         with self.engine.connect() as conn:
@@ -255,10 +260,11 @@ class AsyncJobReader:
 
     async def list_jobs(self, state: JobState | None = None, project_id: str | None = None,
                         framework: str | None = None, cursor: int | None = None,
-                        limit: int = 50, id_prefix: str | None = None) -> tuple[list[Job], int | None]:
+                        limit: int = 50, id_prefix: str | None = None,
+                        projects: list[str] | None = None) -> tuple[list[Job], int | None]:
         rows, next_cursor = await asyncio.to_thread(
             self.reader.list_jobs, state.value if state else None, project_id, framework, cursor, limit,
-            id_prefix)
+            id_prefix, projects)
         return [Job.model_validate(r) for r in rows], next_cursor
 
     async def changed_jobs(self, after: Position, limit: int = 200) -> list[Job]:

@@ -13,12 +13,13 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from sdk.contract import artifacts_prefix, checkpoints_prefix
 
 from ray_app.api.context import AppContext
-from ray_app.api.deps import Ctx, User
-from ray_app.api.documented import NOT_FOUND, UNAUTHORIZED
+from ray_app.api.access import User, Who
+from ray_app.api.deps import Ctx
+from ray_app.api.documented import NOT_FOUND, USER_ROUTE
 from ray_app.datasets.models import ArtifactPage, ArtifactView
 from ray_app.jobs.errors import JobNotFound
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=USER_ROUTE)
 
 
 def _listing(ctx: AppContext, job_id: str) -> list[tuple[ArtifactView, str]]:
@@ -40,8 +41,8 @@ def _listing(ctx: AppContext, job_id: str) -> list[tuple[ArtifactView, str]]:
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactPage, responses=NOT_FOUND,
             summary="The job's checkpoints, plots and files, with sizes")
-async def list_artifacts(job_id: str, ctx: Ctx) -> ArtifactPage:
-    await ctx.reads.get_job(job_id)  # 404 for an unknown job
+async def list_artifacts(job_id: str, ctx: Ctx, who: Who) -> ArtifactPage:
+    await who.job(job_id)  # 404 for an unknown job, or one the caller may not see
     listing = await asyncio.to_thread(_listing, ctx, job_id)
     return ArtifactPage(items=[view for view, _ in listing])
 
@@ -51,11 +52,11 @@ async def list_artifacts(job_id: str, ctx: Ctx) -> ArtifactPage:
                        200: {"description": "with redirect=false: {\"url\": the presigned URL}"}},
             summary="Download one file: a redirect to a short-lived presigned URL")
 async def download_artifact(
-    job_id: str, name: str, ctx: Ctx,
+    job_id: str, name: str, ctx: Ctx, who: Who,
     redirect: Annotated[bool, Query(description="false: answer the URL as JSON instead (a browser "
                                     "cannot follow a redirect to another origin with its token)")] = True,
 ) -> Any:
-    await ctx.reads.get_job(job_id)
+    await who.job(job_id)
     listing = await asyncio.to_thread(_listing, ctx, job_id)
     key = next((k for view, k in listing if view.name == name), None)
     if key is None:

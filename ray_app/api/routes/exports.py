@@ -10,14 +10,16 @@ import uuid
 
 from fastapi import APIRouter, HTTPException
 
-from ray_app.api.deps import Ctx, User
-from ray_app.api.documented import NOT_FOUND, UNAUTHORIZED, ErrorBody, Responses
+from ray_app.api.access import User, Who
+from ray_app.api.deps import Ctx
+from ray_app.api.documented import NOT_FOUND, USER_ROUTE, ErrorBody, Responses
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.states import JobState
 from ray_app.runtime.registry import UnknownTrainer
 from ray_app.serving import apps
+from ray_app.teams.policy import Action
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=USER_ROUTE)
 log = logging.getLogger("ray_app.api")
 
 EXPORT_NOT_FOUND: Responses = {404: {"description": "unknown job or export", "model": ErrorBody}}
@@ -27,8 +29,8 @@ EXPORT_NOT_FOUND: Responses = {404: {"description": "unknown job or export", "mo
              responses={**NOT_FOUND, 409: {"description": "the job cannot be exported (not SUCCEEDED, no "
                                            "checkpoint, or its trainer has no export entrypoint)", "model": ErrorBody}},
              summary="Export the job's best checkpoint to another format (ONNX, TorchScript...)")
-async def create_export(job_id: str, body: ExportCreate, ctx: Ctx) -> ExportView:
-    job = await ctx.reads.get_job(job_id)
+async def create_export(job_id: str, body: ExportCreate, ctx: Ctx, who: Who) -> ExportView:
+    job = await who.job(job_id, Action.EXPORT)
     try:
         manifest = ctx.registry.get(job.framework)
     except UnknownTrainer as exc:
@@ -63,11 +65,13 @@ async def create_export(job_id: str, body: ExportCreate, ctx: Ctx) -> ExportView
 
 @router.get("/{job_id}/exports", response_model=ExportPage, responses=NOT_FOUND,
             summary="The job's exports, newest first")
-async def list_exports(job_id: str, ctx: Ctx) -> ExportPage:
+async def list_exports(job_id: str, ctx: Ctx, who: Who) -> ExportPage:
+    await who.job(job_id)
     return ExportPage(items=[ExportView.model_validate(r) for r in await ctx.reads.exports(job_id)])
 
 
 @router.get("/{job_id}/exports/{export_id}", response_model=ExportView, responses=EXPORT_NOT_FOUND,
             summary="One export: its state and, once it succeeded, its files")
-async def get_export(job_id: str, export_id: str, ctx: Ctx) -> ExportView:
+async def get_export(job_id: str, export_id: str, ctx: Ctx, who: Who) -> ExportView:
+    await who.job(job_id)
     return ExportView.model_validate(await ctx.reads.export(job_id, export_id))

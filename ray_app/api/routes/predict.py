@@ -11,14 +11,16 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.exceptions import RayServeException
 
-from ray_app.api.deps import Ctx, User
-from ray_app.api.documented import NOT_FOUND, TOO_LARGE, UNAUTHORIZED, ErrorBody
+from ray_app.api.access import User, Who
+from ray_app.api.deps import Ctx
+from ray_app.api.documented import NOT_FOUND, TOO_LARGE, USER_ROUTE, ErrorBody
 from ray_app.jobs.api_models import PredictResponse
 from ray_app.runtime.registry import UnknownTrainer
 from ray_app.serving import apps
 from ray_app.serving.images import ACCEPTED, upload_problems
+from ray_app.teams.policy import Action
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=USER_ROUTE)
 log = logging.getLogger("ray_app.api")
 
 
@@ -34,11 +36,12 @@ log = logging.getLogger("ray_app.api")
 async def predict(
     job_id: str,
     ctx: Ctx,
+    who: Who,
     files: Annotated[list[UploadFile], File(description=f"one or more images ({ACCEPTED})")],
     conf: Annotated[float, Form(ge=0, le=1, description="detection confidence threshold")] = 0.25,
     top_k: Annotated[int, Form(ge=1, le=100, description="classes per image (classification)")] = 5,
 ) -> PredictResponse:
-    job = await ctx.reads.get_job(job_id)
+    job = await who.job(job_id, Action.PREDICT)
     images = [(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
     # before any model is touched: what reaches a model server is an image, never a name or a path
     problems = await asyncio.to_thread(upload_problems, images)

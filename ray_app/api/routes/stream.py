@@ -27,7 +27,10 @@ sent; every message's `id` is one. The stream starts after `Last-Event-ID` (a re
 EventSource sends it by itself), else after `?since=`, else at the newest change when it opens.
 So a client opens the stream, waits for `ready`, then loads the first page of GET /v1/jobs and
 applies the `job` messages on top (by id): a change made while the page loaded comes as a message,
-none is lost. Filters are the client's: every change to every job is sent.
+none is lost. Filters are the client's: every change to every job of the caller's projects is sent.
+
+Both streams check the caller's token again every RECHECK_S: a revoked or expired token, a
+disabled user, or (for a job's stream) a caller no longer in the job's project ends the stream.
 """
 
 from __future__ import annotations
@@ -44,19 +47,21 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
-from ray_app.api.deps import Ctx, User
-from ray_app.api.documented import NOT_FOUND, UNAUTHORIZED
+from ray_app.api.access import Caller, User, Who
+from ray_app.api.deps import Ctx
+from ray_app.api.documented import NOT_FOUND, USER_ROUTE
 from ray_app.jobs.api_models import EventView, JobView, LogLine
 from ray_app.jobs.types import MAX_SEQ
 from ray_app.store.reads import Position
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
-jobs_router = APIRouter(prefix="/v1/stream", tags=["jobs"], dependencies=[User], responses=UNAUTHORIZED)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=USER_ROUTE)
+jobs_router = APIRouter(prefix="/v1/stream", tags=["jobs"], dependencies=[User], responses=USER_ROUTE)
 
 POLL_S = 0.2  # how often a stream looks for changes: a heartbeat reaches the viewer within it
 PING_S = 15  # a comment line this often keeps proxies from closing an idle stream
 OUTPUT_GRACE_S = 5.0  # a final job whose output is not complete ends the stream after this
 PAGE = 500
+RECHECK_S = 5.0  # an open stream checks its token (and the caller's projects) again this often
 _POSITION = re.compile(r"^(\d{1,15})-(\d{1,15})$")
 
 
@@ -76,23 +81,37 @@ async def stream_job(
     job_id: str,
     request: Request,
     ctx: Ctx,
+    who: Who,
     events_after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="start after this event seq")] = 0,
     logs_after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="start after this log seq")] = 0,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
     events: Annotated[bool, Query(description="false: no event messages")] = True,
     logs: Annotated[bool, Query(description="false: no log messages (a progress view)")] = True,
 ) -> EventSourceResponse:
-    await ctx.reads.get_job(job_id)  # 404 before the stream starts
+    await who.job(job_id)  # 404 before the stream starts
     start = position(last_event_id, events_after, logs_after)
-    return EventSourceResponse(_changes(ctx, request, job_id, *start, events, logs), ping=PING_S)
+    return EventSourceResponse(_changes(ctx, who, request, job_id, *start, events, logs), ping=PING_S)
 
 
-async def _changes(ctx, request: Request, job_id: str, event_seq: int, log_seq: int,
+async def allowed_still(who: Caller, checked: float) -> float | None:
+    """The time of this check, when the stream's caller may go on (`checked`: the last one's);
+    None once their token is revoked or expired, or their user disabled."""
+    now = time.monotonic()
+    if now - checked < RECHECK_S:
+        return checked
+    return now if await who.still_valid() else None
+
+
+async def _changes(ctx, who: Caller, request: Request, job_id: str, event_seq: int, log_seq: int,
                    with_events: bool = True, with_logs: bool = True) -> AsyncIterator[ServerSentEvent]:
     shown: str | None = None
     final_since: float | None = None
+    checked: float | None = time.monotonic()
     while not await request.is_disconnected():
         job = await ctx.reads.get_job(job_id)
+        checked = await allowed_still(who, checked)  # type: ignore[arg-type]
+        if checked is None or not who.principal.sees(job.project_id):
+            return  # the caller lost access: the stream ends, and a reconnect gets 401 or 404
         events = await ctx.reads.events(job_id, event_seq, PAGE) if with_events else []
         lines = await ctx.reads.logs(job_id, log_seq, PAGE) if with_logs else []
         view = JobView.model_validate(job.model_dump()).model_dump_json()
@@ -153,6 +172,7 @@ def decode_position(text: str | None) -> Position | None:
 async def stream_jobs(
     request: Request,
     ctx: Ctx,
+    who: Who,
     since: Annotated[str | None, Query(pattern=POSITION_PATTERN, description=(
         "start after this position (a message's id); default: the newest change now"))] = None,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
@@ -160,16 +180,22 @@ async def stream_jobs(
     start = decode_position(last_event_id) or decode_position(since)
     if start is None:
         start = await ctx.reads.last_change() or EMPTY
-    return EventSourceResponse(_list_changes(ctx, request, start), ping=PING_S)
+    return EventSourceResponse(_list_changes(ctx, who, request, start), ping=PING_S)
 
 
-async def _list_changes(ctx, request: Request, at: Position) -> AsyncIterator[ServerSentEvent]:
+async def _list_changes(ctx, who: Caller, request: Request, at: Position) -> AsyncIterator[ServerSentEvent]:
     position = encode_position(at)
     yield ServerSentEvent(json.dumps({"position": position}), event="ready", id=position)
+    checked: float | None = time.monotonic()
     while not await request.is_disconnected():
+        checked = await allowed_still(who, checked)  # type: ignore[arg-type]
+        if checked is None:
+            return
         jobs = await ctx.reads.changed_jobs(at, LIST_PAGE)
         for job in jobs:
             at = (job.updated_at, job.num)
+            if not who.principal.sees(job.project_id):
+                continue  # the position still moves past it
             yield ServerSentEvent(JobView.model_validate(job.model_dump()).model_dump_json(), event="job",
                                   id=encode_position(at))
         if len(jobs) < LIST_PAGE:  # a full page: more is there already, read on before waiting

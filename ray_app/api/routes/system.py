@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from ray_app import __version__
 
-from ray_app.api.deps import Ctx, User
+from ray_app.api.access import User
+from ray_app.api.deps import Ctx
 from ray_app.api.documented import UNAUTHORIZED
 from ray_app.config import Settings
 from ray_app.runtime.registry import TrainerManifest
