@@ -21,6 +21,8 @@ def datasets_upload(
                                          "DICE, YOLO or ImageFolder")],
     dataset_id: Annotated[str, typer.Option("--id", help="the dataset's name (created on its first upload)")],
     description: Annotated[str, typer.Option(help="what it holds")] = "",
+    project: Annotated[Optional[str], typer.Option("--project", help="the project a new dataset goes to "
+                                                   "(default: default); a new version goes to its dataset's")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=32, help="parts sent at once")] = 4,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for validation and show its report")] = True,
     url: Url = None,
@@ -45,7 +47,7 @@ def datasets_upload(
 
         try:
             result = call_api(client.upload_dataset, path, dataset_id, description, concurrency,
-                          lambda n: progress.advance(task, n), started)
+                              lambda n: progress.advance(task, n), started, project_id=project)
         except ValueError as exc:  # not an archive, an empty folder
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
@@ -112,7 +114,8 @@ def datasets_get(dataset_id: str, version: Annotated[Optional[str], typer.Option
     d = call_api(client.get_dataset, dataset_id)
 
     def render(d) -> None:
-        console.print(f"[bold]{d.id}[/bold]  {d.description}  latest valid: {(d.latest_valid_version or 'none')[:12]}")
+        console.print(f"[bold]{d.id}[/bold]  {d.description}  project: {d.project_id}  "
+                      f"latest valid: {(d.latest_valid_version or 'none')[:12]}")
         for v in d.versions:
             _render_version(v)
 

@@ -37,6 +37,7 @@ from ray_app.cli.common import (
 )
 from ray_app.cli.datasets import datasets_app
 from ray_app.cli.exports import register as register_exports
+from ray_app.cli.teams import register as register_teams
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 jobs_app = typer.Typer(no_args_is_help=True, help="Submit and follow training jobs.")
@@ -382,6 +383,7 @@ def jobs_predict(
 
 
 register_exports(jobs_app)  # vtp jobs export (cli/exports.py)
+register_teams(app)  # vtp whoami, tokens, admin users, projects, audit (cli/teams.py)
 
 
 def main() -> None:

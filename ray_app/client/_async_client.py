@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,20 @@ from ray_app.datasets.models import (
 )
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.teams.models import (
+    AuditEntry,
+    AuditPage,
+    ProjectPage,
+    ProjectView,
+    RoleName,
+    TokenCreated,
+    TokenPage,
+    TokenView,
+    UserCreated,
+    UserPage,
+    UserView,
+    WhoAmI,
+)
 
 from ray_app.client._base import (
     UPLOAD_ROUNDS,
@@ -161,10 +176,10 @@ class AsyncClient(_Base):
 
     async def upload_dataset(self, path: str | Path, dataset_id: str, description: str = "",
                              concurrency: int = 4, progress: ProgressCallback | None = None,
-                             on_start: Any = None) -> UploadResult:
+                             on_start: Any = None, project_id: str | None = None) -> UploadResult:
         archive = await asyncio.to_thread(prepare, path)
         try:
-            body = _upload_body(archive, dataset_id, description)
+            body = _upload_body(archive, dataset_id, description, project_id)
             result: UploadResult | None = None
             gate = asyncio.Semaphore(max(1, concurrency))
             for _ in range(UPLOAD_ROUNDS):
@@ -199,3 +214,63 @@ class AsyncClient(_Base):
         if progress:
             progress(len(data))
         return len(data)
+
+    # ------------------------------------------------------------ teams: you, your tokens
+    async def whoami(self) -> WhoAmI:
+        return await self.send(calls.whoami())
+
+    async def create_token(self, name: str, expires: str | None = None) -> TokenCreated:
+        return await self.send(calls.create_token(name, expires))
+
+    async def list_tokens(self) -> TokenPage:
+        return await self.send(calls.list_tokens())
+
+    async def revoke_token(self, token_id: str) -> TokenView:
+        return await self.send(calls.revoke_token(token_id))
+
+    # ------------------------------------------------------------ teams: users (platform admins)
+    async def create_user(self, user_id: str, display_name: str = "", platform_admin: bool = False) -> UserCreated:
+        return await self.send(calls.create_user(user_id, display_name, platform_admin))
+
+    async def list_users(self) -> UserPage:
+        return await self.send(calls.list_users())
+
+    async def disable_user(self, user_id: str) -> UserView:
+        return await self.send(calls.disable_user(user_id))
+
+    async def enable_user(self, user_id: str) -> UserView:
+        return await self.send(calls.enable_user(user_id))
+
+    # ------------------------------------------------------------ teams: projects and members
+    async def list_projects(self) -> ProjectPage:
+        return await self.send(calls.list_projects())
+
+    async def create_project(self, project_id: str, description: str = "") -> ProjectView:
+        return await self.send(calls.create_project(project_id, description))
+
+    async def get_project(self, project_id: str) -> ProjectView:
+        return await self.send(calls.get_project(project_id))
+
+    async def set_member(self, project_id: str, user_id: str, role: RoleName) -> ProjectView:
+        return await self.send(calls.set_member(project_id, user_id, role))
+
+    async def remove_member(self, project_id: str, user_id: str) -> ProjectView:
+        return await self.send(calls.remove_member(project_id, user_id))
+
+    # ------------------------------------------------------------ teams: the audit log (platform admins)
+    async def audit(self, user_id: str | None = None, project_id: str | None = None, action: str | None = None,
+                    resource: str | None = None, since: datetime | str | None = None, cursor: str | None = None,
+                    limit: int | None = None) -> AuditPage:
+        return await self.send(calls.audit(user_id, project_id, action, resource, since, cursor, limit))
+
+    async def iter_audit(self, user_id: str | None = None, project_id: str | None = None,
+                         action: str | None = None, resource: str | None = None,
+                         since: datetime | str | None = None) -> AsyncIterator[AuditEntry]:
+        cursor = None
+        while True:
+            page = await self.audit(user_id, project_id, action, resource, since, cursor)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor

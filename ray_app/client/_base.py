@@ -66,9 +66,10 @@ def _final(exc: BaseException, where: str) -> APIError:
     return TransportError(f"cannot reach {where}: {type(exc).__name__}: {exc}")
 
 
-def _upload_body(archive: Archive, dataset_id: str, description: str) -> UploadCreate:
+def _upload_body(archive: Archive, dataset_id: str, description: str,
+                 project_id: str | None = None) -> UploadCreate:
     return UploadCreate(dataset_id=dataset_id, filename=archive.filename, size_bytes=archive.size,
-                        sha256=archive.sha256, description=description)
+                        sha256=archive.sha256, description=description, project_id=project_id)
 
 
 class _Base:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -15,6 +16,19 @@ from pydantic import BaseModel
 from ray_app.datasets.models import ArtifactPage, DatasetPage, DatasetView, UploadCreate, UploadView, VersionView
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.teams.models import (
+    AuditPage,
+    ProjectPage,
+    ProjectView,
+    RoleName,
+    TokenCreated,
+    TokenPage,
+    TokenView,
+    UserCreated,
+    UserPage,
+    UserView,
+    WhoAmI,
+)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -131,7 +145,7 @@ def list_exports(job_id: str) -> Call[ExportPage]:
 
 def open_upload(body: UploadCreate) -> Call[UploadView]:
     # idempotent: the same content opens the same version (and resumes its upload)
-    return Call("POST", "/v1/datasets", _model(UploadView), json=body.model_dump(mode="json"))
+    return Call("POST", "/v1/datasets", _model(UploadView), json=body.model_dump(mode="json", exclude_none=True))
 
 
 def complete_upload(dataset_id: str, version: str) -> Call[VersionView]:
@@ -152,3 +166,77 @@ def get_version(dataset_id: str, version: str) -> Call[VersionView]:
 
 def delete_dataset(dataset_id: str) -> Call[None]:
     return Call("DELETE", f"/v1/datasets/{_id(dataset_id)}", _nothing)
+
+
+# ---------------------------------------------------------------- teams (users, tokens, projects, audit)
+# bodies go as given: the API validates them (a 422 naming the field, as APIError)
+
+
+def whoami() -> Call[WhoAmI]:
+    return Call("GET", "/v1/whoami", _model(WhoAmI))
+
+
+def create_token(name: str, expires: str | None = None) -> Call[TokenCreated]:
+    # not idempotent: sent again, it would make a second token (or a 409 for the name)
+    return Call("POST", "/v1/tokens", _model(TokenCreated), json=_params(name=name, expires=expires),
+                idempotent=False)
+
+
+def list_tokens() -> Call[TokenPage]:
+    return Call("GET", "/v1/tokens", _model(TokenPage))
+
+
+def revoke_token(token_id: str) -> Call[TokenView]:
+    return Call("DELETE", f"/v1/tokens/{_id(token_id)}", _model(TokenView))  # idempotent by the API's word
+
+
+def create_user(user_id: str, display_name: str = "", platform_admin: bool = False) -> Call[UserCreated]:
+    body = {"id": user_id, "display_name": display_name, "platform_admin": platform_admin}
+    # not idempotent: the answer holds the user's first token, which a repeat (a 409) would not
+    return Call("POST", "/v1/admin/users", _model(UserCreated), json=body, idempotent=False)
+
+
+def list_users() -> Call[UserPage]:
+    return Call("GET", "/v1/admin/users", _model(UserPage))
+
+
+def disable_user(user_id: str) -> Call[UserView]:
+    return Call("POST", f"/v1/admin/users/{_id(user_id)}/disable", _model(UserView))  # idempotent
+
+
+def enable_user(user_id: str) -> Call[UserView]:
+    return Call("POST", f"/v1/admin/users/{_id(user_id)}/enable", _model(UserView))  # idempotent
+
+
+def list_projects() -> Call[ProjectPage]:
+    return Call("GET", "/v1/projects", _model(ProjectPage))
+
+
+def create_project(project_id: str, description: str = "") -> Call[ProjectView]:
+    # not idempotent: a repeat whose first answer was lost is a 409
+    return Call("POST", "/v1/projects", _model(ProjectView), json={"id": project_id, "description": description},
+                idempotent=False)
+
+
+def get_project(project_id: str) -> Call[ProjectView]:
+    return Call("GET", f"/v1/projects/{_id(project_id)}", _model(ProjectView))
+
+
+def set_member(project_id: str, user_id: str, role: RoleName) -> Call[ProjectView]:
+    """Add a member, or change their role (a PUT: the same again changes nothing)."""
+    return Call("PUT", f"/v1/projects/{_id(project_id)}/members/{_id(user_id)}", _model(ProjectView),
+                json={"role": role})
+
+
+def remove_member(project_id: str, user_id: str) -> Call[ProjectView]:
+    return Call("DELETE", f"/v1/projects/{_id(project_id)}/members/{_id(user_id)}", _model(ProjectView))
+
+
+def audit(user_id: str | None = None, project_id: str | None = None, action: str | None = None,
+          resource: str | None = None, since: datetime | str | None = None, cursor: str | None = None,
+          limit: int | None = None) -> Call[AuditPage]:
+    """The audit log, newest first (platform admins)."""
+    when = since.isoformat() if isinstance(since, datetime) else since
+    return Call("GET", "/v1/audit", _model(AuditPage), params=_params(
+        user_id=user_id, project_id=project_id, action=action, resource=resource, since=when, cursor=cursor,
+        limit=limit))

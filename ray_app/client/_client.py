@@ -5,6 +5,7 @@ another host). AsyncClient (_async_client.py) has the same methods for asyncio."
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,20 @@ from ray_app.datasets.models import (
 )
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.teams.models import (
+    AuditEntry,
+    AuditPage,
+    ProjectPage,
+    ProjectView,
+    RoleName,
+    TokenCreated,
+    TokenPage,
+    TokenView,
+    UserCreated,
+    UserPage,
+    UserView,
+    WhoAmI,
+)
 
 from ray_app.client._base import (
     DOWNLOAD_CHUNK,
@@ -226,13 +241,15 @@ class Client(_Base):
 
     def upload_dataset(self, path: str | Path, dataset_id: str, description: str = "", concurrency: int = 4,
                        progress: ProgressCallback | None = None,
-                       on_start: Any = None) -> UploadResult:
+                       on_start: Any = None, project_id: str | None = None) -> UploadResult:
         """Upload a folder or archive as a version of `dataset_id`: parts in parallel straight to
         storage, each retried; an interrupted upload of the same content resumes. Returns once
-        the upload is complete (validation then runs on the platform: see wait_version)."""
+        the upload is complete (validation then runs on the platform: see wait_version).
+        `project_id`: the project a new dataset goes to (default: `default`); a new version of an
+        existing dataset goes to its dataset's project."""
         archive = prepare(path)
         try:
-            body = _upload_body(archive, dataset_id, description)
+            body = _upload_body(archive, dataset_id, description, project_id)
             result: UploadResult | None = None
             for _ in range(UPLOAD_ROUNDS):
                 view = self.send(calls.open_upload(body))
@@ -267,3 +284,72 @@ class Client(_Base):
         if progress:
             progress(len(data))
         return len(data)
+
+    # ------------------------------------------------------------ teams: you, your tokens
+    def whoami(self) -> WhoAmI:
+        """Who the token belongs to: the user, the token's name, and their projects with roles."""
+        return self.send(calls.whoami())
+
+    def create_token(self, name: str, expires: str | None = None) -> TokenCreated:
+        """A new personal token (`expires`: 12h, 90d, 2w; none: until revoked). Its secret,
+        `.token`, is in this answer only: the platform keeps its hash."""
+        return self.send(calls.create_token(name, expires))
+
+    def list_tokens(self) -> TokenPage:
+        """Your tokens: names and times, never secrets."""
+        return self.send(calls.list_tokens())
+
+    def revoke_token(self, token_id: str) -> TokenView:
+        """Refused from the next request on, everywhere."""
+        return self.send(calls.revoke_token(token_id))
+
+    # ------------------------------------------------------------ teams: users (platform admins)
+    def create_user(self, user_id: str, display_name: str = "", platform_admin: bool = False) -> UserCreated:
+        """A user and their first token (named `initial`; its secret in this answer only)."""
+        return self.send(calls.create_user(user_id, display_name, platform_admin))
+
+    def list_users(self) -> UserPage:
+        return self.send(calls.list_users())
+
+    def disable_user(self, user_id: str) -> UserView:
+        return self.send(calls.disable_user(user_id))
+
+    def enable_user(self, user_id: str) -> UserView:
+        return self.send(calls.enable_user(user_id))
+
+    # ------------------------------------------------------------ teams: projects and members
+    def list_projects(self) -> ProjectPage:
+        """The projects you belong to (every project, for a platform admin)."""
+        return self.send(calls.list_projects())
+
+    def create_project(self, project_id: str, description: str = "") -> ProjectView:
+        return self.send(calls.create_project(project_id, description))
+
+    def get_project(self, project_id: str) -> ProjectView:
+        """A project with its members."""
+        return self.send(calls.get_project(project_id))
+
+    def set_member(self, project_id: str, user_id: str, role: RoleName) -> ProjectView:
+        """Add a member (viewer, member, admin), or change their role."""
+        return self.send(calls.set_member(project_id, user_id, role))
+
+    def remove_member(self, project_id: str, user_id: str) -> ProjectView:
+        return self.send(calls.remove_member(project_id, user_id))
+
+    # ------------------------------------------------------------ teams: the audit log (platform admins)
+    def audit(self, user_id: str | None = None, project_id: str | None = None, action: str | None = None,
+              resource: str | None = None, since: datetime | str | None = None, cursor: str | None = None,
+              limit: int | None = None) -> AuditPage:
+        """A page of the audit log, newest first; `next_cursor` names the next."""
+        return self.send(calls.audit(user_id, project_id, action, resource, since, cursor, limit))
+
+    def iter_audit(self, user_id: str | None = None, project_id: str | None = None, action: str | None = None,
+                   resource: str | None = None, since: datetime | str | None = None) -> Iterator[AuditEntry]:
+        """Every entry that matches, newest first, page after page."""
+        cursor = None
+        while True:
+            page = self.audit(user_id, project_id, action, resource, since, cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
