@@ -14,7 +14,7 @@ import secrets
 from datetime import timedelta
 
 PREFIX = "vtp_"
-_EXPIRY = re.compile(r"^(\d{1,5})([hdw])$")
+_EXPIRY = re.compile(r"^(\d{1,5})([hdw])$", re.ASCII)
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_EXPIRY = timedelta(days=3650)
 
