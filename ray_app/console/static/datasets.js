@@ -4,10 +4,14 @@
 // each part PUT straight to S3 with a progress bar, then .../complete and the report once
 // validation has run. The hash needs the Web Crypto API, which browsers offer on https:// or
 // localhost pages only, and reads the archive into memory: past BROWSER_MAX, use `vtp datasets upload`.
+// A new dataset goes to a project where the user's role is member or admin (the header's picker's
+// first); a new version of a dataset to that dataset's project. Users who are members nowhere get
+// no upload form.
 
 import { ApiError, get, pages, post } from "./api.js";
 import { put, fmtBytes, fmtTime, h, labelled, section } from "./dom.js";
 import { COLORS, drawBoxes } from "./draw.js";
+import * as session from "./session.js";
 
 const BROWSER_MAX = 2 * 1024 ** 3;
 
@@ -74,7 +78,7 @@ function detail(view, id) {
     try {
       const d = await get(`/v1/datasets/${encodeURIComponent(id)}`);
       put(box, h("h1", {}, d.id), d.description ? h("p", {}, d.description) : null,
-        h("p", { class: "muted" }, `newest valid version: ${d.latest_valid_version || "none"} · created ${fmtTime(d.created_at)}`),
+        h("p", { class: "muted" }, `project ${d.project_id} · newest valid version: ${d.latest_valid_version || "none"} · created ${fmtTime(d.created_at)}`),
         ...d.versions.map((v) => section(h("span", {}, h("span", { class: "mono" }, v.version.slice(0, 12)), " ", versionState(v.state)),
           h("p", { class: "muted small" }, `${v.filename} · ${fmtBytes(v.size_bytes)} · uploaded ${fmtTime(v.created_at)} · ${v.uri}`),
           report(v), grid(v))));
@@ -98,16 +102,19 @@ function putPart(url, blob, onProgress) {
   });
 }
 
-function uploadForm(onDone) {
+// known: dataset id -> its project (a new version goes there: no project is sent for it)
+function uploadForm(known, onDone) {
   const id = h("input", { id: "upload-id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", placeholder: "e.g. parts-2024",
                            autocomplete: "off" });
   const file = h("input", { id: "upload-file", type: "file", required: true, accept: ".zip,.tar,.tar.gz,.tgz" });
   const description = h("input", { id: "upload-description", placeholder: "optional" });
+  const { control: project, extra: projects } = session.projectControl("upload-project");
   const bar = h("progress", { id: "upload-progress", max: "100", value: "0", hidden: true });
   const status = h("p", { id: "upload-status", role: "status" });
   const button = h("button", { type: "submit", class: "primary" }, "Upload");
   const form = h("form", { class: "upload", id: "upload-form" }, labelled("Dataset id", id),
-    labelled("Archive (.zip, .tar, .tar.gz)", file), labelled("Description", description), button, bar, status);
+    labelled("Archive (.zip, .tar, .tar.gz)", file), labelled("Project (of a new dataset)", project), projects,
+    labelled("Description", description), button, bar, status);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = file.files[0];
@@ -119,7 +126,9 @@ function uploadForm(onDone) {
       status.textContent = "Hashing…";
       const digest = await crypto.subtle.digest("SHA-256", await f.arrayBuffer());
       const sha256 = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-      const upload = await post("/v1/datasets", { dataset_id: id.value.trim(), filename: f.name, size_bytes: f.size, sha256, description: description.value });
+      const body = { dataset_id: id.value.trim(), filename: f.name, size_bytes: f.size, sha256, description: description.value };
+      if (!known.has(body.dataset_id) && project.value.trim()) body.project_id = project.value.trim();
+      const upload = await post("/v1/datasets", body);
       if (upload.urls.length) {
         bar.hidden = false;
         const sent = new Map();
@@ -153,7 +162,10 @@ function uploadForm(onDone) {
 export function render(view, id) {
   if (id) return detail(view, id);
   const body = h("tbody", { id: "datasets-body" });
-  view.append(h("h1", {}, "Datasets"), section("Upload", uploadForm((dsId) => { location.hash = `#/datasets/${encodeURIComponent(dsId)}`; })),
+  const known = new Map();
+  const upload = session.canSubmitSomewhere()
+    ? section("Upload", uploadForm(known, (dsId) => { location.hash = `#/datasets/${encodeURIComponent(dsId)}`; })) : null;
+  view.append(h("h1", {}, "Datasets"), upload,
     h("div", { class: "table-wrap" }, h("table", { class: "datasets" },
       h("thead", {}, h("tr", {}, [["Dataset"], ["Newest version", "c-version"], ["State"], ["Images"], ["Classes", "c-classes"],
         ["Updated", "c-updated"]].map(([t, c]) => h("th", { class: c }, t)))), body)));
@@ -161,6 +173,7 @@ export function render(view, id) {
     try {
       for await (const items of pages("/v1/datasets", { limit: 200 })) {
         for (const d of items) {
+          known.set(d.id, d.project_id);
           const v = d.versions[0];
           body.append(h("tr", {}, h("td", {}, h("a", { href: `#/datasets/${encodeURIComponent(d.id)}` }, d.id)),
             h("td", { class: "c-version mono" }, v ? v.version.slice(0, 12) : ""), h("td", {}, v ? versionState(v.state) : ""),

@@ -11,6 +11,7 @@ import {
   stateBadge, toast,
 } from "./dom.js";
 import { predictPanel } from "./predict.js";
+import * as session from "./session.js";
 import { tail } from "./tail.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
@@ -147,10 +148,13 @@ export function render(view, jobId) {
   h("div", { class: "grid" }, section("Attempts", attempts), section("Configuration", config)));
 
   function drawHeader(job) {
-    const cancel = h("button", { type: "button", id: "cancel", class: "danger", disabled: TERMINAL.has(job.state) || job.cancel_requested },
-      job.cancel_requested && !TERMINAL.has(job.state) ? "Cancelling…" : "Cancel");
+    // offered only to whom the API allows it: a project's admins, and a member on their own job
+    const cancel = session.can("cancel", job.project_id, job.created_by)
+      ? h("button", { type: "button", id: "cancel", class: "danger", disabled: TERMINAL.has(job.state) || job.cancel_requested },
+        job.cancel_requested && !TERMINAL.has(job.state) ? "Cancelling…" : "Cancel")
+      : null;
     let armed = false;
-    cancel.addEventListener("click", async () => {
+    cancel?.addEventListener("click", async () => {
       if (!armed) { armed = true; cancel.textContent = "Confirm cancel"; setTimeout(() => { armed = false; if (!cancel.disabled) cancel.textContent = "Cancel"; }, 5000); return; }
       cancel.disabled = true;
       try { await api("POST", `/v1/jobs/${encodeURIComponent(job.id)}/cancel`); toast("Cancellation requested"); } catch (err) { toast(err.message, "error"); cancel.disabled = false; }
@@ -168,9 +172,14 @@ export function render(view, jobId) {
     }
     put(header, 
       h("div", {}, h("h1", {}, h("span", { class: "mono" }, job.id), " ", stateBadge(job.state)),
-        h("p", { class: "muted" }, `${job.model_name} · ${job.framework} · ${job.task_type} · project ${job.project_id} · dataset ${job.dataset_id}`)),
+        h("p", { class: "muted" }, `${job.model_name} · ${job.framework} · ${job.task_type} · project ${job.project_id} · dataset ${job.dataset_id}`),
+        h("p", { class: "muted small people" },
+          job.created_by ? h("span", { id: "created-by" }, "created by ", h("span", { class: "user" }, job.created_by)) : null,
+          job.created_by && job.cancelled_by ? " · " : null,
+          job.cancelled_by ? h("span", { id: "cancelled-by" }, "cancelled by ", h("span", { class: "user" }, job.cancelled_by)) : null)),
       h("div", { class: "actions" }, mlflow,
-        h("a", { class: "button", href: `#/submit?from=${encodeURIComponent(job.id)}`, id: "run-again" }, "Run again"),
+        session.can("submit", job.project_id)  // a viewer of the job's project: no form to send it from
+          ? h("a", { class: "button", href: `#/submit?from=${encodeURIComponent(job.id)}`, id: "run-again" }, "Run again") : null,
         h("a", { class: "button", href: `#/compare?ids=${encodeURIComponent(job.id)}` }, "Compare…"), cancel));
   }
 
@@ -201,6 +210,10 @@ export function render(view, jobId) {
     const can = Boolean(trainer?.entrypoints?.predict);
     clear(predictBox);
     if (!can) predictBox.append(h("p", { class: "muted" }, `The ${job.framework} trainer has no predict entrypoint.`));
+    else if (!session.can("predict", job.project_id)) {
+      predictBox.append(h("p", { class: "muted", id: "predict-role" },
+        `Trying the model takes a member's role in project ${job.project_id}; yours is ${session.role(job.project_id) || "none"}.`));
+    }
     else if (job.state !== "SUCCEEDED") predictBox.append(h("p", { class: "muted" }, "Available once the job has succeeded."));
     else predictBox.append(predictPanel(job));
   }
@@ -216,6 +229,7 @@ export function render(view, jobId) {
     current = job;
     offerRanks(Math.max(job.workers ?? 1, job.ranks?.length ?? 0, ...(job.ranks || []).map((r) => r.rank + 1)));
     if (!before || before.state !== job.state || before.cancel_requested !== job.cancel_requested || before.mlflow_run_id !== job.mlflow_run_id
+        || before.cancelled_by !== job.cancelled_by
         || JSON.stringify(before.mlflow_model) !== JSON.stringify(job.mlflow_model)) drawHeader(job);
     if (!before || before.state !== job.state) { drawPredict(job); drawConfig(job); }
     if (!before || before.attempts.length !== job.attempts.length || before.attempt !== job.attempt) put(attempts, attemptsTable(job));
@@ -262,7 +276,8 @@ export function render(view, jobId) {
         error: (err) => toast(`Live updates stopped: ${err.message}`, "error"),
       }));
     } catch (err) {
-      put(view, h("p", { class: "error", role: "alert" }, err instanceof ApiError && err.status === 404 ? `No job ${jobId}.` : err.message),
+      const missing = err instanceof ApiError && err.status === 404;  // none, or one of a project the user is not in
+      put(view, h("p", { class: "error", role: "alert", id: missing ? "job-missing" : "job-unavailable" }, missing ? `No job ${jobId}.` : err.message),
         h("a", { href: "#/jobs" }, "All jobs"));
     }
   })();

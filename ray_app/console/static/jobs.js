@@ -1,9 +1,12 @@
 // The jobs list: newest first, filtered by state, project and framework, searched by id prefix,
 // a page of 50 at a time (GET /v1/jobs with its cursor), kept live by the job-list stream
-// (GET /v1/stream/jobs): a row changes in place, a new job that matches appears on top.
+// (GET /v1/stream/jobs): a row changes in place, a new job that matches appears on top. The
+// project is the header's picker (app.js puts it in the query); the API lists, and streams, the
+// jobs of the user's own projects only.
 
 import { ApiError, follow, get } from "./api.js";
 import { clear, put, fmtTime, h, progressBar, setProgress, stateBadge, toast } from "./dom.js";
+import * as session from "./session.js";
 
 export const STATES = ["PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
 const PAGE = 50;
@@ -62,16 +65,18 @@ export function render(view, query) {
     STATES.map((s) => h("option", { value: s, selected: s === filters.state }, s)));
   const frameworkSel = h("select", { name: "framework", "aria-label": "framework" }, h("option", { value: "" }, "any framework"));
   if (filters.framework) frameworkSel.append(h("option", { value: filters.framework, selected: true }, filters.framework));
-  const project = h("input", { name: "project_id", placeholder: "project", value: filters.project_id, "aria-label": "project" });
   const search = h("input", { name: "id_prefix", placeholder: "job id starts with…", value: filters.id_prefix,
                               "aria-label": "job id", pattern: "[A-Za-z0-9_\\-]{1,64}" });
-  const form = h("form", { class: "filters", id: "job-filters" }, stateSel, frameworkSel, project, search,
+  // a new job: only where the user may submit (the project shown, or any when all are)
+  const canSubmit = filters.project_id ? session.can("submit", filters.project_id) : session.canSubmitSomewhere();
+  const form = h("form", { class: "filters", id: "job-filters" }, stateSel, frameworkSel, search,
     h("button", { type: "submit" }, "Filter"), h("span", { class: "spacer" }), compareBtn,
-    h("a", { class: "button primary", href: "#/submit" }, "New job"));
+    canSubmit ? h("a", { class: "button primary", href: "#/submit", id: "new-job" }, "New job") : null);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = new URLSearchParams();
-    for (const el of [stateSel, frameworkSel, project, search]) if (el.value.trim()) q.set(el.name, el.value.trim());
+    if (filters.project_id) q.set("project_id", filters.project_id);  // the picker's
+    for (const el of [stateSel, frameworkSel, search]) if (el.value.trim()) q.set(el.name, el.value.trim());
     location.hash = `#/jobs?${q}`;
   });
   get("/v1/trainers").then((trainers) => {
@@ -81,7 +86,9 @@ export function render(view, query) {
   const tbody = h("tbody", { id: "jobs-body" });
   const status = h("p", { class: "muted", id: "jobs-status" }, "Loading…");
   const pager = h("div", { class: "pager" });
-  view.append(h("h1", {}, "Jobs"), form,
+  const scope = filters.project_id ? ["project ", h("span", { class: "mono" }, filters.project_id)]
+    : session.isPlatformAdmin() ? "every project" : "all your projects";
+  view.append(h("h1", {}, "Jobs"), h("p", { class: "muted small", id: "jobs-scope" }, scope), form,
     h("div", { class: "table-wrap" }, h("table", { class: "jobs" },
       h("thead", {}, h("tr", {}, h("th", {}), h("th", {}, "Job"), h("th", {}, "State"), h("th", {}, "Progress"),
         h("th", {}, "Model"), h("th", {}, "Trainer"), h("th", {}, "Project"), h("th", {}, "Dataset"), h("th", {}, "Created"))),

@@ -2,11 +2,13 @@
 // API (or any id placed in S3), the usual hyperparameters, the workers (a gang placed all or
 // nothing) and the resources of each worker, and config as JSON.
 // #/submit?from=<job> pre-fills it from that job ("run again"). The API's 422 details are shown
-// at the field each one names.
+// at the field each one names. The project: one where the user's role is member or admin (a
+// platform admin may type any), the header's picker's first.
 
 import { ApiError, get, pages, post } from "./api.js";
 import { put, h, labelled } from "./dom.js";
 import { trainers } from "./job.js";
+import * as session from "./session.js";
 
 const NUMBERS = {
   epochs: { min: 1, step: 1, value: 10, int: true }, batch_size: { min: 1, step: 1, value: 16, int: true },
@@ -27,6 +29,11 @@ function field(name, label, control, hint) {
 }
 
 export function render(view, query) {
+  if (!session.canSubmitSomewhere()) {
+    view.append(h("div", { class: "card", id: "submit-none" }, h("h1", {}, "New training job"),
+      h("p", {}, "Your role lets you submit jobs in no project: a viewer reads only. A project's admin can make you a member.")));
+    return;
+  }
   const from = query.get("from");
   const framework = h("select", { required: true });
   const task = h("select", { required: true });
@@ -35,7 +42,7 @@ export function render(view, query) {
   const dataset = h("input", { required: true, list: "dataset-options", autocomplete: "off", placeholder: "dataset id" });
   const datasets = h("datalist", { id: "dataset-options" });
   const version = h("input", { placeholder: "newest valid version", pattern: "[0-9a-f]{8,64}", autocomplete: "off" });
-  const project = h("input", { value: "default" });
+  const { control: project, extra: projects } = session.projectControl("f-project_id");
   const registerAs = h("input", { placeholder: "none", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", autocomplete: "off" });
   const numbers = Object.fromEntries(Object.entries(NUMBERS).map(([k, o]) => [k, h("input", { type: "number", min: o.min, max: o.max, step: o.step, value: o.value })]));
   const strategy = h("select", {}, STRATEGIES.map(([value, text]) => h("option", { value }, text)));
@@ -49,7 +56,7 @@ export function render(view, query) {
     h("div", { class: "fields" },
       field("framework", "Trainer", framework), field("task_type", "Task", task), field("model_name", "Model", model), models,
       field("dataset_id", "Dataset", dataset), datasets, field("dataset_version", "Dataset version", version),
-      field("project_id", "Project", project),
+      field("project_id", "Project", project), projects,
       field("register_as", "Register model as", registerAs, "a name in the MLflow Model Registry"),
       field("epochs", "Epochs", numbers.epochs), field("batch_size", "Batch size", numbers.batch_size),
       field("image_size", "Image size", numbers.image_size), field("learning_rate", "Learning rate", numbers.learning_rate),
@@ -86,7 +93,7 @@ export function render(view, query) {
       model.value = job.model_name;
       dataset.value = job.dataset_id;
       version.value = job.dataset_version || "";
-      project.value = job.project_id;
+      if (session.isPlatformAdmin() || session.can("submit", job.project_id)) project.value = job.project_id;
       registerAs.value = job.register_as || "";
       for (const k of Object.keys(NUMBERS)) if (job[k] !== null && job[k] !== undefined) numbers[k].value = job[k];
       if (STRATEGIES.some(([value]) => value === job.placement_strategy)) strategy.value = job.placement_strategy;
