@@ -115,6 +115,10 @@ class Settings(BaseSettings):
                                     "reserves (0: it never keeps a training job from being placed)")
     predict_num_gpus: float = Field(default=0.0, ge=0, le=8, description="GPUs a predict replica "
                                     "reserves (a fraction shares one); 0: inference on the CPU")
+    # the API itself: Serve replicas of PlatformAPI (api/serve.py build()), each resolving tokens on
+    # its own database engine (api/access.py: no cache, so a revocation holds on every replica at once)
+    api_replicas: int = Field(default=1, ge=1, le=64, description="Serve replicas of the platform's API "
+                              "(each reserves no CPU); more serve more users' requests at once")
 
     # storage (S3-compatible): embedded SeaweedFS by default
     storage_type: str = "minio"

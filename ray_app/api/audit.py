@@ -12,17 +12,21 @@ requests no route matched. MLflow's server behind /mlflow is recorded as the act
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ray_app.api.access import AuditNotes
+from ray_app.api.routes.callbacks import router as callback_router
 
 log = logging.getLogger("ray_app.api.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-TRAINER_TAG = "callbacks"  # the callback router's tag (api/routes/callbacks.py)
+# the callback router's tags (api/routes/callbacks.py: "trainer callbacks"), read from the router:
+# a name copied here ("callbacks") matched no route, and every callback was recorded
+TRAINER_TAGS = frozenset(callback_router.tags)
 MLFLOW_PREFIX = "/mlflow"
 
 
@@ -31,7 +35,7 @@ def entry(scope: Scope, notes: AuditNotes, status: int, request_id: str) -> dict
     route = scope.get("route")
     path = scope.get("path", "")
     if route is not None:
-        if TRAINER_TAG in (getattr(route, "tags", None) or []):
+        if TRAINER_TAGS.intersection(getattr(route, "tags", None) or []):
             return None
         action = getattr(route, "name", None) or "unknown"
     elif path == MLFLOW_PREFIX or path.startswith(MLFLOW_PREFIX + "/"):
@@ -48,6 +52,27 @@ def entry(scope: Scope, notes: AuditNotes, status: int, request_id: str) -> dict
             "outcome": status, "request_id": request_id}
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_of(scope: Scope) -> tuple[str, bool]:
+    """The request's id, and whether this middleware must put it on the answer.
+
+    Behind Ray Serve's proxy every request arrives with an X-Request-ID (the client's, or one the
+    proxy made) which the proxy puts on the answer itself: the entry takes that id and no second
+    header is added (both used to be sent: two different ids in one answer). Without
+    Serve's proxy (the callback gateway, an app over ASGI in tests) an id the client sent is kept
+    as well (its sender knows it); a request without one, or with one no entry can hold (at most
+    64 of A-Z a-z 0-9 . _ : -), gets a new id, put on its answer."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":  # ASGI header names are lower case
+            given = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(given):
+                return given, False
+            break
+    return uuid.uuid4().hex, True
+
+
 class AuditLog:
     """Pure ASGI (no BaseHTTPMiddleware: streams and uploads pass through untouched)."""
 
@@ -61,11 +86,12 @@ class AuditLog:
             return
         notes = AuditNotes()
         scope.setdefault("state", {})["audit"] = notes
-        request_id = uuid.uuid4().hex
+        request_id, echo = request_id_of(scope)
 
         async def recorded(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                if echo:
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
                 found = entry(scope, notes, message["status"], request_id)
                 if found is not None:
                     try:

@@ -48,4 +48,10 @@ def build(args: dict[str, Any]) -> serve.Application:
     environment plus the application's runtime_env env_vars), for `vtp up`/`vtp deploy` the
     deploying process's. The replica gets the Settings object."""
     env = {k if k.startswith("VTP_") else f"VTP_{k.upper()}": str(v) for k, v in (args or {}).items()}
-    return PlatformAPI.bind(Settings.from_env(env))  # type: ignore[attr-defined]  # a @serve.deployment class: its typing does not carry .bind
+    return application(Settings.from_env(env))
+
+
+def application(settings: Settings) -> serve.Application:
+    """The API's Serve application for `settings`: `api_replicas` replicas, each given the object."""
+    deployment = PlatformAPI.options(num_replicas=settings.api_replicas)  # type: ignore[attr-defined]  # a @serve.deployment class: its typing does not carry .options
+    return deployment.bind(settings)
