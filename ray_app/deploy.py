@@ -25,7 +25,7 @@ def deploy_platform(settings: Settings, http_port: int, address: str | None = No
     import ray
     from ray import serve
 
-    from ray_app.api.serve import PlatformAPI
+    from ray_app.api.serve import application
 
     connected_here = not ray.is_initialized()
     if connected_here:
@@ -33,7 +33,7 @@ def deploy_platform(settings: Settings, http_port: int, address: str | None = No
                  logging_level=logging.ERROR)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(PlatformAPI.bind(settings), name=APP_NAME, route_prefix="/", blocking=False)  # type: ignore[attr-defined]  # a @serve.deployment class: its typing does not carry .bind
+        serve.run(application(settings), name=APP_NAME, route_prefix="/", blocking=False)
     finally:
         if connected_here:
             ray.shutdown()

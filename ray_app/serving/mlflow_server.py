@@ -173,10 +173,10 @@ class MlflowMount:
         else:
             try:
                 principal = await self.resolve(token)
-            except Exception:
-                await _reply(send, 401, "missing or invalid bearer token: MLflow clients send MLFLOW_TRACKING_TOKEN "
-                                        "(an API token) as Authorization: Bearer",
-                             [(b"www-authenticate", b"Bearer")])
+            except Exception as exc:  # the API's 401, with its reason (revoked, expired, disabled...)
+                reason = getattr(exc, "detail", None) or "invalid bearer token"
+                await _reply(send, 401, f"{reason}: MLflow clients send MLFLOW_TRACKING_TOKEN (an API token) as "
+                                        "Authorization: Bearer", [(b"www-authenticate", b"Bearer")])
                 return
             if notes is not None:
                 notes.principal = principal

@@ -12,6 +12,8 @@ store without Ray), driven over ASGI with a static token. SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -249,6 +251,12 @@ def test_a_member_made_after_the_upgrade_sees_only_their_project(upgraded):
     # the datasets went to `default`, which alice is not in
     assert client.get("/v1/datasets", headers=alice).json()["items"] == []
     assert client.get("/v1/datasets/shapes", headers=alice).status_code == 404
+    # a project migrated with a name no new project may have (a space, a slash) is still managed
+    odd = quote(ODD_PROJECT, safe="")
+    assert client.get(f"/v1/projects/{odd}").json()["id"] == ODD_PROJECT
+    assert client.put(f"/v1/projects/{odd}/members/alice", json={"role": "viewer"}).status_code == 200
+    assert {p["id"] for p in client.get("/v1/projects", headers=alice).json()["items"]} == {"alpha", ODD_PROJECT}
+    assert client.delete(f"/v1/projects/{odd}/members/alice").json()["members"] == []
 
     # the admin's calls were audited; no job's history changed
     audit = client.get("/v1/audit").json()["items"]

@@ -145,13 +145,13 @@ async def create_project(body: ProjectCreate, who: Who) -> ProjectView:
     return _project_view(who, await who.ctx.store.create_project(body.id, body.description, who.user_id))
 
 
-@router.get("/v1/projects/{project_id}", response_model=ProjectView, responses=PROJECT_NOT_FOUND,
+@router.get("/v1/projects/{project_id:path}", response_model=ProjectView, responses=PROJECT_NOT_FOUND,
             summary="A project and its members")
 async def get_project(project_id: str, who: Who) -> ProjectView:
     return _project_view(who, await who.project(project_id))
 
 
-@router.put("/v1/projects/{project_id}/members/{user_id}", response_model=ProjectView,
+@router.put("/v1/projects/{project_id:path}/members/{user_id}", response_model=ProjectView,
             responses={**PROJECT_NOT_FOUND, 422: {"description": "unknown user"}},
             summary="Add a member to the project, or change their role (project admins)")
 async def set_member(project_id: str, user_id: str, body: MemberSet, who: Who) -> ProjectView:
@@ -165,7 +165,7 @@ async def set_member(project_id: str, user_id: str, body: MemberSet, who: Who) -
     return _project_view(who, row)
 
 
-@router.delete("/v1/projects/{project_id}/members/{user_id}", response_model=ProjectView,
+@router.delete("/v1/projects/{project_id:path}/members/{user_id}", response_model=ProjectView,
                responses=PROJECT_NOT_FOUND, summary="Remove a member (project admins)")
 async def remove_member(project_id: str, user_id: str, who: Who) -> ProjectView:
     await who.project(project_id, Action.MANAGE_MEMBERS)
