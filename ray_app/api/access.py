@@ -119,6 +119,7 @@ class Caller:
     ctx: AppContext
     notes: AuditNotes = field(default_factory=AuditNotes)
     token: str | None = field(default=None, repr=False)
+    checked_at: float = field(default_factory=time.monotonic)  # when `token` was last found good
 
     @property
     def user_id(self) -> str:
@@ -147,12 +148,16 @@ class Caller:
         """The dataset's row, if the caller may take `action` on it (a hidden one: 404)."""
         self.note(f"dataset:{dataset_id}", None)
         row = await self.ctx.read(store_datasets.dataset_row, dataset_id)
-        missing = store_datasets.DatasetNotFound(f"dataset {dataset_id} not found")
         if row is None:
-            raise missing
-        self.note(f"dataset:{dataset_id}", row["project_id"])
-        self.check(action, row["project_id"], missing, owner=row.get("created_by"))
+            raise store_datasets.DatasetNotFound(f"dataset {dataset_id} not found")
+        self.check_dataset(row, action)
         return row
+
+    def check_dataset(self, row: dict[str, Any], action: Action) -> None:
+        """`dataset` for a dataset's row the route has read already."""
+        self.note(f"dataset:{row['id']}", row["project_id"])
+        self.check(action, row["project_id"], store_datasets.DatasetNotFound(f"dataset {row['id']} not found"),
+                   owner=row.get("created_by"))
 
     async def project(self, project_id: str, action: Action = Action.READ) -> dict[str, Any]:
         """The project with its members, if the caller may take `action` in it (hidden: 404)."""
@@ -183,13 +188,18 @@ class Caller:
     async def make_project(self, project_id: str) -> None:
         await self.ctx.store.create_project(project_id, "", self.user_id, exist_ok=True)
 
-    async def still_valid(self) -> bool:
-        """For a long-lived answer (a stream): the token is still good (not revoked or expired, the
-        user not disabled); the principal's roles are read again, for the caller to check."""
+    async def still_valid(self, every_s: float) -> bool:
+        """For a long-lived answer (a stream), called as it goes on: the token is still good (not
+        revoked or expired, the user not disabled), looked up again at most every `every_s`; the
+        principal's roles are read again with it, for the caller to check."""
+        now = time.monotonic()
+        if now - self.checked_at < every_s:
+            return True
         try:
             self.principal = await resolve(self.ctx, self.token)
         except HTTPException:
             return False
+        self.checked_at = now
         return True
 
     def require_platform_admin(self) -> None:
@@ -205,9 +215,9 @@ async def caller(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_bearer)],
 ) -> Caller:
     notes = audit_notes(request)
-    principal = await resolve(ctx, creds.credentials if creds else None)
-    notes.principal = principal
-    return Caller(principal, ctx, notes, creds.credentials if creds else None)
+    token = creds.credentials if creds else None
+    notes.principal = await resolve(ctx, token)
+    return Caller(notes.principal, ctx, notes, token)
 
 
 Who = Annotated[Caller, Depends(caller)]

@@ -171,11 +171,12 @@ class MlflowMount:
             if notes is not None:
                 notes.trainer = True
         else:
+            from starlette.exceptions import HTTPException  # the API's process only: trainers import this module
+
             try:
                 principal = await self.resolve(token)
-            except Exception as exc:  # the API's 401, with its reason (revoked, expired, disabled...)
-                reason = getattr(exc, "detail", None) or "invalid bearer token"
-                await _reply(send, 401, f"{reason}: MLflow clients send MLFLOW_TRACKING_TOKEN (an API token) as "
+            except HTTPException as exc:  # the API's 401, with its reason (revoked, expired, disabled...)
+                await _reply(send, 401, f"{exc.detail}: MLflow clients send MLFLOW_TRACKING_TOKEN (an API token) as "
                                         "Authorization: Bearer", [(b"www-authenticate", b"Bearer")])
                 return
             if notes is not None:
@@ -184,7 +185,6 @@ class MlflowMount:
                 await _reply(send, 403, "the platform's MLflow is read-only for users: trainers log runs, and a job "
                                         "registers its model (register_as); platform admins may write")
                 return
-        inner_path = path[len(PREFIX):] or "/"
         if not inner_path.startswith(SERVED) or inner_path.startswith(REFUSED):
             await _reply(send, 404, "not served: the platform's MLflow serves its tracking, Model Registry and "
                                     f"artifact APIs ({PREFIX}/api/2.0/mlflow/..., {PREFIX}/api/2.0/mlflow-artifacts/...)")

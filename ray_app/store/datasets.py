@@ -17,6 +17,7 @@ from ray_app.datasets.models import ValidationReport, VersionState
 from ray_app.jobs.errors import Conflict, StoreError
 from ray_app.store import db
 from ray_app.store.writer import Writer
+from ray_app.teams.policy import DEFAULT_PROJECT
 
 Row = dict[str, Any]
 
@@ -135,7 +136,7 @@ def problems_summary(version: Row, first: int = 3) -> str:
 
 
 class DatasetWriter(Writer):
-    def open_dataset_version(self, dataset_id: str, description: str, version: Row, project_id: str = "default",
+    def open_dataset_version(self, dataset_id: str, description: str, version: Row, project_id: str = DEFAULT_PROJECT,
                              created_by: str | None = None) -> tuple[Row, bool]:
         """Record an upload's version (state UPLOADING), creating the dataset on its first
         upload, in `project_id`. (the existing row, False) when the version is there already:

@@ -72,11 +72,22 @@ def list_users(conn: Connection) -> list[Row]:
     return db.rows(conn.execute(select(db.users).order_by(db.users.c.id)))
 
 
+# what is shown of a token: everything but its hash
+_SHOWN_TOKEN_COLUMNS = [c for c in db.api_tokens.c if c.name != "secret_hash"]
+
+
 def list_tokens(conn: Connection, user_id: str) -> list[Row]:
     """A user's tokens, newest first, without their hashes."""
-    columns = [c for c in db.api_tokens.c if c.name != "secret_hash"]
-    return db.rows(conn.execute(select(*columns).where(db.api_tokens.c.user_id == user_id)
+    return db.rows(conn.execute(select(*_SHOWN_TOKEN_COLUMNS).where(db.api_tokens.c.user_id == user_id)
                                 .order_by(db.api_tokens.c.created_at.desc(), db.api_tokens.c.id)))
+
+
+def token_row(conn: Connection, token_id: str) -> Row:
+    """One token, without its hash."""
+    found = conn.execute(select(*_SHOWN_TOKEN_COLUMNS).where(db.api_tokens.c.id == token_id)).first()
+    if found is None:
+        raise TokenNotFound(f"token {token_id} not found")
+    return dict(found._mapping)
 
 
 def project_row(conn: Connection, project_id: str) -> Row | None:
@@ -143,11 +154,7 @@ class TeamWriter(Writer):
                                                            expires_at=expires_at))
             except IntegrityError:  # a repeated hash: the caller made the same secret twice
                 raise Conflict("token could not be stored; try again") from None
-        return next(t for t in self.tokens_of(user_id) if t["id"] == token_id)
-
-    def tokens_of(self, user_id: str) -> list[Row]:
-        with self.engine.connect() as conn:
-            return list_tokens(conn, user_id)
+            return token_row(conn, token_id)
 
     def revoke_token(self, token_id: str, user_id: str | None) -> Row:
         """Revoke a token (of `user_id`, or anyone's for None). Idempotent."""
@@ -159,7 +166,7 @@ class TeamWriter(Writer):
             conn.execute(update(db.api_tokens).where(db.api_tokens.c.id == token_id,
                                                      db.api_tokens.c.revoked_at.is_(None))
                          .values(revoked_at=db.utcnow()))
-        return next(t for t in self.tokens_of(owner) if t["id"] == token_id)
+            return token_row(conn, token_id)
 
     def token_used(self, token_id: str) -> None:
         with self.engine.begin() as conn:

@@ -237,7 +237,7 @@ async def _upload_project(who: Caller, body: UploadCreate) -> tuple[str, bool]:
     if body.project_id is not None and body.project_id != existing["project_id"]:
         raise unprocessable("project_id", f"dataset {body.dataset_id} belongs to project "
                                           f"{existing['project_id']}; a new version goes there")
-    await who.dataset(body.dataset_id, Action.SUBMIT)
+    who.check_dataset(existing, Action.SUBMIT)
     return existing["project_id"], False
 
 

@@ -93,24 +93,13 @@ async def stream_job(
     return EventSourceResponse(_changes(ctx, who, request, job_id, *start, events, logs), ping=PING_S)
 
 
-async def allowed_still(who: Caller, checked: float) -> float | None:
-    """The time of this check, when the stream's caller may go on (`checked`: the last one's);
-    None once their token is revoked or expired, or their user disabled."""
-    now = time.monotonic()
-    if now - checked < RECHECK_S:
-        return checked
-    return now if await who.still_valid() else None
-
-
 async def _changes(ctx, who: Caller, request: Request, job_id: str, event_seq: int, log_seq: int,
                    with_events: bool = True, with_logs: bool = True) -> AsyncIterator[ServerSentEvent]:
     shown: str | None = None
     final_since: float | None = None
-    checked: float | None = time.monotonic()
     while not await request.is_disconnected():
         job = await ctx.reads.get_job(job_id)
-        checked = await allowed_still(who, checked)  # type: ignore[arg-type]
-        if checked is None or not who.principal.sees(job.project_id):
+        if not await who.still_valid(RECHECK_S) or not who.principal.sees(job.project_id):
             return  # the caller lost access: the stream ends, and a reconnect gets 401 or 404
         events = await ctx.reads.events(job_id, event_seq, PAGE) if with_events else []
         lines = await ctx.reads.logs(job_id, log_seq, PAGE) if with_logs else []
@@ -186,10 +175,8 @@ async def stream_jobs(
 async def _list_changes(ctx, who: Caller, request: Request, at: Position) -> AsyncIterator[ServerSentEvent]:
     position = encode_position(at)
     yield ServerSentEvent(json.dumps({"position": position}), event="ready", id=position)
-    checked: float | None = time.monotonic()
     while not await request.is_disconnected():
-        checked = await allowed_still(who, checked)  # type: ignore[arg-type]
-        if checked is None:
+        if not await who.still_valid(RECHECK_S):
             return
         jobs = await ctx.reads.changed_jobs(at, LIST_PAGE)
         for job in jobs:
