@@ -305,7 +305,7 @@ def test_done_goes_with_the_last_queued_callbacks(tmp_path, batch_done):
     """A trainer ending behind a slow backend: what is still queued and `done` go in one request
     (one round trip at the end, not two), done after them. A backend whose batch route does not
     take done (422) gets the rest as a batch, then done alone; each callback once either way."""
-    from sdk_fake_backend import FakeBackend
+    from sdk_fake_backend import FakeBackend, wait_for
 
     backend = FakeBackend(batch_done=batch_done)
     backend.start()
@@ -315,7 +315,17 @@ def test_done_goes_with_the_last_queued_callbacks(tmp_path, batch_done):
     # without the last-epoch hold (tested below), which would keep even the first one back
     sdk = TrainerSDK(sdk_env(backend, tmp_path, VTP_CALLBACK_LINGER_S="0"), install_signal_handlers=False)
     try:
-        _slow_backlog(sdk, 3)  # the first goes out at once; the rest wait behind its 2 s
+        # the first goes out at once; the rest wait behind its 2 s. They are queued once the first
+        # is at the backend: a sender thread that woke late on a loaded machine had taken all of
+        # them in its first request, and done then went alone (CI: batched_done 0)
+        sdk.heartbeat(1, 3, 4, 4, metrics={"loss": 1.0})
+        assert wait_for(lambda: sum(backend.requests.values()) == 1, timeout=10)
+        sdk.report_validation(1, {"mAP50": 1 / 3})
+        sdk.event("checkpoint_saved", "epoch 1", data={"epoch": 1})
+        for epoch in (2, 3):
+            sdk.heartbeat(epoch, 3, 4, 4, metrics={"loss": 1 / epoch})
+            sdk.report_validation(epoch, {"mAP50": epoch / 3})
+            sdk.event("checkpoint_saved", f"epoch {epoch}", data={"epoch": epoch})
         reply = sdk.done("succeeded", final_metrics={"mAP50": 1.0})
         assert reply["status"] == "succeeded" and not reply.get("duplicate")
     finally:
