@@ -30,6 +30,7 @@ from ray_app.auth import api_tokens
 from ray_app.jobs.job import Job
 from ray_app.store import datasets as store_datasets
 from ray_app.store import reads
+from ray_app.store import sweeps as store_sweeps
 from ray_app.store import teams as store_teams
 from ray_app.teams import tokens
 from ray_app.teams.models import PROJECT_ID_PATTERN
@@ -143,6 +144,16 @@ class Caller:
         self.note(f"job:{job_id}", job.project_id)
         self.check(action, job.project_id, reads.not_found(job_id), owner=job.created_by)
         return job
+
+    async def sweep(self, sweep_id: str, action: Action = Action.READ) -> dict[str, Any]:
+        """The sweep with its trials, if the caller may take `action` on it (a hidden one: 404);
+        cancelling it is the owner's or a project admin's, as for a job."""
+        self.note(f"sweep:{sweep_id}", None)
+        view = await self.ctx.read(store_sweeps.sweep_view, sweep_id)
+        self.note(f"sweep:{sweep_id}", view["project_id"])
+        self.check(action, view["project_id"], store_sweeps.SweepNotFound(f"sweep {sweep_id} not found"),
+                   owner=view["created_by"])
+        return view
 
     async def dataset(self, dataset_id: str, action: Action = Action.READ) -> dict[str, Any]:
         """The dataset's row, if the caller may take `action` on it (a hidden one: 404)."""

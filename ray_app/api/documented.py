@@ -29,5 +29,6 @@ NOT_FOUND: Responses = {404: _doc("unknown job, or one in a project you are not 
 PROJECT_NOT_FOUND: Responses = {404: _doc("unknown project, or one you are not a member of")}
 USER_NOT_FOUND: Responses = {404: _doc("unknown user or token")}
 DATASET_NOT_FOUND: Responses = {404: _doc("unknown dataset or version, or one in a project you are not a member of")}
+SWEEP_NOT_FOUND: Responses = {404: _doc("unknown sweep, or one in a project you are not a member of")}
 CONFLICT: Responses = {409: _doc("the job cannot take this request in its state")}
 TOO_LARGE: Responses = {413: _doc("request body over the size limit (VTP_MAX_BODY_BYTES, VTP_MAX_UPLOAD_BYTES)")}

@@ -157,6 +157,12 @@ class JobView(View):
     created_by: str | None = Field(default=None, description="the user who submitted the job (null: "
                                    "submitted before the platform had users)")
     cancelled_by: str | None = Field(default=None, description="the user who asked to cancel it")
+    sweep_id: str | None = Field(default=None, description="the sweep this job is a trial of")
+    sweep_trial: int | None = Field(default=None, description="its trial number in that sweep (1, 2, ...)")
+    sweep_params: dict[str, Any] | None = Field(default=None, description="the values the sweep's search "
+                                                "gave this trial, by path (e.g. config.mosaic)")
+    stopped_early: bool = Field(default=False, description="the sweep's scheduler stopped this trial early "
+                                "(it is CANCELLED: its trainer was asked to stop), not a failure")
     wait_reason: str | None = Field(default=None, description="why the job, not running yet, waits: "
                                     "e.g. its retry backoff before the next attempt starts")
     retry_at: Timestamp | None = Field(default=None, description="when the next attempt of a job retried "

@@ -165,6 +165,42 @@ class StoreClient:
     async def append_audit(self, entries: list[Row]) -> None:
         await self._call(Retry.ONCE, lambda s: s.append_audit.remote(entries))
 
+    # ------------------------------------------------------------------ sweeps (store/sweeps.py)
+
+    async def create_sweep(self, sweep: Row) -> Row:
+        """Safe to repeat: the id is chosen by the caller."""
+        return await self._call(Retry.SAFE, lambda s: s.create_sweep.remote(sweep))
+
+    async def get_sweep(self, sweep_id: str) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.get_sweep.remote(sweep_id))
+
+    async def live_sweeps(self) -> list[Row]:
+        return await self._call(Retry.SAFE, lambda s: s.live_sweeps.remote())
+
+    async def create_trial(self, sweep_id: str, job_id: str, spec: Row, params: Row) -> Job:
+        """Safe to repeat: a second call with the same job id returns the first trial's job."""
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.create_trial.remote(
+            sweep_id, job_id, spec, params)))
+
+    async def stop_trial_early(self, job_id: str, reason: str) -> Job:
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.stop_trial_early.remote(job_id, reason)))
+
+    async def sweep_started(self, sweep_id: str, parent_run_id: str | None = None) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.sweep_started.remote(sweep_id, parent_run_id))
+
+    async def request_sweep_stop(self, sweep_id: str, outcome: str, reason: str | None,
+                                 by: str | None = None) -> Row:
+        """Safe to repeat: the first stop asked for is the one kept."""
+        return await self._call(Retry.SAFE, lambda s: s.request_sweep_stop.remote(sweep_id, outcome, reason, by))
+
+    async def settle_sweep(self, sweep_id: str) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.settle_sweep.remote(sweep_id))
+
+    async def finish_sweep(self, sweep_id: str, state: str, error: str | None = None,
+                           best_job_id: str | None = None, registered_model: Row | None = None) -> Row:
+        return await self._call(Retry.SAFE, lambda s: s.finish_sweep.remote(sweep_id, state, error, best_job_id,
+                                                                            registered_model))
+
     # ------------------------------------------------------------------ exports (store/exports.py)
 
     async def export_created(self, job_id: str, export_id: str, fmt: str, options: Row) -> Row:

@@ -29,6 +29,7 @@ from ray_app.store.audit import AuditWriter
 from ray_app.store.callbacks import CallbackStore
 from ray_app.store.datasets import DatasetWriter
 from ray_app.store.exports import ExportWriter
+from ray_app.store.sweeps import SweepWriter
 from ray_app.store.teams import TeamWriter
 
 log = logging.getLogger("ray_app.store")
@@ -42,7 +43,7 @@ JOB_DEFAULTS: dict[str, Any] = {
 }
 
 
-class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, AuditWriter):
+class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, AuditWriter, SweepWriter):
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
@@ -117,6 +118,30 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, Audit
             if state == JobState.PENDING:
                 self._transition(conn, job, JobState.CANCELLED, "cancelled before it was queued")
         return self._with_history(job)
+
+    # ------------------------------------------------------------------ a sweep's trials (store/sweeps.py)
+
+    def create_trial(self, sweep_id: str, job_id: str, spec: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """A sweep's trial: a job with its sweep, number and values. Safe to repeat with the
+        same id (the trial's job is chosen by its Tune trial, sweeps/trial.py): a trial that
+        Tune starts again after a restart finds its job instead of training again."""
+        existing = self._jobs.get(job_id) or self._load(job_id)
+        if existing is not None:
+            return dict(existing)
+        with self.engine.connect() as conn:
+            trial = self.trial_spec(conn, sweep_id, spec, params)
+        return self.create_job(trial, job_id)
+
+    def stop_trial_early(self, job_id: str, reason: str) -> dict[str, Any]:
+        """The sweep's scheduler stopped this trial: asked to stop like a cancel, recorded as
+        stopped early (not cancelled by anyone, not failed)."""
+        job = self._job(job_id)
+        if JobState(job["state"]).is_terminal or job["cancel_requested"]:
+            return dict(job)
+        with self._tx(job) as conn:
+            self._set(conn, job, stopped_early=True)
+            self._add_event(conn, job, "platform", "info", "stopped_early", reason, {})
+        return self.request_cancel(job_id, by=None)
 
     def model_published(self, job_id: str, model: dict[str, Any]) -> dict[str, Any]:
         """The job's model as ray_app/serving/mlflow_models.py logged it (or why it could not),

@@ -137,8 +137,16 @@ jobs = Table(
     # who submitted the job and who asked to cancel it (users.id; NULL for jobs made before teams)
     Column("created_by", String(64)),
     Column("cancelled_by", String(64)),
+    # a sweep's trial (ray_app/sweeps): its sweep, its number there (1, 2, ...), the values the
+    # search gave it (by path), and whether the sweep's scheduler stopped it early (it is then
+    # CANCELLED: its trainer was asked to stop through the contract)
+    Column("sweep_id", String(64)),
+    Column("sweep_trial", Integer),
+    Column("sweep_params", JSON),
+    Column("stopped_early", Boolean, nullable=False, server_default=false()),
     # what changed since a position, in order: the job-list stream (store/reads.changed_jobs)
     Index("ix_jobs_updated_at", "updated_at", "num"),
+    Index("ux_jobs_sweep_trial", "sweep_id", "sweep_trial", unique=True),
 )
 
 events = Table(
@@ -326,6 +334,32 @@ audit_log = Table(
 )
 
 # Idempotency keys of applied callbacks: inserting an existing key is the "already applied" test.
+# hyperparameter sweeps (ray_app/sweeps): a base job, a search space and an objective, run by a
+# Ray Tune experiment (its state in S3 under sweeps/<id>); its trials are jobs (jobs.sweep_id)
+sweeps = Table(
+    "sweeps",
+    metadata,
+    Column("num", Integer, primary_key=True, autoincrement=True),  # creation order, cursors
+    Column("id", String(64), unique=True, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("project_id", String(128), nullable=False, index=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("spec", JSON, nullable=False),  # the accepted body, with its base job resolved
+    Column("error", Text),
+    # a stop asked for (cancel, or a failure found by a trial): CANCELLED or FAILED once no trial
+    # runs any more
+    Column("stop_requested", String(16)),
+    Column("best_job_id", String(64)),
+    Column("registered_model", JSON),
+    Column("mlflow_parent_run_id", String(128)),
+    Column("created_by", String(64)),
+    Column("cancelled_by", String(64)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+)
+
 callback_keys = Table(
     "job_callback_keys",
     metadata,

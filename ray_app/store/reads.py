@@ -98,13 +98,16 @@ def require_job(conn: Connection, job_id: str) -> None:
 def list_jobs(conn: Connection, state: str | None = None, project_id: str | None = None,
               framework: str | None = None, cursor: int | None = None,
               limit: int = 50, id_prefix: str | None = None,
-              projects: list[str] | None = None) -> tuple[list[Row], int | None]:
+              projects: list[str] | None = None, sweep_id: str | None = None) -> tuple[list[Row], int | None]:
     """Newest first; `cursor` is the `num` of the last job of the previous page; the next cursor
     is None on the last page; `id_prefix`: only the jobs whose id starts with it (taken literally:
     `_` and `%` are no wildcards). One statement for the page (one row more than asked, to know
     whether another page follows) and one for its jobs' attempts. `projects`: only the jobs of
-    these projects (the caller's, teams/policy.py); None: every project."""
+    these projects (the caller's, teams/policy.py); None: every project. `sweep_id`: only that
+    sweep's trials."""
     stmt = select(db.jobs)
+    if sweep_id is not None:
+        stmt = stmt.where(db.jobs.c.sweep_id == sweep_id)
     if projects is not None:
         stmt = stmt.where(db.jobs.c.project_id.in_(projects))
     if id_prefix is not None:
@@ -207,9 +210,9 @@ class JobReader:
     def list_jobs(self, state: str | None = None, project_id: str | None = None,
                   framework: str | None = None, cursor: int | None = None,
                   limit: int = 50, id_prefix: str | None = None,
-                  projects: list[str] | None = None) -> tuple[list[Row], int | None]:
+                  projects: list[str] | None = None, sweep_id: str | None = None) -> tuple[list[Row], int | None]:
         with self.engine.connect() as conn:
-            return list_jobs(conn, state, project_id, framework, cursor, limit, id_prefix, projects)
+            return list_jobs(conn, state, project_id, framework, cursor, limit, id_prefix, projects, sweep_id)
 
     def changed_jobs(self, after: Position, limit: int = 200) -> list[Row]:
         with self.engine.connect() as conn:
@@ -261,10 +264,11 @@ class AsyncJobReader:
     async def list_jobs(self, state: JobState | None = None, project_id: str | None = None,
                         framework: str | None = None, cursor: int | None = None,
                         limit: int = 50, id_prefix: str | None = None,
-                        projects: list[str] | None = None) -> tuple[list[Job], int | None]:
+                        projects: list[str] | None = None,
+                        sweep_id: str | None = None) -> tuple[list[Job], int | None]:
         rows, next_cursor = await asyncio.to_thread(
             self.reader.list_jobs, state.value if state else None, project_id, framework, cursor, limit,
-            id_prefix, projects)
+            id_prefix, projects, sweep_id)
         return [Job.model_validate(r) for r in rows], next_cursor
 
     async def changed_jobs(self, after: Position, limit: int = 200) -> list[Job]:

@@ -10,8 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ray_app.api.access import User, Who, unprocessable
+from ray_app.api.access import User, Who
 from ray_app.api.deps import Ctx
+from ray_app.api.job_specs import resolve_job
 from ray_app.api.documented import CONFLICT, NOT_FOUND, TOO_LARGE, USER_ROUTE
 from ray_app.jobs.api_models import (
     EventPage,
@@ -24,11 +25,8 @@ from ray_app.jobs.api_models import (
     MetricPage,
     MetricView,
 )
-from ray_app.jobs import ranks
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import MAX_SEQ
-from ray_app.runtime.registry import UnknownTrainer
-from ray_app.store import datasets as store_datasets
 from ray_app.teams.policy import Action
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], responses=USER_ROUTE)
@@ -37,35 +35,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[User], respon
 @router.post("", status_code=201, response_model=JobView, responses=TOO_LARGE, summary="Create a training job")
 async def create_job(body: JobCreate, ctx: Ctx, who: Who) -> JobView:
     new_project = await who.submit_to(body.project_id)
-    try:
-        manifest = ctx.resolve_trainer(body.framework, body.task_type.value, body.model_name)
-    except UnknownTrainer as exc:
-        raise unprocessable("framework", str(exc)) from None
-    spec = body.model_dump(mode="json")
-    spec["created_by"] = who.user_id
-    dataset = await ctx.read(store_datasets.dataset_row, body.dataset_id)
-    if dataset is not None and not who.principal.sees(dataset["project_id"]):
-        # a registered dataset of a project the caller is not in: as if it did not exist, and
-        # never trained on by its place in S3 either
-        raise unprocessable("dataset_id", f"dataset {body.dataset_id} not found")
-    try:  # a registered dataset: the version named, or its newest valid one; refused when unusable
-        version = await ctx.read(store_datasets.version_for_job, body.dataset_id, body.dataset_version)
-    except store_datasets.DatasetUnusable as exc:
-        raise unprocessable("dataset_version" if body.dataset_version else "dataset_id", exc.detail) from None
-    if version is not None:
-        spec["dataset_version"] = version["version"]
-        spec["dataset_uri"] = ctx.storage.uri(version["key"])
-    if body.num_cpus is None:
-        spec["num_cpus"] = manifest.resources.num_cpus
-    if "num_gpus" not in body.model_fields_set:
-        spec["num_gpus"] = manifest.resources.num_gpus
-    if body.memory_mb is None:
-        spec["memory_mb"] = manifest.resources.memory_mb
-    try:  # every GPU it reserves used, as many workers as its trainer runs (jobs/ranks.py)
-        ranks.layout(manifest.name, manifest.distributed, body.workers, spec["num_gpus"], spec["num_cpus"],
-                     spec["memory_mb"], body.placement_strategy)
-    except ranks.LayoutError as exc:
-        raise unprocessable(exc.field, str(exc)) from None
+    spec = await resolve_job(body, ctx, who)
     if new_project:
         await who.make_project(body.project_id)
     job = await ctx.store.create_job(spec, uuid.uuid4().hex[:16])
@@ -85,9 +55,11 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     id_prefix: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$",
                                            description="only the jobs whose id starts with this")] = None,
+    sweep_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                                          description="only this sweep's trials")] = None,
 ) -> JobPage:
     items, next_cursor = await ctx.reads.list_jobs(state, project_id, framework, int(cursor) if cursor else None,
-                                                   limit, id_prefix, who.visible_projects())
+                                                   limit, id_prefix, who.visible_projects(), sweep_id)
     return JobPage(items=list(items),
                    next_cursor=str(next_cursor) if next_cursor is not None else None)
 
