@@ -31,6 +31,10 @@ class JobController:
         # starts); nothing here reads VTP_* variables again
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.reconciler = Reconciler(settings)
+        # the sweeps' Tune drivers: started, started again after a restart, stopped (sweeps/)
+        from ray_app.sweeps.supervisor import SweepSupervisor
+
+        self.sweeps = SweepSupervisor(settings, self.reconciler.store)
         self.ticks = 0
         # old log lines to S3, on a thread of its own: never the store's (the single writer) work
         from ray_app.store.log_archive import start_archiving
@@ -51,6 +55,10 @@ class JobController:
                 await self.reconciler.tick()
             except Exception:
                 log.exception("controller tick failed")
+            try:
+                await self.sweeps.check()
+            except Exception:
+                log.exception("sweep supervision failed")
             self.ticks += 1
             try:  # a tick every `interval`, or at once when woken
                 await asyncio.wait_for(self._wakeup.wait(), interval)

@@ -100,13 +100,21 @@ def signature() -> Any:
 
 @contextlib.contextmanager
 def _tracking_token(settings: Settings, job: Job) -> Iterator[None]:
-    """While the model is logged: the token MLflow's client sends to the platform's MLflow server
-    (MLFLOW_TRACKING_TOKEN, read from the environment), a short-lived one for this job."""
+    """While the model is logged: a short-lived token for this job."""
+    with tracking_token(settings, job.id, int(job.attempt)):
+        yield
+
+
+@contextlib.contextmanager
+def tracking_token(settings: Settings, subject: str, attempt: int = 1) -> Iterator[None]:
+    """While the platform itself calls MLflow (a job's model, a sweep's runs): the token MLflow's
+    client sends to the platform's MLflow server (MLFLOW_TRACKING_TOKEN, read from the
+    environment), a short-lived one of the callback kind for `subject`."""
     if not mlflow_server.served(settings):
         yield
         return
     before = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    os.environ["MLFLOW_TRACKING_TOKEN"] = mlflow_server.client_token(settings, job.id, int(job.attempt), TOKEN_TTL_S)
+    os.environ["MLFLOW_TRACKING_TOKEN"] = mlflow_server.client_token(settings, subject, attempt, TOKEN_TTL_S)
     try:
         yield
     finally:

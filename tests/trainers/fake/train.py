@@ -11,6 +11,10 @@ behaviour:
   network_error    done(failed, NETWORK_ERROR)
   leave_writer     network_error, leaving behind a child that holds its output open (an hour's sleep)
 
+Every epoch's heartbeat also reports `objective`, a known function of the hyperparameters for the
+sweep tests: best (1.0 at the last epoch) at LEARNING_RATE 0.01 and config.x 1, growing linearly
+with the epoch, so any epoch ranks the trials as the last one would.
+
 As a gang's rank > 0 (RANK set by the platform), it only says what it was given (its rendezvous
 variables, whether it holds a callback token), then lives as long as rank 0 trains and exits 0:
 rank 0 alone reports for the job.
@@ -66,6 +70,13 @@ def done(status, **fields):
     return post("done", {"status": status, **fields})
 
 
+def objective(epoch):
+    import math
+
+    quality = 1.0 - (math.log10(float(ENV["LEARNING_RATE"])) + 2) ** 2 / 10 - 0.1 * abs(float(CONFIG.get("x", 1)) - 1)
+    return round(quality * epoch / EPOCHS, 6)
+
+
 def other_rank():
     names = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
     given = " ".join(f"{name}={ENV.get(name)}" for name in names)
@@ -108,7 +119,8 @@ def main():
     epoch = start
     while epoch <= EPOCHS or BEHAVIOUR in ("stall", "ignore_cancel"):
         time.sleep(EPOCH_S)
-        reply = heartbeat(min(epoch, EPOCHS) if BEHAVIOUR != "stall" else 1, loss=1.0 / epoch, accuracy=epoch / (EPOCHS + 1))
+        reply = heartbeat(min(epoch, EPOCHS) if BEHAVIOUR != "stall" else 1, loss=1.0 / epoch, accuracy=epoch / (EPOCHS + 1),
+                          objective=objective(min(epoch, EPOCHS)))
         if not reply.get("should_continue", True) and BEHAVIOUR != "ignore_cancel":
             say("stop requested: saving and exiting")
             return 0
