@@ -1,6 +1,6 @@
 """`vtp`: run the single-machine platform and drive jobs over the HTTP API.
 
-Exit codes scripts can rely on: 0 success; 1 the watched job ended FAILED or CANCELLED;
+Exit codes scripts can rely on: 0 success; 1 the watched job (or sweep) ended FAILED or CANCELLED;
 2 bad usage, or settings the platform refuses (named, with the reason); 3 the API refused the request
 or could not be reached.
 """
@@ -37,6 +37,7 @@ from ray_app.cli.common import (
 )
 from ray_app.cli.datasets import datasets_app
 from ray_app.cli.exports import register as register_exports
+from ray_app.cli.sweeps import sweeps_app
 from ray_app.cli.teams import register as register_teams
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -45,6 +46,7 @@ trainers_app = typer.Typer(no_args_is_help=True, help="The registered trainers a
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(trainers_app, name="trainers")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(sweeps_app, name="sweeps")
 
 # ---------------------------------------------------------------------------- platform
 
@@ -203,10 +205,11 @@ def jobs_submit(
 @jobs_app.command("list")
 def jobs_list(state: Optional[str] = None, project: Optional[str] = None, limit: int = 50,
               id_prefix: Annotated[Optional[str], typer.Option(help="only jobs whose id starts with this")] = None,
+              sweep: Annotated[Optional[str], typer.Option("--sweep", help="only this sweep's trials")] = None,
               url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """List jobs, newest first."""
     page = call_api(api_client(url, token).list_jobs, state=state, project_id=project, limit=limit,
-                    id_prefix=id_prefix)
+                    id_prefix=id_prefix, sweep_id=sweep)
 
     def render(p) -> None:
         table = Table("id", "state", "framework", "model", "dataset", "epoch", "progress", "created")

@@ -33,6 +33,7 @@ from ray_app.datasets.models import (
 )
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.sweeps.models import SweepCreate, SweepPage, SweepSummary, SweepView
 from ray_app.teams.models import (
     AuditEntry,
     AuditPage,
@@ -60,6 +61,7 @@ from ray_app.client._base import (
     _urls_refused,
     _validated,
     _export_done,
+    _sweep_done,
 )
 
 T = TypeVar("T")
@@ -104,8 +106,9 @@ class AsyncClient(_Base):
 
     async def list_jobs(self, state: str | None = None, project_id: str | None = None,
                         framework: str | None = None, cursor: str | None = None,
-                        limit: int | None = None, id_prefix: str | None = None) -> JobPage:
-        return await self.send(calls.list_jobs(state, project_id, framework, cursor, limit, id_prefix))
+                        limit: int | None = None, id_prefix: str | None = None,
+                        sweep_id: str | None = None) -> JobPage:
+        return await self.send(calls.list_jobs(state, project_id, framework, cursor, limit, id_prefix, sweep_id))
 
     async def cancel(self, job_id: str) -> JobView:
         return await self.send(calls.cancel(job_id))
@@ -143,6 +146,37 @@ class AsyncClient(_Base):
 
     async def artifact_url(self, job_id: str, name: str) -> str:
         return await self.send(calls.artifact_url(job_id, name))
+
+    # ------------------------------------------------------------ sweeps
+    async def create_sweep(self, body: SweepCreate | dict[str, Any]) -> SweepView:
+        return await self.send(calls.create_sweep(body))
+
+    async def get_sweep(self, sweep_id: str) -> SweepView:
+        return await self.send(calls.get_sweep(sweep_id))
+
+    async def list_sweeps(self, project_id: str | None = None, state: str | None = None,
+                          cursor: str | None = None, limit: int | None = None) -> SweepPage:
+        return await self.send(calls.list_sweeps(project_id, state, cursor, limit))
+
+    async def iter_sweeps(self, project_id: str | None = None,
+                          state: str | None = None) -> AsyncIterator[SweepSummary]:
+        cursor = None
+        while True:
+            page = await self.list_sweeps(project_id, state, cursor)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def cancel_sweep(self, sweep_id: str) -> SweepView:
+        return await self.send(calls.cancel_sweep(sweep_id))
+
+    async def wait_sweep(self, sweep_id: str, timeout: float = 3600.0, interval: float = 1.0) -> SweepView:
+        deadline = time.monotonic() + timeout
+        while not _sweep_done(view := await self.get_sweep(sweep_id), deadline, timeout):
+            await asyncio.sleep(interval)
+        return view
 
     # ------------------------------------------------------------ datasets
     async def list_datasets(self, cursor: str | None = None, limit: int | None = None) -> DatasetPage:

@@ -21,6 +21,7 @@ from ray_app.client._uploads import (
     UploadResult,
 )
 from ray_app.jobs.export_models import FINAL_EXPORT_STATES, ExportView
+from ray_app.sweeps.models import SweepState, SweepView
 from ray_app.datasets.models import (
     UploadCreate,
     UploadView,
@@ -34,6 +35,7 @@ DOWNLOAD_CHUNK = 1 << 20
 STREAM_RECONNECTS = 5  # in a row, without a message between
 STREAM_READ_S = 60.0  # the server pings every 15 s
 FINAL_VERSION_STATES = (VersionState.VALID, VersionState.INVALID)
+FINAL_SWEEP_STATES = tuple(s.value for s in SweepState if s.is_terminal)
 
 
 def _detail(response: httpx.Response) -> Any:
@@ -125,6 +127,10 @@ def _validated(view: VersionView, deadline: float, timeout: float) -> bool:
 
 def _export_done(view: ExportView, deadline: float, timeout: float) -> bool:
     return _wait_over(f"export {view.id}", view.state, FINAL_EXPORT_STATES, deadline, timeout)
+
+
+def _sweep_done(view: SweepView, deadline: float, timeout: float) -> bool:
+    return _wait_over(f"sweep {view.id}", view.state.value, FINAL_SWEEP_STATES, deadline, timeout)
 
 
 def _target(dest: Path, name: str) -> Path:

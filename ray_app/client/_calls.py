@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ray_app.datasets.models import ArtifactPage, DatasetPage, DatasetView, UploadCreate, UploadView, VersionView
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.sweeps.models import SweepCreate, SweepPage, SweepView
 from ray_app.teams.models import (
     AuditPage,
     ProjectPage,
@@ -82,9 +83,12 @@ def get_job(job_id: str) -> Call[JobView]:
 
 
 def list_jobs(state: str | None = None, project_id: str | None = None, framework: str | None = None,
-              cursor: str | None = None, limit: int | None = None, id_prefix: str | None = None) -> Call[JobPage]:
+              cursor: str | None = None, limit: int | None = None, id_prefix: str | None = None,
+              sweep_id: str | None = None) -> Call[JobPage]:
+    """`sweep_id`: only that sweep's trials."""
     return Call("GET", "/v1/jobs", _model(JobPage), params=_params(
-        state=state, project_id=project_id, framework=framework, cursor=cursor, limit=limit, id_prefix=id_prefix))
+        state=state, project_id=project_id, framework=framework, cursor=cursor, limit=limit, id_prefix=id_prefix,
+        sweep_id=sweep_id))
 
 
 def cancel(job_id: str) -> Call[JobView]:
@@ -138,6 +142,29 @@ def get_export(job_id: str, export_id: str) -> Call[ExportView]:
 
 def list_exports(job_id: str) -> Call[ExportPage]:
     return Call("GET", f"/v1/jobs/{_id(job_id)}/exports", _model(ExportPage))
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def create_sweep(body: SweepCreate | dict[str, Any]) -> Call[SweepView]:
+    payload = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, SweepCreate) else body
+    # not idempotent: a create whose answer was lost, sent again, would start a second sweep
+    return Call("POST", "/v1/sweeps", _model(SweepView), json=payload, idempotent=False)
+
+
+def get_sweep(sweep_id: str) -> Call[SweepView]:
+    return Call("GET", f"/v1/sweeps/{_id(sweep_id)}", _model(SweepView))
+
+
+def list_sweeps(project_id: str | None = None, state: str | None = None, cursor: str | None = None,
+                limit: int | None = None) -> Call[SweepPage]:
+    return Call("GET", "/v1/sweeps", _model(SweepPage), params=_params(
+        project_id=project_id, state=state, cursor=cursor, limit=limit))
+
+
+def cancel_sweep(sweep_id: str) -> Call[SweepView]:
+    return Call("POST", f"/v1/sweeps/{_id(sweep_id)}/cancel", _model(SweepView))  # idempotent by the API's word
 
 
 # ---------------------------------------------------------------- datasets

@@ -37,6 +37,7 @@ from ray_app.datasets.models import (
 )
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.sweeps.models import SweepCreate, SweepPage, SweepSummary, SweepView
 from ray_app.teams.models import (
     AuditEntry,
     AuditPage,
@@ -60,6 +61,7 @@ from ray_app.client._base import (
     _Base,
     _detail,
     _export_done,
+    _sweep_done,
     _final,
     _finished,
     _parsed,
@@ -111,8 +113,10 @@ class Client(_Base):
         return self.send(calls.get_job(job_id))
 
     def list_jobs(self, state: str | None = None, project_id: str | None = None, framework: str | None = None,
-                  cursor: str | None = None, limit: int | None = None, id_prefix: str | None = None) -> JobPage:
-        return self.send(calls.list_jobs(state, project_id, framework, cursor, limit, id_prefix))
+                  cursor: str | None = None, limit: int | None = None, id_prefix: str | None = None,
+                  sweep_id: str | None = None) -> JobPage:
+        """A page of jobs, newest first; `sweep_id`: only that sweep's trials."""
+        return self.send(calls.list_jobs(state, project_id, framework, cursor, limit, id_prefix, sweep_id))
 
     def cancel(self, job_id: str) -> JobView:
         return self.send(calls.cancel(job_id))
@@ -208,6 +212,51 @@ class Client(_Base):
             raise APIError(403, f"the storage refused the download URL: {exc}") from None
         partial.replace(target)
         return target
+
+    # ------------------------------------------------------------ sweeps
+    def create_sweep(self, body: SweepCreate | dict[str, Any]) -> SweepView:
+        """Start a hyperparameter sweep: a base job, a search space over some of its fields, an
+        objective. The API checks it whole (a 422 naming the field, as APIError); every trial is
+        a job of the sweep's project (list_jobs(sweep_id=...))."""
+        return self.send(calls.create_sweep(body))
+
+    def get_sweep(self, sweep_id: str) -> SweepView:
+        """A sweep with its trials (params, metric history, status) and its best trial."""
+        return self.send(calls.get_sweep(sweep_id))
+
+    def list_sweeps(self, project_id: str | None = None, state: str | None = None, cursor: str | None = None,
+                    limit: int | None = None) -> SweepPage:
+        """A page of sweeps, newest first; `next_cursor` names the next."""
+        return self.send(calls.list_sweeps(project_id, state, cursor, limit))
+
+    def iter_sweeps(self, project_id: str | None = None, state: str | None = None) -> Iterator[SweepSummary]:
+        """Every sweep that matches, newest first, page after page."""
+        cursor = None
+        while True:
+            page = self.list_sweeps(project_id, state, cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel_sweep(self, sweep_id: str) -> SweepView:
+        """Cancel the sweep and every trial it runs (idempotent)."""
+        return self.send(calls.cancel_sweep(sweep_id))
+
+    def wait_sweep(self, sweep_id: str, timeout: float = 3600.0, interval: float = 1.0,
+                   on_change: Any = None) -> SweepView:
+        """The sweep once it is final (SUCCEEDED, FAILED or CANCELLED); `on_change(view)` on
+        every poll whose answer differs from the last."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            view = self.get_sweep(sweep_id)
+            if on_change is not None and view != last:
+                on_change(view)
+            last = view
+            if _sweep_done(view, deadline, timeout):
+                return view
+            time.sleep(interval)
 
     # ------------------------------------------------------------ datasets
     def list_datasets(self, cursor: str | None = None, limit: int | None = None) -> DatasetPage:
