@@ -1,6 +1,6 @@
 // The console's shell: sign-in, the header (who is signed in, the project picker, navigation) and
 // the hash router (#/jobs, #/jobs/<id>, #/submit, #/compare, #/datasets, #/projects,
-// #/projects/<id>, #/tokens). Each navigation reads the user's roles again (session.js) before the
+// #/projects/<id>, #/tokens, #/sweeps, #/sweeps/<id>, #/sweeps/new?from=<job>). Each navigation reads the user's roles again (session.js) before the
 // page draws, so it offers only what they may do. Each page module's render(main, params) returns a
 // cleanup function that closes its streams when the user leaves the page.
 
@@ -13,6 +13,9 @@ import * as jobs from "./jobs.js";
 import * as projects from "./projects.js";
 import * as session from "./session.js";
 import * as submit from "./submit.js";
+import * as sweep from "./sweep.js";
+import * as sweepform from "./sweepform.js";
+import * as sweeps from "./sweeps.js";
 import * as tokens from "./tokens.js";
 
 const main = document.getElementById("main");
@@ -40,7 +43,7 @@ function signedOut() {
 
 // the project a page is about, shown by the picker: a jobs list's filter, a project's page
 function pageProject(page, parts, query) {
-  if (page === "jobs" && !parts[1] && query.has("project_id")) return query.get("project_id");
+  if ((page === "jobs" || page === "sweeps") && !parts[1] && query.has("project_id")) return query.get("project_id");
   if (page === "projects" && parts[1]) return parts[1];
   return null;
 }
@@ -81,14 +84,14 @@ picker.addEventListener("change", () => {
   session.chosen.set(value);
   const { parts, query } = parseHash();
   const page = parts[0] || "jobs";
-  if (page === "jobs") {
+  if (page === "jobs" || (page === "sweeps" && parts[1] !== "new")) {
     const q = parts[1] ? new URLSearchParams() : query;
     q.delete("cursor");
     if (value) q.set("project_id", value); else q.delete("project_id");
-    location.hash = `#/jobs${q.toString() ? `?${q}` : ""}`;
+    location.hash = `#/${page}${q.toString() ? `?${q}` : ""}`;
   } else if (page === "projects") {
     location.hash = value ? `#/projects/${encodeURIComponent(value)}` : "#/projects";
-  } else if (page === "submit" || (page === "datasets" && !parts[1])) {
+  } else if (page === "submit" || (page === "datasets" && !parts[1]) || (page === "sweeps" && parts[1] === "new")) {
     route();
   } else {
     drawHeader(page, parts, query);
@@ -149,6 +152,12 @@ async function route() {
   else if (page === "datasets") render = () => datasets.render(view, parts[1]);
   else if (page === "projects") render = () => projects.render(view, parts[1]);
   else if (page === "tokens") render = () => tokens.render(view);
+  else if (page === "sweeps" && parts[1] === "new") render = () => sweepform.render(view, query);
+  else if (page === "sweeps" && parts[1]) render = () => sweep.render(view, parts[1]);
+  else if (page === "sweeps") {
+    if (!query.has("project_id") && session.chosen.get()) query.set("project_id", session.chosen.get());
+    render = () => sweeps.render(view, query);
+  }
   else render = () => { view.append(h("p", {}, "No such page. "), h("a", { href: "#/jobs" }, "Jobs")); };
   cleanup = render() || null;
 }

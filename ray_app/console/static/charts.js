@@ -75,10 +75,11 @@ export class ChartPanel {
     this.resize.observe(container);
   }
 
-  add(key, label, group, x, y, color) {
+  // style (optional): {dash: [6, 4]} draws the series dashed (a sweep's trial stopped early)
+  add(key, label, group, x, y, color, style) {
     if (typeof y !== "number" || !Number.isFinite(y) || typeof x !== "number") return;
     let s = this.series.get(key);
-    if (!s) { s = { label, group, color, points: new Map() }; this.series.set(key, s); }
+    if (!s) { s = { label, group, color, dash: style?.dash, points: new Map() }; this.series.set(key, s); }
     s.points.set(x, y);
     this.schedule();
   }
@@ -131,7 +132,7 @@ export class ChartPanel {
       axes: [{ label: "epoch", values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) },
         { values: (u, splits, axisIdx, space, step) => tickLabels(splits, step), size: axisSize }],
       series: [{ label: "epoch" }, ...entries.map(([, s], i) => ({
-        label: s.label, stroke: s.color || seriesColor(i), width: 2, spanGaps: true,
+        label: s.label, stroke: s.color || seriesColor(i), width: 2, spanGaps: true, ...(s.dash ? { dash: s.dash } : {}),
         points: { show: xs.length < 60 },
         value: (u, v, seriesIdx, dataIdx) => (dataIdx === null || dataIdx === undefined ? "--" : v === null ? "" : fmtSignificant(v)),
       }))],

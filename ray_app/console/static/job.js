@@ -1,6 +1,7 @@
 // A job's page: live progress, metric charts per attempt, events, the log tail, attempts, its
 // configuration, artifacts (plots inline, checkpoints to download), the MLflow run link, cancel,
-// "run again" and "try the model"; for a gang, its workers, where each rank runs (and ran, per
+// "run again", "new sweep" (its configuration as a sweep's base job), its sweep when it is a trial,
+// and "try the model"; for a gang, its workers, where each rank runs (and ran, per
 // attempt) and the log per rank. Live by the job's stream (GET /v1/jobs/{id}/stream): `job`
 // messages carry the state and each heartbeat's metrics, `event` and `log` messages the rest.
 
@@ -180,6 +181,10 @@ export function render(view, jobId) {
       h("div", { class: "actions" }, mlflow,
         session.can("submit", job.project_id)  // a viewer of the job's project: no form to send it from
           ? h("a", { class: "button", href: `#/submit?from=${encodeURIComponent(job.id)}`, id: "run-again" }, "Run again") : null,
+        session.can("submit", job.project_id)  // a sweep whose base job is this one's configuration
+          ? h("a", { class: "button", href: `#/sweeps/new?from=${encodeURIComponent(job.id)}`, id: "new-sweep" }, "New sweep") : null,
+        job.sweep_id ? h("a", { class: "button", href: `#/sweeps/${encodeURIComponent(job.sweep_id)}`, id: "job-sweep" },
+          `Sweep${job.sweep_trial ? ` · trial ${job.sweep_trial}` : ""}`) : null,
         h("a", { class: "button", href: `#/compare?ids=${encodeURIComponent(job.id)}` }, "Compare…"), cancel));
   }
 
