@@ -1,19 +1,13 @@
 """Hyperparameter sweeps in the console, in a real browser against the real platform: the sweeps
 list (live while a sweep is), a sweep's page (header, search space, cancel offered by role), a new
 sweep from a job's page (pre-filled from the job, the API's 422 shown next to the form), names and
-values from users shown as text; and, once the Tune driver runs trials (a commit "Sweeps: the Tune
-driver"), a real sweep of the fake trainer: the trials table sorted by the metric, one chart of
-every trial's metric, a scatter per hyperparameter, the best trial linked.
-
-The sweeps made here run no trials unless the driver is in: the tests that need trials are skipped
-until then (see DRIVER_LANDED)."""
+values from users shown as text; and a real sweep of the fake trainer: the trials table sorted by
+the metric, one chart of every trial's metric, a scatter per hyperparameter, the best trial linked."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,18 +21,6 @@ pytestmark = pytest.mark.timeout(240)
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _driver_landed() -> bool:
-    if os.environ.get("VTP_TEST_SWEEP_DRIVER") == "1":  # a driver in the working tree, not yet committed
-        return True
-    try:
-        out = subprocess.run(["git", "log", "--oneline", "-F", "--grep", "Sweeps: the Tune driver"], cwd=REPO,
-                             capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return bool(out.strip())
-
-
-DRIVER_LANDED = _driver_landed()
 XSS_NAME = "<img src=x onerror=window.__xss=1>"
 XSS_VALUE = "<script>window.__xss=2</script>"
 
@@ -122,9 +104,6 @@ def test_the_sweeps_list_stays_live_and_a_sweeps_page_shows_its_setup_and_cancel
     expect(page.locator('#sweep-space tr[data-path="learning_rate"] .c-values')).to_have_text("0.001 … 0.1")
     expect(page.locator('#sweep-space tr[data-path="config.x"] .c-values')).to_have_text("1, 2")
     assert json.loads(page.locator("#sweep-job").inner_text())["model_name"] == "any"
-    if not DRIVER_LANDED:  # nothing runs its trials yet
-        expect(page.locator("#trials-none")).to_have_text("No trials started yet.")
-        expect(page.locator("#best-none")).to_have_text("No trials yet.")
     console.shot("sweep-pending")
 
     page.click("#sweep-cancel")
@@ -248,8 +227,6 @@ def test_a_sweeps_name_and_space_values_are_shown_as_text(signed_in, sweeps_to_c
 
 
 # ------------------------------------------------------------------ d: a real sweep's trials
-@pytest.mark.skipif(not DRIVER_LANDED, reason="needs the sweeps' Tune driver to run trials (no commit 'Sweeps: the Tune "
-                    "driver' yet; VTP_TEST_SWEEP_DRIVER=1 runs it against a driver in the working tree)")
 def test_a_finished_sweeps_trials_table_chart_and_scatter(signed_in, sweeps_to_cancel):
     console, page, p = signed_in, signed_in.page, signed_in.platform
     project = f"console-sweep-run-{suffix()}"
