@@ -112,7 +112,8 @@ def search_of(spec: dict[str, Any]) -> Any:
         from ray.tune.search.optuna import OptunaSearch
 
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.get("seed")))
-    return BasicVariantGenerator(random_state=spec.get("seed"))
+    # a SearchAlgorithm limits its own concurrency (Tune ignores max_concurrent_trials for it)
+    return BasicVariantGenerator(random_state=spec.get("seed"), max_concurrent=spec["max_concurrent"])
 
 
 class _Watch:
@@ -216,7 +217,9 @@ class SweepDriver:
                     metric=spec["metric"], mode=spec["mode"],
                     num_samples=1 if spec["search"] == "grid" else spec["num_trials"],
                     search_alg=search_of(spec), scheduler=scheduler_of(spec),
-                    max_concurrent_trials=spec["max_concurrent"], reuse_actors=False),
+                    # Optuna, a Searcher, gets Tune's ConcurrencyLimiter from this
+                    max_concurrent_trials=spec["max_concurrent"] if spec["search"] == "optuna" else None,
+                    reuse_actors=False),
                 run_config=tune.RunConfig(
                     name=self.sweep_id, storage_path=root, storage_filesystem=filesystem,
                     stop=SweepStopper(self.settings, self.sweep_id),

@@ -36,7 +36,9 @@ class SweepSupervisor:
         self._last = time.monotonic()
         live = await self.store.live_sweeps()
         for sweep_id in set(self.drivers) - {s["id"] for s in live}:
-            self.drivers.pop(sweep_id, None)  # final: its driver ends by itself
+            # final: its driver has recorded the outcome (or a stop settled it) and has nothing left to do
+            self.drivers.pop(sweep_id, None)
+            driver.kill_driver(sweep_id)
         for sweep in live:
             try:
                 await self._check(sweep)
@@ -46,7 +48,8 @@ class SweepSupervisor:
     async def _check(self, sweep: dict[str, Any]) -> None:
         sweep_id = sweep["id"]
         if sweep["stop_requested"]:
-            if self.drivers.pop(sweep_id, None) is not None or driver.kill_driver(sweep_id):
+            self.drivers.pop(sweep_id, None)
+            if driver.kill_driver(sweep_id):
                 log.info("sweep %s: %s asked; its driver stopped", sweep_id, sweep["stop_requested"])
             await self.store.settle_sweep(sweep_id)
             return

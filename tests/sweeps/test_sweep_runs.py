@@ -36,3 +36,67 @@ def test_asha_stops_the_worse_trials_at_the_grace_period_and_the_best_is_the_fun
     assert stopped["state"] == "CANCELLED" and stopped["stopped_early"] and stopped["cancelled_by"] is None
     assert stopped["sweep_id"] == sweep["id"] and stopped["sweep_params"] == {"learning_rate": 0.1}
     assert sorted(j["sweep_trial"] for j in jobs.values()) == [1, 2, 3, 4]
+
+
+def test_grid_runs_every_combination_once(sweeps):
+    sweep = sweeps.create(space={"learning_rate": {"choice": [0.01, 0.1]}, "config.x": {"choice": [0, 1]}},
+                          job={"epochs": 2}, num_trials=50)  # grid: num_trials does not apply
+    assert sweep["num_trials"] == 4
+    done = sweeps.wait(sweep["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    combos = sorted((t["params"]["learning_rate"], t["params"]["config.x"]) for t in done["trials"])
+    assert combos == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
+    jobs = sweeps.trial_jobs(sweep["id"])
+    assert len(jobs) == 4 and all(j["state"] == "SUCCEEDED" for j in jobs)
+    for job in jobs:  # each trial's values are in its job's body
+        assert (job["learning_rate"], job["config"]["x"]) == (job["sweep_params"]["learning_rate"],
+                                                              job["sweep_params"]["config.x"])
+        assert job["config"]["epoch_seconds"] == 0.25  # the base job's config kept
+    assert done["best"]["params"] == {"learning_rate": 0.01, "config.x": 1}
+    assert [e for e, _ in done["best"]["history"]] == [1, 2]
+
+
+def test_cancel_stops_every_trial_and_starts_no_more(sweeps, platform):
+    sweep = sweeps.create(search="random", num_trials=6, max_concurrent=2, seed=7,
+                          space={"learning_rate": {"loguniform": [1e-3, 1e-1]}},
+                          job={"epochs": 100, "config": {"epoch_seconds": 0.5}})
+    sweeps.wait(sweep["id"], until=lambda s: sum(t["status"] == "running" for t in s["trials"]) == 2, timeout=120)
+    resp = platform.api("POST", f"/v1/sweeps/{sweep['id']}/cancel")
+    assert resp.status_code == 200, resp.text
+    done = sweeps.wait(sweep["id"], timeout=60)
+    assert done["state"] == "CANCELLED" and done["cancelled_by"] == "admin"
+    jobs = sweeps.trial_jobs(sweep["id"])
+    assert len(jobs) == 2 and all(j["state"] == "CANCELLED" for j in jobs)
+    assert {t["status"] for t in done["trials"]} == {"cancelled"}
+    import time
+
+    time.sleep(3)  # no trial starts after the cancel, and nothing of the sweep runs
+    assert len(sweeps.trial_jobs(sweep["id"])) == 2
+    from ray.util.state import list_actors
+
+    alive = [a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
+             if (a.name or "").startswith(("vtp-sweep:" + sweep["id"], "trainer:"))]
+    assert alive == []
+    again = platform.api("POST", f"/v1/sweeps/{sweep['id']}/cancel")  # idempotent
+    assert again.status_code == 200 and again.json()["state"] == "CANCELLED"
+
+
+def test_a_metric_the_trainer_never_reports_fails_the_sweep_after_the_first_epoch(sweeps):
+    sweep = sweeps.create(metric="mAP50", space={"learning_rate": {"choice": [0.01, 0.1, 0.2]}}, max_concurrent=1,
+                          job={"epochs": 50, "config": {"epoch_seconds": 0.5}})
+    done = sweeps.wait(sweep["id"], timeout=90)
+    assert done["state"] == "FAILED"
+    assert "never reports the metric 'mAP50'" in done["error"] and "objective" in done["error"], done["error"]
+    assert len(done["trials"]) == 1 and done["trials"][0]["state"] == "CANCELLED"  # after its first epoch
+    assert done["trials"][0]["epochs_run"] == 0
+
+
+def test_optuna_search_runs_its_trials(sweeps):
+    sweep = sweeps.create(search="optuna", num_trials=3, max_concurrent=1, seed=3, job={"epochs": 2},
+                          space={"learning_rate": {"loguniform": [1e-3, 1e-1]}, "config.x": {"int": [0, 2]}})
+    done = sweeps.wait(sweep["id"])
+    assert done["state"] == "SUCCEEDED", done["error"]
+    assert len(done["trials"]) == 3
+    for trial in done["trials"]:
+        assert 1e-3 <= trial["params"]["learning_rate"] <= 1e-1 and trial["params"]["config.x"] in (0, 1, 2)
+        assert trial["status"] == "succeeded" and trial["epochs_run"] == 2
