@@ -28,7 +28,7 @@ from ray_app.store.client import StoreClient
 from ray_app.sweeps import epochs
 from ray_app.sweeps.models import SweepState
 
-POLL_S = 0.5
+POLL_S = 0.25
 
 
 class TrialEnded(RuntimeError):
