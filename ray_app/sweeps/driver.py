@@ -219,7 +219,7 @@ class SweepDriver:
                     search_alg=search_of(spec), scheduler=scheduler_of(spec),
                     # Optuna, a Searcher, gets Tune's ConcurrencyLimiter from this
                     max_concurrent_trials=spec["max_concurrent"] if spec["search"] == "optuna" else None,
-                    reuse_actors=False),
+                    reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=self.sweep_id, storage_path=root, storage_filesystem=filesystem,
                     stop=SweepStopper(self.settings, self.sweep_id),

@@ -55,12 +55,22 @@ class SweepTrial(tune.Trainable):
     """`sweep`: what every trial of the sweep shares (SweepContext.as_dict, driver.py)."""
 
     def setup(self, config: dict[str, Any], sweep: dict[str, Any]) -> None:  # type: ignore[override]  # Tune passes with_parameters' values as keyword arguments
-        from ray_app.sweeps import space as spaces
-
         self.sweep = sweep
         self.metric: str = sweep["metric"]
         self.loop = asyncio.new_event_loop()
         self.store = StoreClient(sweep["settings"])
+        self._follow(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """The next trial on this actor (the driver reuses actors: a new one per trial costs a
+        Python process and its imports, seconds between trials); Tune has set the new trial id."""
+        self._follow(new_config)
+        return True
+
+    def _follow(self, config: dict[str, Any]) -> None:
+        from ray_app.sweeps import space as spaces
+
+        sweep = self.sweep
         params = {sweep["paths"][key]: value for key, value in config.items()}
         self.job_id = trial_job_id(sweep["id"], self.trial_id)
         job = self._run(self.store.create_trial(sweep["id"], self.job_id, spaces.apply(sweep["job"], params), params))
