@@ -30,7 +30,7 @@ KINDS = ("choice", "uniform", "loguniform", "int")
 MAX_CHOICES = 100
 MAX_PARAMS = 20
 MAX_GRID = 1000  # grid combinations; a bigger grid is refused (422), not cut short
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch: `$` would let a trailing newline in
 Scalar = str | int | float | bool | None
 
 
@@ -50,7 +50,10 @@ class Domain:
 
     def candidates(self) -> tuple[Any, ...]:
         """The values a job body must accept for every trial to be valid: every choice, or both
-        ends of a range."""
+        ends of a range (as floats for uniform and loguniform: Tune samples floats there whatever
+        the bounds' type, so an integer field such as batch_size is refused for them)."""
+        if self.kind in ("uniform", "loguniform"):
+            return tuple(float(v) for v in self.values)
         return self.values
 
     def as_json(self) -> dict[str, list[Any]]:
@@ -65,7 +68,7 @@ def check_path(path: str) -> None:
                                "`job`, it is not searched")
     root, dot, key = path.partition(".")
     if dot and root in NESTED_ROOTS:
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise SpaceError(path, f"{root} keys in a space are identifiers (letters, digits, _; one level)")
         return
     raise SpaceError(path, f"unknown field {path!r}: a space varies {', '.join(TOP_LEVEL)}, "
