@@ -64,9 +64,9 @@ PUBLIC = "public"            # anyone, no token
 TRAINER = "trainer"          # trainer callbacks: their attempt's JWT only; 401 to every user token
 SELF = "self"                # any signed-in user, on their own things (lists: their projects' only)
 ADMIN_ONLY = "platform admin"
-JOB, DATASET, PROJECT = "job", "dataset", "project"  # a resource of project P: the action's role
-SUBMIT = "submit"            # a new job or dataset in project P (the body names it): SUBMIT's role
-RESOURCE_KINDS = (JOB, DATASET, PROJECT, SUBMIT)
+JOB, DATASET, PROJECT, SWEEP = "job", "dataset", "project", "sweep"  # a resource of project P: the action's role
+SUBMIT = "submit"            # a new job, dataset or sweep in project P (the body names it): SUBMIT's role
+RESOURCE_KINDS = (JOB, DATASET, PROJECT, SWEEP, SUBMIT)
 
 
 # the issue's table, the test's own copy (teams/policy.py must say the same): the lowest role in a
@@ -108,6 +108,13 @@ def job_body(project_id: str) -> dict[str, Any]:
             "epochs": 3, "num_gpus": 1, "project_id": project_id}
 
 
+def sweep_body(project_id: str) -> dict[str, Any]:
+    # its trials are jobs like job_body's: they wait for a GPU no node has (nothing runs for them)
+    job = {k: v for k, v in job_body(project_id).items() if k != "project_id"}
+    return {"name": f"m-{suffix()}", "project_id": project_id, "job": job, "metric": "loss", "mode": "min",
+            "space": {"learning_rate": {"choice": [0.01, 0.1]}}, "search": "grid", "max_concurrent": 1}
+
+
 def upload_body(project_id: str) -> dict[str, Any]:
     """Opens an upload of a new dataset: its row exists, in state uploading (nothing is sent)."""
     return {"dataset_id": f"ds-{suffix()}", "filename": "d.zip", "size_bytes": 10,
@@ -140,6 +147,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/projects"): Rule(SELF, call=path("/v1/projects")),
     ("GET", "/v1/jobs"): Rule(SELF, call=path("/v1/jobs")),
     ("GET", "/v1/datasets"): Rule(SELF, call=path("/v1/datasets")),
+    ("GET", "/v1/sweeps"): Rule(SELF, call=path("/v1/sweeps")),
     ("GET", "/v1/stream/jobs"): Rule(SELF, call=path("/v1/stream/jobs"), stream=True),
     # ---- platform admins'
     ("GET", "/v1/admin/users"): Rule(ADMIN_ONLY, call=path("/v1/admin/users")),
@@ -154,6 +162,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/audit"): Rule(ADMIN_ONLY, call=path("/v1/audit")),
     # ---- submissions to project P
     ("POST", "/v1/jobs"): Rule(SUBMIT, Action.SUBMIT, ok=201, call=lambda w, who, p: Req("/v1/jobs", json=job_body(p))),
+    ("POST", "/v1/sweeps"): Rule(SUBMIT, Action.SUBMIT, ok=201,
+                                 call=lambda w, who, p: Req("/v1/sweeps", json=sweep_body(p))),
+    ("GET", "/v1/sweeps/{sweep_id}"): Rule(SWEEP, Action.READ, call=path("/v1/sweeps/{}")),
+    ("POST", "/v1/sweeps/{sweep_id}/cancel"): Rule(SWEEP, Action.CANCEL, target=lambda w, who: w.fresh_sweep(who),
+                                                   call=path("/v1/sweeps/{}/cancel")),
     ("POST", "/v1/datasets"): Rule(SUBMIT, Action.SUBMIT, ok=201,
                                    call=lambda w, who, p: Req("/v1/datasets", json=upload_body(p))),
     # ---- a job of P
@@ -229,6 +242,8 @@ class World:
     dataset: str = ""  # a dataset of P, opened (uploading)
     version: str = ""
     jobs: list[str] = field(default_factory=list)  # every job made, cancelled at the end
+    sweep: str = ""  # a sweep of P (the bootstrap admin's)
+    sweeps: list[str] = field(default_factory=list)  # every sweep made, cancelled at the end
 
     def as_caller(self, who: str, method: str, req: Req, stream: bool = False) -> Answer:
         token = self.callers[who].token
@@ -257,6 +272,15 @@ class World:
     # changes nothing (401 first): it gets the shared one
     def fresh_job(self, who: str) -> str:
         return self.job if who in SIGNED_OUT else self.new_job(self.P)
+
+    def new_sweep(self, project_id: str) -> str:
+        r = self.p.api("POST", "/v1/sweeps", json=sweep_body(project_id))
+        assert r.status_code == 201, r.text
+        self.sweeps.append(r.json()["id"])
+        return self.sweeps[-1]
+
+    def fresh_sweep(self, who: str) -> str:
+        return self.sweep if who in SIGNED_OUT else self.new_sweep(self.P)
 
     def fresh_dataset(self, who: str) -> str:
         if who in SIGNED_OUT:
@@ -396,6 +420,7 @@ def build_world(p: Platform) -> World:
                                                            roles[name]))
     w = World(p, P, Q, callers, lapsed)
     w.job, w.q_job = w.new_job(P), w.new_job(Q)
+    w.sweep = w.new_sweep(P)
     opened = p.api("POST", "/v1/datasets", json=upload_body(P))
     assert opened.status_code == 201, opened.text
     w.dataset, w.version = opened.json()["dataset_id"], opened.json()["version"]
@@ -490,6 +515,8 @@ def test_every_route_answers_every_caller_as_the_matrix_says(platform, deploymen
         finally:
             for job_id in w.jobs:  # nothing of this test keeps the controller busy afterwards
                 p.api("POST", f"/v1/jobs/{job_id}/cancel")
+            for sweep_id in w.sweeps + [s["id"] for s in p.api("GET", "/v1/sweeps", params={"limit": 200}).json()["items"]]:
+                p.api("POST", f"/v1/sweeps/{sweep_id}/cancel")
 
     audit = check_audit(p, w, admin_token, calls, routes, names, started)
     check_no_secret(p, deployment, w, calls, audit)
@@ -512,7 +539,7 @@ def check_route(w: World, route: tuple[str, str], rule: Rule, failures: list[str
         if rule.target is not None:
             target = rule.target(w, who)
         else:
-            target = {JOB: w.job, DATASET: w.dataset, PROJECT: w.P, SUBMIT: w.P}.get(rule.kind, "")
+            target = {JOB: w.job, DATASET: w.dataset, PROJECT: w.P, SWEEP: w.sweep, SUBMIT: w.P}.get(rule.kind, "")
         answer = w.as_caller(who, method, rule.call(w, who, target), rule.stream)
         decision = expected(rule, caller, w.P)
         where = f"{method} {template} as {who}: {answer.status} {answer.text[:300]!r}"
