@@ -50,6 +50,7 @@ from ray_app.teams.models import (
 )
 
 from ray_app.client._base import (
+    apages,
     UPLOAD_ROUNDS,
     _Base,
     _final,
@@ -158,16 +159,9 @@ class AsyncClient(_Base):
                           cursor: str | None = None, limit: int | None = None) -> SweepPage:
         return await self.send(calls.list_sweeps(project_id, state, cursor, limit))
 
-    async def iter_sweeps(self, project_id: str | None = None,
-                          state: str | None = None) -> AsyncIterator[SweepSummary]:
-        cursor = None
-        while True:
-            page = await self.list_sweeps(project_id, state, cursor)
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+    def iter_sweeps(self, project_id: str | None = None,
+                    state: str | None = None) -> AsyncIterator[SweepSummary]:
+        return apages(lambda cursor: self.list_sweeps(project_id, state, cursor))
 
     async def cancel_sweep(self, sweep_id: str) -> SweepView:
         return await self.send(calls.cancel_sweep(sweep_id))
@@ -182,15 +176,8 @@ class AsyncClient(_Base):
     async def list_datasets(self, cursor: str | None = None, limit: int | None = None) -> DatasetPage:
         return await self.send(calls.list_datasets(cursor, limit))
 
-    async def iter_datasets(self) -> AsyncIterator[DatasetView]:
-        cursor = None
-        while True:
-            page = await self.list_datasets(cursor)
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+    def iter_datasets(self) -> AsyncIterator[DatasetView]:
+        return apages(lambda cursor: self.list_datasets(cursor))
 
     async def get_dataset(self, dataset_id: str) -> DatasetView:
         return await self.send(calls.get_dataset(dataset_id))
@@ -297,14 +284,7 @@ class AsyncClient(_Base):
                     limit: int | None = None) -> AuditPage:
         return await self.send(calls.audit(user_id, project_id, action, resource, since, cursor, limit))
 
-    async def iter_audit(self, user_id: str | None = None, project_id: str | None = None,
-                         action: str | None = None, resource: str | None = None,
-                         since: datetime | str | None = None) -> AsyncIterator[AuditEntry]:
-        cursor = None
-        while True:
-            page = await self.audit(user_id, project_id, action, resource, since, cursor)
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+    def iter_audit(self, user_id: str | None = None, project_id: str | None = None,
+                   action: str | None = None, resource: str | None = None,
+                   since: datetime | str | None = None) -> AsyncIterator[AuditEntry]:
+        return apages(lambda cursor: self.audit(user_id, project_id, action, resource, since, cursor))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -30,12 +30,46 @@ from ray_app.datasets.models import (
 )
 
 T = TypeVar("T")
+I_co = TypeVar("I_co", covariant=True)
 UPLOAD_ROUNDS = 3  # opens of one upload: the first, and fresh URLs after expired ones
 DOWNLOAD_CHUNK = 1 << 20
 STREAM_RECONNECTS = 5  # in a row, without a message between
 STREAM_READ_S = 60.0  # the server pings every 15 s
 FINAL_VERSION_STATES = (VersionState.VALID, VersionState.INVALID)
 FINAL_SWEEP_STATES = tuple(s.value for s in SweepState if s.is_terminal)
+
+
+class Paged(Protocol[I_co]):
+    """A page of a cursor-paged list (jobs, datasets, sweeps, the audit log)."""
+
+    @property
+    def items(self) -> Sequence[I_co]: ...
+
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+def pages(fetch: Callable[[str | None], Paged[T]]) -> Iterator[T]:
+    """Every item of a cursor-paged list, page after page: `fetch(cursor)` gets one page."""
+    cursor = None
+    while True:
+        page = fetch(cursor)
+        yield from page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+async def apages(fetch: Callable[[str | None], Awaitable[Paged[T]]]) -> AsyncIterator[T]:
+    """`pages` for the async client."""
+    cursor = None
+    while True:
+        page = await fetch(cursor)
+        for item in page.items:
+            yield item
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 def _detail(response: httpx.Response) -> Any:

@@ -54,6 +54,7 @@ from ray_app.teams.models import (
 )
 
 from ray_app.client._base import (
+    pages,
     DOWNLOAD_CHUNK,
     STREAM_READ_S,
     STREAM_RECONNECTS,
@@ -231,13 +232,7 @@ class Client(_Base):
 
     def iter_sweeps(self, project_id: str | None = None, state: str | None = None) -> Iterator[SweepSummary]:
         """Every sweep that matches, newest first, page after page."""
-        cursor = None
-        while True:
-            page = self.list_sweeps(project_id, state, cursor)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return pages(lambda cursor: self.list_sweeps(project_id, state, cursor))
 
     def cancel_sweep(self, sweep_id: str) -> SweepView:
         """Cancel the sweep and every trial it runs (idempotent)."""
@@ -263,13 +258,7 @@ class Client(_Base):
         return self.send(calls.list_datasets(cursor, limit))
 
     def iter_datasets(self) -> Iterator[DatasetView]:
-        cursor = None
-        while True:
-            page = self.list_datasets(cursor)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return pages(lambda cursor: self.list_datasets(cursor))
 
     def get_dataset(self, dataset_id: str) -> DatasetView:
         return self.send(calls.get_dataset(dataset_id))
@@ -395,10 +384,4 @@ class Client(_Base):
     def iter_audit(self, user_id: str | None = None, project_id: str | None = None, action: str | None = None,
                    resource: str | None = None, since: datetime | str | None = None) -> Iterator[AuditEntry]:
         """Every entry that matches, newest first, page after page."""
-        cursor = None
-        while True:
-            page = self.audit(user_id, project_id, action, resource, since, cursor)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return pages(lambda cursor: self.audit(user_id, project_id, action, resource, since, cursor))
