@@ -11,9 +11,9 @@ import json
 import httpx
 import pytest
 
-from ray_app.client import APIError, AsyncClient, Client, TransportError
-from ray_app.client import _retry
+from ray_app.client import APIError, AsyncClient, TransportError
 from ray_app.sweeps.models import SweepCreate, SweepState
+from tests.client.mock_api import client_with
 
 NOW = "2026-12-01T00:00:00Z"
 SUMMARY = {"id": "s1", "name": "lr", "project_id": "p", "state": "PENDING", "metric": "accuracy", "mode": "max",
@@ -28,17 +28,6 @@ BODY = {"name": "lr", "project_id": "p",
         "job": {"framework": "fake", "task_type": "image_classification", "model_name": "fake-1",
                 "dataset_id": "ds-test", "epochs": 3},
         "space": {"learning_rate": {"loguniform": [1e-4, 1e-1]}}, "metric": "accuracy"}
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(_retry, "wait_exponential_jitter", lambda **_: (lambda state: 0))
-
-
-def client_with(handler) -> Client:
-    c = Client("http://vtp.test", token="secret-token")
-    c.http = httpx.Client(base_url="http://vtp.test", headers=c._headers, transport=httpx.MockTransport(handler))
-    return c
 
 
 def test_create_sends_the_body_as_given_or_the_models_set_fields():

@@ -11,8 +11,8 @@ import zipfile
 import httpx
 import pytest
 
-from ray_app.client import AsyncClient, Client, TransportError
-from ray_app.client import _retry
+from ray_app.client import AsyncClient, TransportError
+from tests.client.mock_api import client_with
 
 NOW = "2026-12-01T00:00:00Z"
 TOKEN = {"id": "t1", "name": "laptop", "created_at": NOW}
@@ -25,17 +25,6 @@ def entry(seq: int) -> dict:
     return {"seq": seq, "at": NOW, "user_id": "alice", "token_name": "laptop", "action": "cancel_job",
             "method": "POST", "path": "/v1/jobs/j/cancel", "resource": "job:j", "project_id": "vision",
             "outcome": 200, "request_id": f"r{seq}"}
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(_retry, "wait_exponential_jitter", lambda **_: (lambda state: 0))
-
-
-def client_with(handler) -> Client:
-    c = Client("http://vtp.test", token="secret-token")
-    c.http = httpx.Client(base_url="http://vtp.test", headers=c._headers, transport=httpx.MockTransport(handler))
-    return c
 
 
 def answers(request: httpx.Request) -> httpx.Response:

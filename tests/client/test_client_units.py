@@ -13,25 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ray_app.client import APIError, AsyncClient, Client, TransportError
+from ray_app.client import APIError, AsyncClient, TransportError
 from ray_app.client import _retry
 from ray_app.client._uploads import deterministic_zip, prepare
+from tests.client.mock_api import client_with
 
 JOB = {"id": "j1", "trace_id": "t", "state": "PENDING", "attempt": 1, "max_attempts": 3, "framework": "fake",
        "task_type": "object_detection", "model_name": "m", "dataset_id": "d", "project_id": "p", "epochs": 1,
        "batch_size": 1, "learning_rate": 0.1, "image_size": 64, "num_gpus": 0, "num_cpus": 1, "memory_mb": None,
        "config": {}, "advanced_config": {}, "created_at": "2026-12-01T00:00:00Z", "updated_at": "2026-12-01T00:00:00Z"}
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(_retry, "wait_exponential_jitter", lambda **_: (lambda state: 0))
-
-
-def client_with(handler) -> Client:
-    c = Client("http://vtp.test", token="secret-token")
-    c.http = httpx.Client(base_url="http://vtp.test", headers=c._headers, transport=httpx.MockTransport(handler))
-    return c
 
 
 def test_reads_are_retried_on_503_and_connection_errors_then_answer():
