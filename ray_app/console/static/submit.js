@@ -6,7 +6,8 @@
 // platform admin may type any), the header's picker's first.
 
 import { ApiError, get, pages, post } from "./api.js";
-import { put, h, labelled } from "./dom.js";
+import { put, h } from "./dom.js";
+import { field, readJsonObjects, showErrors } from "./forms.js";
 import { trainers } from "./job.js";
 import * as session from "./session.js";
 
@@ -19,14 +20,6 @@ const NUMBERS = {
 };
 // a gang's workers are placed as one Ray placement group (the API's placement_strategy)
 const STRATEGIES = [["PACK", "PACK: as few nodes as fit them"], ["SPREAD", "SPREAD: as many nodes as there are"]];
-
-function field(name, label, control, hint) {
-  control.id = `f-${name}`;
-  control.name = name;
-  const el = labelled(label, control, hint ? h("small", { class: "muted" }, hint) : null, h("small", { class: "field-error", role: "alert" }));
-  el.dataset.field = name;
-  return el;
-}
 
 export function render(view, query) {
   if (!session.canSubmitSomewhere()) {
@@ -109,14 +102,6 @@ export function render(view, query) {
     } catch { /* the datasets API is optional: any id placed in S3 still works */ }
   })();
 
-  function showErrors(errors) {
-    for (const el of form.querySelectorAll(".field")) {
-      const msg = errors[el.dataset.field] || "";
-      el.querySelector(".field-error").textContent = msg;
-      el.classList.toggle("invalid", Boolean(msg));
-    }
-  }
-
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     formError.textContent = "";
@@ -135,14 +120,8 @@ export function render(view, query) {
       if (!Number.isFinite(n) || (o.int && !Number.isInteger(n))) errors[k] = o.int ? "must be a whole number" : "must be a number";
       else body[k] = n;
     }
-    for (const [k, el] of [["config", config], ["advanced_config", advanced]]) {
-      try {
-        const value = JSON.parse(el.value.trim() || "{}");
-        if (value === null || typeof value !== "object" || Array.isArray(value)) errors[k] = "must be a JSON object";
-        else body[k] = value;
-      } catch (err) { errors[k] = `not valid JSON: ${err.message}`; }
-    }
-    showErrors(errors);
+    readJsonObjects([["config", config], ["advanced_config", advanced]], body, errors);
+    showErrors(form, errors);
     if (Object.keys(errors).length) return;
     submit.disabled = true;
     try {
@@ -151,7 +130,7 @@ export function render(view, query) {
     } catch (err) {
       if (err instanceof ApiError && err.status === 422) {
         const fields = err.fieldErrors();
-        showErrors(fields);
+        showErrors(form, fields);
         const unplaced = Object.keys(fields).filter((k) => !form.querySelector(`.field[data-field="${CSS.escape(k)}"]`));
         formError.textContent = unplaced.length ? unplaced.map((k) => `${k}: ${fields[k]}`).join("; ") : "Please correct the fields marked.";
       } else {

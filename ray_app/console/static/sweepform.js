@@ -7,7 +7,8 @@
 
 import { ApiError, get, post } from "./api.js";
 import { groupOf } from "./charts.js";
-import { h, labelled } from "./dom.js";
+import { h } from "./dom.js";
+import { field as formField, readJsonObjects, showErrors } from "./forms.js";
 import * as session from "./session.js";
 
 // the job fields a sweep's base job carries (JobCreate's, less project_id, register_as, resume_from)
@@ -37,13 +38,7 @@ export function metricNames(job) {
 
 export const modeFor = (metric) => (/loss|error|err$/i.test(metric) ? "min" : "max");
 
-function field(name, label, control, hint) {
-  control.id = control.id || `s-${name}`;
-  control.name = name;
-  const el = labelled(label, control, hint ? h("small", { class: "muted" }, hint) : null, h("small", { class: "field-error", role: "alert" }));
-  el.dataset.field = name;
-  return el;
-}
+const field = (name, label, control, hint) => formField(name, label, control, hint, "s");
 
 export function render(view, query) {
   const from = query.get("from");
@@ -109,14 +104,6 @@ export function render(view, query) {
     syncGrace();
   })();
 
-  function showErrors(errors) {
-    for (const el of form.querySelectorAll(".field")) {
-      const msg = errors[el.dataset.field] || "";
-      el.querySelector(".field-error").textContent = msg;
-      el.classList.toggle("invalid", Boolean(msg));
-    }
-  }
-
   function intOf(el, key, errors) {
     const n = Number(el.value.trim());
     if (el.value.trim() === "" || !Number.isInteger(n)) { errors[key] = "must be a whole number"; return undefined; }
@@ -135,14 +122,8 @@ export function render(view, query) {
     if (registerBest.value.trim()) body.register_best_as = registerBest.value.trim();
     if (!body.name) errors.name = "a sweep needs a name";
     if (!body.metric) errors.metric = "the metric the search optimizes";
-    for (const [k, el] of [["space", space], ["job", job]]) {
-      try {
-        const value = JSON.parse(el.value.trim() || "{}");
-        if (value === null || typeof value !== "object" || Array.isArray(value)) errors[k] = "must be a JSON object";
-        else body[k] = value;
-      } catch (err) { errors[k] = `not valid JSON: ${err.message}`; }
-    }
-    showErrors(errors);
+    readJsonObjects([["space", space], ["job", job]], body, errors);
+    showErrors(form, errors);
     if (Object.keys(errors).length) return;
     submit.disabled = true;
     try {
@@ -159,7 +140,7 @@ export function render(view, query) {
           const msg = loc.length > 1 || path.includes(".") ? `${path}: ${e.msg}` : e.msg;
           placed[key] = placed[key] ? `${placed[key]}; ${msg}` : msg;
         }
-        showErrors(placed);
+        showErrors(form, placed);
       }
       formError.textContent = err.message;  // the API's whole answer, under the form
     } finally {
