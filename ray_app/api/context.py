@@ -43,13 +43,7 @@ class AppContext:
     async def read(self, statement: Callable[..., T], *args: Any) -> T:
         """Run a read function of the store's (`fn(conn, *args)`, e.g. store/datasets.py) on this
         replica's engine, in a worker thread."""
-        engine = self.reads.reader.engine
-
-        def run() -> T:
-            with engine.connect() as conn:
-                return statement(conn, *args)
-
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(self.reads.reader.run, statement, *args)
 
     @cached_property
     def storage(self) -> Storage:

@@ -171,12 +171,6 @@ class StoreClient:
         """Safe to repeat: the id is chosen by the caller."""
         return await self._call(Retry.SAFE, lambda s: s.create_sweep.remote(sweep))
 
-    async def get_sweep(self, sweep_id: str) -> Row:
-        return await self._call(Retry.SAFE, lambda s: s.get_sweep.remote(sweep_id))
-
-    async def get_sweep_record(self, sweep_id: str) -> Row:
-        return await self._call(Retry.SAFE, lambda s: s.get_sweep_record.remote(sweep_id))
-
     async def live_sweeps(self) -> list[Row]:
         return await self._call(Retry.SAFE, lambda s: s.live_sweeps.remote())
 

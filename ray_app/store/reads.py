@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.engine import Connection, Engine
@@ -36,6 +36,8 @@ from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
 from ray_app.store import attempts, db
 from ray_app.store.log_archive import LogArchive
+
+T = TypeVar("T")
 
 Row = dict[str, Any]
 Position = tuple[datetime, int]  # (updated_at, num) of a job row: where a change stream stands
@@ -203,6 +205,12 @@ class JobReader:
                     self._engine = db.make_engine(self.database_url)
         return self._engine
 
+    def run(self, statement: Callable[..., T], *args: Any) -> T:
+        """Any read function of the store's (`fn(conn, *args)`: this module's, store/datasets.py,
+        store/sweeps.py) on this reader's engine."""
+        with self.engine.connect() as conn:
+            return statement(conn, *args)
+
     def get_job(self, job_id: str) -> Row:
         with self.engine.connect() as conn:
             return get_job(conn, job_id)
@@ -237,14 +245,12 @@ class JobReader:
     def exports(self, job_id: str) -> list[Row]:
         from ray_app.store import exports
 
-        with self.engine.connect() as conn:
-            return exports.list_exports(conn, job_id)
+        return self.run(exports.list_exports, job_id)
 
     def export(self, job_id: str, export_id: str) -> Row:
         from ray_app.store import exports
 
-        with self.engine.connect() as conn:
-            return exports.export_row(conn, job_id, export_id)
+        return self.run(exports.export_row, job_id, export_id)
 
     def dispose(self) -> None:
         if self._engine is not None:

@@ -232,12 +232,3 @@ class SweepWriter(Writer):
     def live_sweeps(self) -> list[Row]:
         with self.engine.connect() as conn:
             return live_sweeps(conn)
-
-    def get_sweep_record(self, sweep_id: str) -> Row:
-        """The sweep's row alone (its state, spec, stop asked for): no trials."""
-        with self.engine.connect() as conn:
-            return sweep_row(conn, sweep_id)
-
-    def get_sweep(self, sweep_id: str) -> Row:
-        with self.engine.connect() as conn:
-            return sweep_view(conn, sweep_id)

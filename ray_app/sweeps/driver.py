@@ -29,7 +29,9 @@ from ray_app.jobs.states import JobState
 from ray_app.store.client import StoreClient
 from ray_app.sweeps import space as spaces
 from ray_app.sweeps.models import SweepState
-from ray_app.sweeps.trial import SweepTrial, trial_job_id
+from ray_app.jobs.job import Job
+from ray_app.store import sweeps as store_sweeps
+from ray_app.sweeps.trial import SweepTrial, reader_of, trial_job_id
 
 log = logging.getLogger("ray_app.sweeps")
 
@@ -127,7 +129,7 @@ class _Watch:
     def stopping(self) -> bool:
         if not self._stopping and time.monotonic() - self._at >= STOP_CHECK_S:
             self._at = time.monotonic()
-            sweep = _sync(StoreClient(self.settings).get_sweep_record(self.sweep_id))
+            sweep = reader_of(self.settings.resolved_database_url).run(store_sweeps.sweep_row, self.sweep_id)
             self._stopping = bool(sweep["stop_requested"]) or SweepState(sweep["state"]).is_terminal
         return self._stopping
 
@@ -153,21 +155,24 @@ class TrialJobs(tune.Callback):
     def __init__(self, settings: Settings, sweep_id: str):
         self.settings, self.sweep_id = settings, sweep_id
 
+    def _job(self, trial: Any) -> Job:
+        return Job.model_validate(reader_of(self.settings.resolved_database_url).get_job(
+            trial_job_id(self.sweep_id, trial.trial_id)))
+
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        store = StoreClient(self.settings)
-        job = _sync(store.get_job(trial_job_id(self.sweep_id, trial.trial_id)))
+        job = self._job(trial)
         epoch = (trial.last_result or {}).get("epoch")
         if not job.is_final and not job.cancel_requested and (epoch is None or epoch < job.epochs):
-            _sync(store.stop_trial_early(job.id, f"stopped early by the sweep's scheduler after epoch {epoch}"))
+            _sync(StoreClient(self.settings).stop_trial_early(
+                job.id, f"stopped early by the sweep's scheduler after epoch {epoch}"))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        store = StoreClient(self.settings)
         try:
-            job = _sync(store.get_job(trial_job_id(self.sweep_id, trial.trial_id)))
+            job = self._job(trial)
         except Exception:  # the trial errored before its job was made
             return
         if not job.is_final:
-            _sync(store.request_cancel(job.id, by=f"sweep:{self.sweep_id}"))
+            _sync(StoreClient(self.settings).request_cancel(job.id, by=f"sweep:{self.sweep_id}"))
 
 
 class SweepDriver:
@@ -178,8 +183,8 @@ class SweepDriver:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.settings, self.sweep_id = settings, sweep_id
         self.store = StoreClient(settings)
+        self.reader = reader_of(settings.resolved_database_url)
         self._thread: threading.Thread | None = None
-        self.restored = False
 
     def start(self) -> str:
         if self._thread is None:
@@ -197,7 +202,7 @@ class SweepDriver:
                                                 f"the sweep's Tune driver failed: {type(exc).__name__}: {exc}"[:2000]))
 
     def _fit(self) -> None:
-        sweep = _sync(self.store.get_sweep_record(self.sweep_id))
+        sweep = self.reader.run(store_sweeps.sweep_row, self.sweep_id)
         spec = sweep["spec"]
         space, paths = param_space(spaces.parse_space(spec["space"], spec["search"]), spec["search"])
         context = {"id": self.sweep_id, "settings": self.settings, "job": spec["job"], "paths": paths,
@@ -206,7 +211,6 @@ class SweepDriver:
         filesystem, root = experiment_storage(self.settings)
         path = f"{root}/{self.sweep_id}"
         if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
-            self.restored = True
             log.info("sweep %s: restoring its Tune experiment from %s", self.sweep_id, path)
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False, storage_filesystem=filesystem)
@@ -239,7 +243,7 @@ class SweepDriver:
         """After the fit: the last trials' jobs end (a trial whose last epoch was told ends with
         its job's done), then the outcome."""
         while True:
-            sweep = _sync(self.store.get_sweep(self.sweep_id))
+            sweep = self.reader.run(store_sweeps.sweep_view, self.sweep_id)
             if SweepState(sweep["state"]).is_terminal:
                 return
             if sweep["stop_requested"]:

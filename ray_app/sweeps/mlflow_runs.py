@@ -14,8 +14,10 @@ import time
 from typing import Any
 
 from ray_app.config import Settings
+from ray_app.jobs.job import Job
 from ray_app.serving import mlflow_server
 from ray_app.serving.mlflow_models import tracking_token
+from ray_app.sweeps.trial import reader_of
 
 log = logging.getLogger("ray_app.sweeps")
 MODEL_WAIT_S = 120.0  # how long the registration waits for the best job's model to be logged
@@ -50,19 +52,15 @@ def parent_run(settings: Settings, sweep: dict[str, Any]) -> str | None:
 def tag_trials(settings: Settings, sweep: dict[str, Any]) -> None:
     """Every trial's run becomes a child of the sweep's, tagged with its trial and status; the
     parent gets the best trial and ends."""
-    import asyncio
-
-    from ray_app.store.client import StoreClient
-
     parent = sweep.get("mlflow_parent_run_id")
     if not parent:
         return
-    store = StoreClient(settings)
+    reader = reader_of(settings.resolved_database_url)
     try:
         with tracking_token(settings, f"sweep-{sweep['id']}"):
             client = _client(settings)
             for trial in sweep["trials"]:
-                run_id = asyncio.run(store.get_job(trial["job_id"])).mlflow_run_id
+                run_id = reader.get_job(trial["job_id"])["mlflow_run_id"]
                 if not run_id:
                     continue
                 for key, value in (("mlflow.parentRunId", parent), ("vtp.sweep_id", sweep["id"]),
@@ -81,21 +79,17 @@ def tag_trials(settings: Settings, sweep: dict[str, Any]) -> None:
 def register_best(settings: Settings, sweep: dict[str, Any], job_id: str) -> dict[str, Any]:
     """The best trial's model (logged by the controller once its job succeeded,
     serving/mlflow_models.py) as a new version of `register_best_as`; the ModelInfo fields."""
-    import asyncio
-
     import mlflow
 
-    from ray_app.store.client import StoreClient
-
     name = sweep["spec"]["register_best_as"]
-    store = StoreClient(settings)
+    reader = reader_of(settings.resolved_database_url)
     deadline = time.monotonic() + MODEL_WAIT_S
-    job = asyncio.run(store.get_job(job_id))
+    job = Job.model_validate(reader.get_job(job_id))
     while (job.mlflow_model is None or not job.mlflow_model.uri) and time.monotonic() < deadline:
         if job.mlflow_model is not None and job.mlflow_model.error:
             return {"error": f"the best trial's model was not logged: {job.mlflow_model.error}"}
         time.sleep(1.0)
-        job = asyncio.run(store.get_job(job_id))
+        job = Job.model_validate(reader.get_job(job_id))
     if job.mlflow_model is None or not job.mlflow_model.uri:
         return {"error": f"the best trial's model (job {job_id}) was not logged to MLflow"}
     uri = mlflow_server.tracking_uri(settings)

@@ -10,11 +10,15 @@ through the store and tells Tune each epoch's metric as the job's heartbeats bri
   search goes on); an epoch without the sweep's metric fails the sweep with that reason.
 - Stopping the job when Tune stops the trial is the driver's callback (driver.py): it runs in
   the driver, where a stop cannot be lost with this actor.
+- Following is reading: the job and its metrics are read by SQL on this process's own engine
+  (`reader_of`, as the API reads), never through the single writer, where every trial's poll
+  would queue with the trainers' heartbeats.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import time
@@ -25,6 +29,7 @@ from ray import tune
 from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
 from ray_app.store.client import StoreClient
+from ray_app.store.reads import JobReader
 from ray_app.sweeps import epochs
 from ray_app.sweeps.models import SweepState
 
@@ -37,6 +42,13 @@ class TrialEnded(RuntimeError):
 
 class MetricNotReported(RuntimeError):
     """A complete epoch without the sweep's metric: the sweep fails with this reason."""
+
+
+@functools.cache
+def reader_of(database_url: str) -> JobReader:
+    """This process's reader of the job database: the sweeps' follows and checks read there, by
+    SQL, never through the single writer (a trial polls its job several times a second)."""
+    return JobReader(database_url)
 
 
 def trial_job_id(sweep_id: str, tune_trial_id: str) -> str:
@@ -59,6 +71,7 @@ class SweepTrial(tune.Trainable):
         self.metric: str = sweep["metric"]
         self.loop = asyncio.new_event_loop()
         self.store = StoreClient(sweep["settings"])
+        self.reader = reader_of(sweep["settings"].resolved_database_url)
         self._follow(config)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
@@ -82,8 +95,8 @@ class SweepTrial(tune.Trainable):
 
     def step(self) -> dict[str, Any]:
         while True:
-            job: Job = self._run(self.store.get_job(self.job_id))
-            rows = self._run(self.store.metrics(self.job_id))
+            job = Job.model_validate(self.reader.get_job(self.job_id))
+            rows = self.reader.metrics(self.job_id)
             complete = [(e, v) for e, v in epochs.completed(rows, self.metric, job.total_steps, job.is_final)
                         if e > self.reported]
             if complete:
