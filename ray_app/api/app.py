@@ -88,6 +88,9 @@ def create_app(settings: Settings, store: StoreClient | None = None,
             msg = _UNPARSABLE_MSG if exc.detail == _UNPARSABLE else f"the body could not be parsed: {exc.detail}"
             return JSONResponse(status_code=422, content={"detail": [
                 {"type": "body_unparsable", "loc": ["body"], "msg": readable(str(msg))}]})
+        # a route's detail may name what the client sent (a sweep's space path, a key): made text a
+        # UTF-8 answer can carry (a lone surrogate would fail the answer itself: a 500)
+        exc.detail = readable(exc.detail)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)

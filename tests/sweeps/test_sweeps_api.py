@@ -6,6 +6,8 @@ cancelled at the end of its test, so no trial keeps running."""
 
 from __future__ import annotations
 
+import json
+
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -120,13 +122,20 @@ BAD: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["body", "scheduler", "max_t"], ["Extra inputs"]),
     ("unknown mode", {"mode": "best"}, ["body", "mode"], ["'max' or 'min'"]),
     ("unknown top-level field", {"trials": 3}, ["body", "trials"], ["Extra inputs"]),
+    # a path is named back in the answer: text a response can carry (U+FFFD for a lone surrogate)
+    ("a lone surrogate in a path", {"space": {"x\ud800": {"choice": [1]}}},
+     ["body", "space", "x\ufffd"], ["unknown field"]),
+    ("a lone surrogate in a config key", {"space": {"config.\ud800": {"choice": [1]}}},
+     ["body", "space", "config.\ufffd"], ["identifiers"]),
 ]
 
 
 @pytest.mark.parametrize(("fields", "loc", "words"), [case[1:] for case in BAD], ids=[case[0] for case in BAD])
 def test_a_bad_sweep_is_a_422_naming_the_field_and_writes_nothing(platform, fields, loc, words):
     before = total(platform)
-    resp = platform.api("POST", "/v1/sweeps", json=body(**fields))
+    # sent as JSON escapes (\\ud800): the text of a lone surrogate, which no UTF-8 body carries as is
+    resp = platform.api("POST", "/v1/sweeps", content=json.dumps(body(**fields)),
+                        headers={"Content-Type": "application/json"})
     assert resp.status_code == 422, resp.text
     detail = resp.json()["detail"]
     assert isinstance(detail, list) and len(detail) >= 1, detail
