@@ -30,6 +30,7 @@ KINDS = ("choice", "uniform", "loguniform", "int")
 MAX_CHOICES = 100
 MAX_PARAMS = 20
 MAX_GRID = 1000  # grid combinations; a bigger grid is refused (422), not cut short
+MAX_INT_BOUND = 2**53  # a range's integer bounds: exact as floats (what Tune samples with and JSON readers read)
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # fullmatch: `$` would let a trailing newline in
 Scalar = str | int | float | bool | None
 
@@ -99,6 +100,8 @@ def parse_domain(path: str, raw: Any) -> Domain:
     if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
         raise SpaceError(path, f"{kind} takes [low, high], two numbers")
     lo, hi = values
+    if any(isinstance(v, int) and abs(v) > MAX_INT_BOUND for v in (lo, hi)):
+        raise SpaceError(path, f"{kind} bounds are at most 2**53 in size")
     if not all(math.isfinite(v) for v in (lo, hi)):
         raise SpaceError(path, f"{kind} bounds are finite numbers")
     if kind == "int" and not all(isinstance(v, int) for v in (lo, hi)):

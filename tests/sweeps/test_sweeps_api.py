@@ -122,6 +122,11 @@ BAD: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["body", "scheduler", "max_t"], ["Extra inputs"]),
     ("unknown mode", {"mode": "best"}, ["body", "mode"], ["'max' or 'min'"]),
     ("unknown top-level field", {"trials": 3}, ["body", "trials"], ["Extra inputs"]),
+    # an integer past 64 bits (its float would overflow) as a range's bound
+    ("a bound past 64 bits", {"search": "random", "space": {"config.x": {"int": [0, 2**70]}}},
+     ["body", "space", "config.x"], ["at most 2**53"]),
+    ("a float range's bound past 64 bits", {"search": "random", "space": {"config.x": {"uniform": [0, 10**400]}}},
+     ["body", "space", "config.x"], ["at most 2**53"]),
     # a path is named back in the answer: text a response can carry (U+FFFD for a lone surrogate)
     ("a lone surrogate in a path", {"space": {"x\ud800": {"choice": [1]}}},
      ["body", "space", "x\ufffd"], ["unknown field"]),
