@@ -233,7 +233,7 @@ def test_a_finished_sweeps_trials_table_chart_and_scatter(signed_in, sweeps_to_c
     body = {"name": "fake-lr-grid", "project_id": project,
             "job": {"framework": "fake", "task_type": "image_classification", "model_name": "fake-1",
                     "dataset_id": "ds-test", "epochs": 4, "config": {"epoch_seconds": 0.2}},
-            "space": {"learning_rate": {"choice": [0.01, 0.1]}}, "metric": "accuracy", "mode": "max",
+            "space": {"learning_rate": {"choice": [0.01, 0.1]}}, "metric": "objective", "mode": "max",
             "num_trials": 2, "max_concurrent": 2, "search": "grid", "scheduler": None}
     sweep = create_sweep(p, sweeps_to_cancel, body)
     console.go(f"#/sweeps/{sweep['id']}")  # watched while it runs: the page polls
@@ -249,22 +249,23 @@ def test_a_finished_sweeps_trials_table_chart_and_scatter(signed_in, sweeps_to_c
     expect(rows).to_have_count(2)
     expect(page.locator("#trials-body .trial-status")).to_have_text(["succeeded", "succeeded"])
     expect(page.locator("#sweep-counts")).to_contain_text("2 succeeded")
-    # sorted by the metric, best first, then the other way (the fake's accuracy ties across learning
-    # rates: the order within a tie reverses too)
+    # sorted by the metric, best first, then the other way; the fake's objective is best at lr 0.01
     best = done["best"]
+    assert best["params"] == {"learning_rate": 0.01}
     expect(page.locator(f'#trials-body tr[data-job="{best["job_id"]}"]')).to_have_class(re.compile(r"\bbest\b"))
     page.click("#sort-metric")
     expect(page.locator("#sort-metric")).to_contain_text("best first")
     metrics = [float(t) for t in page.locator("#trials-body .c-metric").all_inner_texts()]
     assert metrics == sorted(metrics, reverse=True) and metrics[0] == pytest.approx(best["best_metric"], abs=1e-2)
     order = [rows.nth(i).get_attribute("data-job") for i in range(2)]
+    assert order[0] == best["job_id"]
     page.click("#sort-metric")
     expect(page.locator("#sort-metric")).to_contain_text("worst first")
     assert [rows.nth(i).get_attribute("data-job") for i in range(2)] == order[::-1]
     # the best trial, linked
     expect(page.locator("#best-link")).to_have_attribute("href", f"#/jobs/{done['best_job_id']}")
     # one chart: every trial's metric by epoch (4 epochs each)
-    chart = page.locator('#sweep-chart .chart[data-group="accuracy"]')
+    chart = page.locator('#sweep-chart .chart[data-group="objective"]')
     expect(chart).to_have_attribute("data-points", "8")
     assert set(chart.get_attribute("data-series").split("|")) == {
         f"trial {t['trial']}{' (best)' if t['job_id'] == done['best_job_id'] else ''}" for t in done["trials"]}

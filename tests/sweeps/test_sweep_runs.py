@@ -74,8 +74,10 @@ def test_cancel_stops_every_trial_and_starts_no_more(sweeps, platform):
     assert len(sweeps.trial_jobs(sweep["id"])) == 2
     from ray.util.state import list_actors
 
+    # the sweep's driver and its trials' runners (other tests' runners may live on this cluster)
+    ours = ("vtp-sweep:" + sweep["id"], *(f"trainer:job-{j['id']}:" for j in jobs))
     alive = [a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
-             if (a.name or "").startswith(("vtp-sweep:" + sweep["id"], "trainer:"))]
+             if (a.name or "").startswith(ours)]
     assert alive == []
     again = platform.api("POST", f"/v1/sweeps/{sweep['id']}/cancel")  # idempotent
     assert again.status_code == 200 and again.json()["state"] == "CANCELLED"
