@@ -98,6 +98,16 @@ class Settings(BaseSettings):
         "stall_timeout_s (start-up refuses otherwise)",
     )
     controller_interval_s: float = 0.5
+    # the shared cluster's queue (ray_app/scheduling)
+    preemption: bool = Field(
+        default=True, description="whether a waiting job may preempt running jobs of lower priority "
+        "(platform-wide; a project can also keep its own jobs from being preempted)")
+    preemption_grace_s: float = Field(
+        default=120.0, ge=0, le=86400, description="how long a preempted trainer has to save its "
+        "checkpoint and exit after it is told to stop (should_continue=false) before it is ended")
+    fair_share_half_life_s: float = Field(
+        default=3600.0, gt=0, le=30 * 86400, description="fair share remembers each project's use "
+        "of the cluster with this half-life: an hour ago counts half, a day ago next to nothing")
     node_warmup_retry_s: float = Field(
         default=60.0, gt=0, le=86400, description="a node whose warm-up (building the bundled "
         "trainers' environments when it joins) failed is warmed again this much later, then twice "

@@ -18,8 +18,8 @@ from ray_app.api.context import AppContext
 from ray_app.api.limits import BodySizeLimit
 from ray_app.api import access
 from ray_app.api.audit import AuditLog
-from ray_app.api.routes import (artifacts, audit, callbacks, datasets, exports, jobs, predict, stream, sweeps,
-                                 system, teams)
+from ray_app.api.routes import (artifacts, audit, callbacks, datasets, exports, jobs, predict, queue, stream,
+                                sweeps, system, teams)
 from ray_app.config import Settings
 from ray_app.console import server as console
 from ray_app.jobs.errors import StoreError
@@ -54,6 +54,7 @@ def create_app(settings: Settings, store: StoreClient | None = None,
     app.include_router(stream.jobs_router)
     app.include_router(datasets.router)
     app.include_router(sweeps.router)
+    app.include_router(queue.router)
     app.include_router(teams.router)
     app.include_router(audit.router)
     app.include_router(console.router)

@@ -69,6 +69,25 @@ class AppContext:
         plugin added as a new folder is usable without a restart (TrainerRegistry.find)."""
         return self.registry.resolve(framework, task_type, model_name)
 
+    async def controller_queue(self) -> dict[str, Any] | None:
+        """The controller's last scheduling decision (scheduling/queue.py); None when no
+        controller runs."""
+        if not self.settings.controller_enabled:
+            return None
+        try:
+            import ray
+
+            if not ray.is_initialized():
+                return None
+            handle: Any = self.__dict__.get("_controller")
+            if handle is None:
+                handle = self.__dict__["_controller"] = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
+            return await asyncio.wait_for(handle.queue.remote(), timeout=10)
+        except Exception as exc:
+            self.__dict__.pop("_controller", None)
+            log.info("could not ask the controller for its queue: %s", exc)
+            return None
+
     def nudge_controller(self) -> None:
         """Ask the controller to reconcile now rather than at its next tick: a new job launches
         (a cancel lands) up to one tick sooner. Best effort and fire-and-forget: the tick still

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 from sdk.contract import TaskType, normalize_task_type
 
 from ray_app.jobs.model_bases import Strict, View
+from ray_app.scheduling import priority as levels
 from ray_app.jobs.ranks import MAX_WORKERS
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import JsonObject, Text, Timestamp, finite_float
@@ -59,6 +60,10 @@ class JobCreate(Strict):
     config: JsonObject = Field(default_factory=dict, description="framework arguments")
     advanced_config: JsonObject = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, strict=True, ge=1, le=20)
+    priority: int = Field(default=levels.NORMAL, strict=True, ge=levels.MIN_PRIORITY, le=levels.MAX_PRIORITY, description=(
+        "higher first: a queued job of higher priority is offered to the cluster before lower ones, and may "
+        "preempt running jobs of lower priority; 0-100 or a level's name: low (20), normal (50), high (80)"),
+        examples=["high", 50])
     register_as: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", examples=["shapes-detector"],
         description="a name in the MLflow Model Registry: once the job succeeds, its model is "
@@ -66,6 +71,7 @@ class JobCreate(Strict):
     resume_from: Text | None = Field(default=None, max_length=1024, description="checkpoint URI")
 
     _normalize_task = field_validator("task_type", mode="before")(task_type_input)
+    _priority_level = field_validator("priority", mode="before")(levels.parse)
 
     @field_validator("framework", "model_name")
     @classmethod
@@ -87,7 +93,7 @@ class AttemptView(BaseModel):
     """An attempt that ended: what happened to this try of the job."""
 
     attempt: int
-    outcome: Literal["retried", "succeeded", "failed", "cancelled"]
+    outcome: Literal["retried", "preempted", "succeeded", "failed", "cancelled"]
     queued_at: Timestamp | None = None
     started_at: Timestamp | None = None
     ended_at: Timestamp
@@ -164,7 +170,12 @@ class JobView(View):
     stopped_early: bool = Field(default=False, description="the sweep's scheduler stopped this trial early "
                                 "(it is CANCELLED: its trainer was asked to stop), not a failure")
     wait_reason: str | None = Field(default=None, description="why the job, not running yet, waits: "
-                                    "e.g. its retry backoff before the next attempt starts")
+                                    "its place in the queue (quota, resources, preemption) or its retry backoff")
+    priority: int = Field(default=levels.NORMAL, description="0-100, higher first (low 20, normal 50, high 80)")
+    preemptions: int = Field(default=0, description="attempts that ended because a job of higher priority "
+                             "needed the resources (they do not count against max_attempts)")
+    preempt_requested_at: Timestamp | None = Field(default=None, description="when the running attempt was "
+                                                   "asked to stop for a job of higher priority")
     retry_at: Timestamp | None = Field(default=None, description="when the next attempt of a job retried "
                                        "after an infrastructure failure starts at the earliest (retry backoff)")
     training_time_seconds: float | None = None

@@ -11,7 +11,9 @@ one table per moment an answer is needed:
 The rules (DESIGN §5): infrastructure failures are retried (RETRYABLE_ERRORS), resuming from the
 last checkpoint, while attempts are left; anything the trainer reports about itself (a bad
 dataset, a bad config, a crash in the framework) is final; a cancel asked for wins over both.
-A retry waits before it starts, longer after each failed attempt (`retry_delay_s`).
+A retry waits before it starts, longer after each failed attempt (`retry_delay_s`). An attempt
+the scheduler preempted (ray_app/scheduling) is neither: it goes back to the queue, and does not
+count against `max_attempts`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Action(str, enum.Enum):
     SUCCEED = "succeed"
     CANCEL = "cancel"  # cancel was requested and the processes are gone
     RETRY = "retry"  # the next attempt, resuming from the last checkpoint
+    PREEMPT = "preempt"  # stopped for a job of higher priority: back to the queue, not a failure
     FAIL = "fail"
 
 
@@ -55,6 +58,19 @@ class JobFacts(Protocol):
     max_attempts: int
     cancel_requested: bool
     done: dict[str, Any] | None
+    preemptions: int
+    preempt_requested_at: Any
+
+
+def keeps_going(job: dict[str, Any]) -> bool:
+    """What a heartbeat answers (`should_continue`): false once the job's cancel or its
+    attempt's preemption was asked for; the trainer then saves what it can and exits."""
+    return not job["cancel_requested"] and job.get("preempt_requested_at") is None
+
+
+def attempts_used(attempt: int, preemptions: int) -> int:
+    """The attempts that count against max_attempts: preempted ones do not."""
+    return attempt - preemptions
 
 
 def retry_or_fail(job: JobFacts, reason: str, error_type: str | None) -> Decision:
@@ -63,7 +79,7 @@ def retry_or_fail(job: JobFacts, reason: str, error_type: str | None) -> Decisio
     kind = ErrorType(error_type or ErrorType.UNKNOWN_ERROR.value)
     if kind not in RETRYABLE_ERRORS:
         return Decision(Action.FAIL, reason, kind.value)
-    if job.attempt >= job.max_attempts:
+    if attempts_used(job.attempt, job.preemptions) >= job.max_attempts:
         return Decision(Action.FAIL, f"{reason} (attempt {job.attempt} of {job.max_attempts}; no attempts left)",
                         kind.value)
     return Decision(Action.RETRY, reason, kind.value)
@@ -99,6 +115,8 @@ def on_exit(job: JobFacts, outcome: dict[str, Any] | None, runner_error: str | N
     done = job.done
     if done is not None and done.get("status") == "failed":
         return retry_or_fail(job, done.get("error") or "trainer reported failure", done.get("error_type"))
+    if job.preempt_requested_at is not None:  # however it ended once asked to stop (it may have been killed)
+        return Decision(Action.PREEMPT, "stopped for a job of higher priority")
     if outcome is None:
         return retry_or_fail(job, runner_error or "the runner actor died (cause unknown)",
                              ErrorType.INFRASTRUCTURE_ERROR.value)
@@ -123,6 +141,8 @@ def on_lost(job: JobFacts, reason: str, retryable: bool = True) -> Decision:
         return Decision(Action.NOTHING)
     if job.cancel_requested:
         return Decision(Action.CANCEL, "cancelled by request")
+    if job.preempt_requested_at is not None:
+        return Decision(Action.PREEMPT, f"stopped for a job of higher priority ({reason})")
     if not retryable:
         return Decision(Action.FAIL, reason, ErrorType.INFRASTRUCTURE_ERROR.value)
     return retry_or_fail(job, reason, ErrorType.INFRASTRUCTURE_ERROR.value)

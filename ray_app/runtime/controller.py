@@ -71,6 +71,14 @@ class JobController:
         if self._loop is not None and self._wakeup is not None:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
+    def queue(self) -> dict[str, Any]:
+        """The last scheduling pass's decision: the queue in order, the projects' use (GET /v1/queue)."""
+        return self.reconciler.queue.snapshot
+
+    def scheduling_times(self) -> list[float]:
+        """The policy's decision time of the recent passes, in milliseconds (bench/)."""
+        return list(self.reconciler.queue.pass_ms)
+
     def status(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "attempts": sorted(
             runtime_env.runner_name(a.job_id, a.attempt) for a in self.reconciler.attempts.values()),

@@ -33,6 +33,7 @@ from ray_app.jobs.recovery import Action, Decision
 from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 from ray_app.runtime.gang import Gang, RankLost
 from ray_app.runtime.runner import kill_orphaned_group
+from ray_app.scheduling.queue import Held, JobQueue
 from ray_app.store.client import StoreClient
 
 log = logging.getLogger("ray_app.controller")
@@ -81,6 +82,7 @@ class Reconciler:
         self.wake: Any = lambda: None
         self.environments = EnvironmentBuilds(settings, self.store, lambda: self.wake())
         self.nodes = NodeWarmUp(settings)  # the other nodes' environments (node_envs.py)
+        self.queue = JobQueue(settings, self.store, self.registry)  # who is offered to Ray next
         self._warmed = False
         self._adopted = False
 
@@ -101,31 +103,55 @@ class Reconciler:
         except Exception:
             log.exception("could not look for nodes to warm up")
         jobs = await self.store.active_jobs()
-        active = {j.id for j in jobs}
+        active = {j.id: j for j in jobs}
+        found: set[tuple[str, int]] = set()  # runners that were started before this controller
         if not self._adopted:  # once, as a (re)started controller: runners no one followed
             self._adopted = True
             try:
-                await self._adopt_runners_of_ended_jobs(active)
+                found = await self._adopt_runners_of_ended_jobs(set(active))
             except Exception:
                 log.exception("could not look for the runners of jobs that ended meanwhile")
         for job_id in list(self.attempts):
             if job_id not in active:
                 await self._finish(self.attempts.pop(job_id), reason="job is final")
                 self._publish_model(job_id)
+            elif self.attempts[job_id].attempt != active[job_id].attempt:  # requeued: back to the queue
+                await self._finish(self.attempts.pop(job_id), reason="superseded by a new attempt")
+        # a job with a runner is followed; the others wait in the queue, which offers them to Ray
+        # in its order (ray_app/scheduling); a running job without a runner is recovered
+        followed, waiting = [], []
         for job in jobs:
-            try:
-                await self._reconcile(job)
-            except StoreError as exc:  # lost a race with a callback: the next tick sees the truth
-                log.info("[TRACE:%s] job %s: %s", job.trace_id, job.id, exc.detail)
-            except Exception:
-                log.exception("[TRACE:%s] reconcile of job %s failed", job.trace_id, job.id)
+            if job.id in self.attempts or job.state is JobState.RUNNING or (job.id, job.attempt) in found:
+                followed.append(job)
+            else:
+                waiting.append(job)
+        for job in followed:
+            await self._reconcile_safely(job)
+        held = [Held(active[a.job_id], a.created, _placed(a)) for a in self.attempts.values() if a.job_id in active]
+        try:
+            admitted = await self.queue.schedule(waiting, held)
+        except Exception:
+            log.exception("the scheduling pass failed")
+            return
+        for job in admitted:
+            await self._reconcile_safely(job)
 
-    async def _adopt_runners_of_ended_jobs(self, active: set[str]) -> None:
+    async def _reconcile_safely(self, job: Job) -> None:
+        try:
+            await self._reconcile(job)
+        except StoreError as exc:  # lost a race with a callback: the next tick sees the truth
+            log.info("[TRACE:%s] job %s: %s", job.trace_id, job.id, exc.detail)
+        except Exception:
+            log.exception("[TRACE:%s] reconcile of job %s failed", job.trace_id, job.id)
+
+    async def _adopt_runners_of_ended_jobs(self, active: set[str]) -> set[tuple[str, int]]:
         """A job that ends while the controller restarts is never active again, so no tick would
         attach to its runner: the runner (and its reserved resources) would stay forever, and its
         model would not be published. Such runners are followed once here, so that the loop ends
-        them as it ends every finished job's (terminate, remove, the attempt's exit, the model)."""
-        for name, job_id, attempt in await asyncio.to_thread(launch.runners):
+        them as it ends every finished job's (terminate, remove, the attempt's exit, the model).
+        Returns every runner found `(job_id, attempt)`: the live jobs' are followed again."""
+        runners = await asyncio.to_thread(launch.runners)
+        for name, job_id, attempt in runners:
             if job_id in active or job_id in self.attempts:
                 continue
             try:
@@ -137,6 +163,7 @@ class Reconciler:
             await asyncio.wait([att.ready], timeout=10)  # a runner that answers is terminated, not only removed
             self.attempts[job_id] = att
             log.info("job %s ended while no controller followed it: ending its runner %s", job_id, name)
+        return {(job_id, attempt) for _, job_id, attempt in runners}
 
     def _publish_model(self, job_id: str) -> None:
         """A job that ended: its model to MLflow, if it succeeded with a run (the task decides)."""
@@ -211,10 +238,13 @@ class Reconciler:
                 job, f"could not prepare the trainer: {_describe(exc)}", retryable=False))
             return None
         gang, placement = launched
+        what = f"runner {name} requested" if gang.size == 1 else \
+            f"runners of {gang.size} ranks requested ({name} and its ranks)"
         if job.state is JobState.PENDING:
-            what = f"runner {name} requested" if gang.size == 1 else \
-                f"runners of {gang.size} ranks requested ({name} and its ranks)"
             await self.store.transition(job.id, JobState.QUEUED, what, attempt=job.attempt)
+        elif job.wait_reason is not None:  # it waited in the queue: its turn came
+            await self.store.set_wait_reason(job.id, job.attempt, None)
+            await self.store.add_platform_event(job.id, "scheduled", f"its turn in the queue came: {what}")
         att = AttemptHandle(job.id, job.attempt, job.trace_id, gang, placement=placement)
         if placement is not None:
             att.placed = asyncio.create_task(_await(placement.ready()))
@@ -234,6 +264,12 @@ class Reconciler:
         if job.cancel_requested:  # nothing has started training: cancel at once
             await self._kill(att)
             await self.store.transition(job.id, JobState.CANCELLED, "cancelled while queued", attempt=att.attempt)
+            self.attempts.pop(job.id, None)
+            return
+        if job.preempt_requested_at is not None:  # nothing has started training: back to the queue at once
+            await self._kill(att)
+            await self.store.requeue_preempted(job.id, att.attempt, "preempted before its trainer started",
+                                               _ended(att, None))
             self.attempts.pop(job.id, None)
             return
         waited = time.monotonic() - att.created
@@ -263,11 +299,14 @@ class Reconciler:
                 f"({job.placement_strategy}; a gang is placed all or nothing)")
 
     async def _watch_running(self, job: Job, att: AttemptHandle) -> None:
-        if job.cancel_requested:
-            waited = _since(job.cancel_requested_at) or 0.0
-            if att.terminate is None and waited >= self.settings.cancel_grace_s:
+        stopping = [(job.cancel_requested_at, self.settings.cancel_grace_s)] if job.cancel_requested else []
+        if job.preempt_requested_at is not None:  # its checkpoint, then back to the queue
+            stopping.append((job.preempt_requested_at, self.settings.preemption_grace_s))
+        if stopping:
+            due = any((_since(at) or 0.0) >= grace for at, grace in stopping)
+            if att.terminate is None and due:
                 att.terminate = asyncio.create_task(att.gang.terminate(self.settings.kill_grace_s))
-            return  # the attempt's end (processes gone) turns into CANCELLED
+            return  # the attempt's end (processes gone) turns into CANCELLED, or requeues it
         silent = _since(job.last_heartbeat_at or job.started_at)
         if silent is not None and silent > self.settings.heartbeat_timeout_s:
             if await self._actor_alive(att):
@@ -357,6 +396,8 @@ class Reconciler:
         elif decision.action is Action.FAIL:
             await self.store.transition(job.id, JobState.FAILED, decision.reason, attempt=attempt,
                                         error_type=decision.error_type, ended=ended)
+        elif decision.action is Action.PREEMPT:
+            await self.store.requeue_preempted(job.id, attempt, decision.reason, ended)
 
     async def _fail(self, job: Job, att: AttemptHandle, reason: str, error_type: ErrorType) -> None:
         await self.store.transition(job.id, JobState.FAILED, reason, attempt=att.attempt,
@@ -408,6 +449,13 @@ def _follow(job_id: str, attempt: int, trace_id: str, name: str, actor: Any) -> 
     their run). Blocking (GCS calls): run it in a thread; the tasks start on the loop."""
     gang = launch.find_gang(job_id, attempt, actor)
     return AttemptHandle(job_id, attempt, trace_id, gang, placement=launch.find_placement(name))
+
+
+def _placed(att: AttemptHandle) -> bool:
+    """Whether Ray has placed the attempt (its resources are reserved): its placement group is
+    ready, or its runners answered."""
+    done = att.placed if att.placed is not None else att.ready
+    return done is not None and done.done() and not done.cancelled() and done.exception() is None
 
 
 async def _await(ref: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdk import contract
 
+from ray_app.jobs import recovery
 from ray_app.jobs.callback_models import HeartbeatIn
 from ray_app.jobs.errors import Conflict, StoreError
 from ray_app.jobs.states import JobState
@@ -168,11 +169,11 @@ class HeartbeatBatch:
             if key is not None:
                 pair = (job["id"], key)
                 if pair not in new:  # applied before, or earlier in this batch
-                    results[index] = {"should_continue": not job["cancel_requested"], "duplicate": True}
+                    results[index] = {"should_continue": recovery.keeps_going(job), "duplicate": True}
                     continue
                 new.discard(pair)
             self._apply(job, attempt, hb, now)
-            results[index] = {"should_continue": not job["cancel_requested"], "duplicate": False}
+            results[index] = {"should_continue": recovery.keeps_going(job), "duplicate": False}
         self.segment.clear()
 
     def write(self) -> None:

@@ -48,7 +48,7 @@ class CallbackStore(Writer):
         key = bulk.callback_key("hb", token_attempt, hb.event_id, hb.seq)
         with self._tx(job) as conn:
             if key and not db.insert_key_once(conn, job_id, key):
-                return {"should_continue": not job["cancel_requested"], "duplicate": True}
+                return {"should_continue": recovery.keeps_going(job), "duplicate": True}
             if job["state"] == JobState.QUEUED.value:
                 self._transition(conn, job, JobState.RUNNING, "first heartbeat", started_at=db.utcnow())
             elif job["state"] != JobState.RUNNING.value:
@@ -60,7 +60,7 @@ class CallbackStore(Writer):
             if "latest_metrics" in changes:  # a superseded heartbeat's metrics are not news
                 self._warn_non_finite(conn, job, hb.metrics, hb.epoch)
             self._set(conn, job, **changes)
-        return {"should_continue": not job["cancel_requested"], "duplicate": False}
+        return {"should_continue": recovery.keeps_going(job), "duplicate": False}
 
     def event(self, job_id: str, token_attempt: int, body: dict[str, Any]) -> dict[str, Any]:
         ev = EventIn.model_validate(body)

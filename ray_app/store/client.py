@@ -209,6 +209,28 @@ class StoreClient:
         """Safe to repeat: a final export is never changed again."""
         return await self._call(Retry.SAFE, lambda s: s.export_state.remote(job_id, export_id, state, files, error))
 
+    # ------------------------------------------------------------------ the queue (store/scheduling.py)
+
+    async def set_quota(self, project_id: str, changes: Row) -> Row:
+        """Safe to repeat: the same fields again change nothing."""
+        return await self._call(Retry.SAFE, lambda s: s.set_quota.remote(project_id, changes))
+
+    async def save_usage(self, rows: dict[str, tuple[float, float]], at: datetime) -> None:
+        await self._call(Retry.SAFE, lambda s: s.save_usage.remote(rows, at))
+
+    async def queue_waits(self, items: list[tuple[str, int, str]]) -> int:
+        """Safe to repeat: a job already waiting for that reason is left as it is."""
+        return await self._call(Retry.SAFE, lambda s: s.queue_waits.remote(items))
+
+    async def request_preempt(self, job_id: str, attempt: int, for_job: str, reason: str) -> Job:
+        return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.request_preempt.remote(
+            job_id, attempt, for_job, reason)))
+
+    async def requeue_preempted(self, job_id: str, attempt: int, reason: str, ended: Ended | None = None) -> Job:
+        """Compare-and-set by attempt: a repeat finds the job on the next attempt and is refused."""
+        return Job.model_validate(await self._call(Retry.ONCE, lambda s: s.requeue_preempted.remote(
+            job_id, attempt, reason, ended=ended)))
+
     # ------------------------------------------------------------------ the controller's writes
 
     async def transition(self, job_id: str, target: JobState, reason: str, *, attempt: int | None = None,

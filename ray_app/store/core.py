@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from sdk.contract import ErrorType
 
+from ray_app.jobs import recovery
 from ray_app.jobs.errors import Conflict
 from ray_app.jobs.states import JobState
 from ray_app.jobs.types import readable
@@ -29,6 +30,7 @@ from ray_app.store.audit import AuditWriter
 from ray_app.store.callbacks import CallbackStore
 from ray_app.store.datasets import DatasetWriter
 from ray_app.store.exports import ExportWriter
+from ray_app.store.scheduling import SchedulingWriter
 from ray_app.store.sweeps import SweepWriter
 from ray_app.store.teams import TeamWriter
 
@@ -43,7 +45,8 @@ JOB_DEFAULTS: dict[str, Any] = {
 }
 
 
-class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, AuditWriter, SweepWriter):
+class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, AuditWriter, SweepWriter,
+                   SchedulingWriter):
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
@@ -193,7 +196,7 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, Audit
         job = self._job(job_id)
         if job["attempt"] != attempt:
             raise Conflict(f"job {job_id} is on attempt {job['attempt']}, not {attempt}")
-        if job["attempt"] >= job["max_attempts"]:
+        if recovery.attempts_used(job["attempt"], job["preemptions"]) >= job["max_attempts"]:
             raise Conflict(f"job {job_id} has no attempts left ({attempt} of {job['max_attempts']})")
         now = db.utcnow()
         retry_at = now + timedelta(seconds=delay_s) if delay_s > 0 else None

@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     false,
+    true,
     create_engine,
     event,
     func,
@@ -144,6 +145,12 @@ jobs = Table(
     Column("sweep_trial", Integer),
     Column("sweep_params", JSON),
     Column("stopped_early", Boolean, nullable=False, server_default=false()),
+    # the shared cluster's queue (ray_app/scheduling): the job's priority (0-100, higher first),
+    # when the controller asked its running attempt to stop for a job of higher priority, and
+    # how many of its attempts ended so (they do not count against max_attempts)
+    Column("priority", Integer, nullable=False, server_default="50"),
+    Column("preempt_requested_at", UTCDateTime()),
+    Column("preemptions", Integer, nullable=False, server_default="0"),
     # what changed since a position, in order: the job-list stream (store/reads.changed_jobs)
     Index("ix_jobs_updated_at", "updated_at", "num"),
     Index("ux_jobs_sweep_trial", "sweep_id", "sweep_trial", unique=True),
@@ -303,6 +310,24 @@ projects = Table(
     Column("description", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("created_by", String(64)),
+    # its share of the cluster (ray_app/scheduling): the most it may hold at once (NULL:
+    # unlimited), its fair-share weight, and whether its jobs may be preempted
+    Column("max_gpus", Float),
+    Column("max_cpus", Float),
+    Column("max_running_jobs", Integer),
+    Column("weight", Float, nullable=False, server_default="1"),
+    Column("preemptible", Boolean, nullable=False, server_default=true()),
+)
+
+# each project's decayed use of the cluster (scheduling/usage.py), as of `updated_at`: the
+# controller writes it as it goes, so a restarted controller goes on from where it was
+project_usage = Table(
+    "project_usage",
+    metadata,
+    Column("project_id", String(128), primary_key=True),
+    Column("cpu_seconds", Float, nullable=False),
+    Column("gpu_seconds", Float, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 project_members = Table(

@@ -96,6 +96,12 @@ class ProjectView(BaseModel):
     members: list[MemberView] = Field(default_factory=list)
     your_role: RoleName | None = Field(default=None, description="the caller's role here (null: a platform "
                                        "admin who is not a member)")
+    max_gpus: float | None = Field(default=None, description="its quota: the most GPUs its jobs may hold "
+                                   "at once (null: unlimited)")
+    max_cpus: float | None = Field(default=None, description="the most CPUs (null: unlimited)")
+    max_running_jobs: int | None = Field(default=None, description="the most jobs offered at once (null: unlimited)")
+    weight: float = Field(default=1.0, description="its fair-share weight")
+    preemptible: bool = Field(default=True, description="whether its jobs may be preempted")
 
 
 class ProjectPage(BaseModel):

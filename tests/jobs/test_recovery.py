@@ -19,9 +19,12 @@ class Facts:
     max_attempts: int = 3
     cancel_requested: bool = False
     done: dict[str, Any] | None = None
+    preemptions: int = 0
+    preempt_requested_at: Any = None
 
 
 LAST = {"attempt": 3, "max_attempts": 3}
+ASKED = "2026-12-05T00:00:00Z"  # when a preemption was asked for
 FAILED_DONE = {"status": "failed", "error": "boom"}
 
 # (facts, runner outcome, runner error) -> (action, error type, words in the reason)
@@ -47,6 +50,19 @@ ON_EXIT = [
     (Facts(), {"returncode": 0}, None, Action.FAIL, "UNKNOWN_ERROR", "code 0 without sending done"),
     (Facts(), {"returncode": 1}, None, Action.FAIL, "UNKNOWN_ERROR", "code 1 without sending done"),
     (Facts(state=JobState.QUEUED), {"returncode": 137}, None, Action.FAIL, "UNKNOWN_ERROR", "code 137"),
+    # preempted: back to the queue however it ended (saved and exited, or killed after the grace)
+    (Facts(preempt_requested_at=ASKED), {"returncode": 0}, None, Action.PREEMPT, None, "higher priority"),
+    (Facts(preempt_requested_at=ASKED, **LAST), {"returncode": -9, "signal": "SIGKILL"}, None, Action.PREEMPT,
+     None, "higher priority"),
+    (Facts(preempt_requested_at=ASKED), None, "its node died", Action.PREEMPT, None, "higher priority"),
+    # a cancel wins over a preemption; a failure the trainer reported is still its failure
+    (Facts(preempt_requested_at=ASKED, cancel_requested=True), {"returncode": 0}, None, Action.CANCEL, None, "cancel"),
+    (Facts(preempt_requested_at=ASKED, done=FAILED_DONE | {"error_type": "DATASET_ERROR"}), {"returncode": 1}, None,
+     Action.FAIL, "DATASET_ERROR", "boom"),
+    # preempted attempts do not count against max_attempts: attempt 3 after one preemption has one left
+    (Facts(preemptions=1, **LAST), None, "its node died", Action.RETRY, "INFRASTRUCTURE_ERROR", "its node died"),
+    (Facts(preemptions=1, attempt=4, max_attempts=3), None, "its node died", Action.FAIL, "INFRASTRUCTURE_ERROR",
+     "no attempts left"),
 ]
 
 
@@ -82,12 +98,19 @@ def test_on_done(facts, status, error, error_type, action, want_type, words):
     (Facts(), False, Action.FAIL, "gone"),
     (Facts(cancel_requested=True), True, Action.CANCEL, "cancel"),
     (Facts(state=JobState.CANCELLED), True, Action.NOTHING, ""),
+    (Facts(preempt_requested_at=ASKED, **LAST), False, Action.PREEMPT, "higher priority"),
 ])
 def test_on_lost(facts, retryable, action, words):
     decision = recovery.on_lost(facts, "runner gone", retryable)
     assert decision.action == action and words in decision.reason
     if action in (Action.RETRY, Action.FAIL):
         assert decision.error_type == "INFRASTRUCTURE_ERROR"
+
+
+def test_a_heartbeat_says_stop_once_a_cancel_or_a_preemption_is_asked_for():
+    assert recovery.keeps_going({"cancel_requested": False, "preempt_requested_at": None})
+    assert not recovery.keeps_going({"cancel_requested": True, "preempt_requested_at": None})
+    assert not recovery.keeps_going({"cancel_requested": False, "preempt_requested_at": ASKED})
 
 
 def test_only_the_platforms_failures_are_retried():

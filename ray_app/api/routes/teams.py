@@ -126,7 +126,7 @@ async def enable_user(user_id: str, who: Who) -> UserView:
 # ---------------------------------------------------------------- projects and members
 
 
-def _project_view(who: Who, row: dict) -> ProjectView:
+def project_view(who: Who, row: dict) -> ProjectView:
     role = who.principal.role(row["id"])
     return ProjectView.model_validate({**row, "your_role": role.label if role else None})
 
@@ -134,7 +134,7 @@ def _project_view(who: Who, row: dict) -> ProjectView:
 @router.get("/v1/projects", response_model=ProjectPage, summary="The projects you belong to (all: platform admins)")
 async def list_projects(who: Who) -> ProjectPage:
     rows = await who.ctx.read(store_teams.list_projects, who.visible_projects())
-    return ProjectPage(items=[_project_view(who, r) for r in rows])
+    return ProjectPage(items=[project_view(who, r) for r in rows])
 
 
 @router.post("/v1/projects", status_code=201, response_model=ProjectView, responses=CONFLICT,
@@ -142,13 +142,13 @@ async def list_projects(who: Who) -> ProjectPage:
 async def create_project(body: ProjectCreate, who: Who) -> ProjectView:
     who.require_platform_admin()
     who.note(f"project:{body.id}", body.id)
-    return _project_view(who, await who.ctx.store.create_project(body.id, body.description, who.user_id))
+    return project_view(who, await who.ctx.store.create_project(body.id, body.description, who.user_id))
 
 
 @router.get("/v1/projects/{project_id:path}", response_model=ProjectView, responses=PROJECT_NOT_FOUND,
             summary="A project and its members")
 async def get_project(project_id: str, who: Who) -> ProjectView:
-    return _project_view(who, await who.project(project_id))
+    return project_view(who, await who.project(project_id))
 
 
 @router.put("/v1/projects/{project_id:path}/members/{user_id}", response_model=ProjectView,
@@ -162,7 +162,7 @@ async def set_member(project_id: str, user_id: str, body: MemberSet, who: Who) -
     except store_teams.UserNotFound as exc:
         raise HTTPException(422, detail=[{"loc": ["path", "user_id"], "type": "value_error",
                                           "msg": exc.detail}]) from None
-    return _project_view(who, row)
+    return project_view(who, row)
 
 
 @router.delete("/v1/projects/{project_id:path}/members/{user_id}", response_model=ProjectView,
@@ -170,4 +170,4 @@ async def set_member(project_id: str, user_id: str, body: MemberSet, who: Who) -
 async def remove_member(project_id: str, user_id: str, who: Who) -> ProjectView:
     await who.project(project_id, Action.MANAGE_MEMBERS)
     who.note(f"member:{project_id}/{user_id}", project_id)
-    return _project_view(who, await who.ctx.store.remove_member(project_id, user_id))
+    return project_view(who, await who.ctx.store.remove_member(project_id, user_id))

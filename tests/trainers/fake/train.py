@@ -1,7 +1,8 @@
 """Fake trainer: speaks the callback contract with urllib only; behaviours come from CONFIG.
 
 behaviour:
-  succeed          started, one heartbeat per epoch, checkpoint events, done(succeeded)
+  succeed          started, one heartbeat per epoch, checkpoint events, done(succeeded); told to
+                   stop, it exits (saving the epoch it finished first with CONFIG save_on_stop)
   ignore_cancel    ignores should_continue=false and SIGTERM (and leaves a child process behind)
   silent           started, then never reports again
   stall            heartbeats forever at the same epoch
@@ -123,6 +124,9 @@ def main():
                           objective=objective(min(epoch, EPOCHS)))
         if not reply.get("should_continue", True) and BEHAVIOUR != "ignore_cancel":
             say("stop requested: saving and exiting")
+            if CONFIG.get("save_on_stop"):  # as a real trainer does: the epoch it finished is kept
+                event("checkpoint_saved", f"epoch {epoch} (stopping)", name="last",
+                      checkpoint_path=f"s3://bucket/checkpoints/job-{JOB}/epoch-{epoch}.pt")
             return 0
         if BEHAVIOUR in ("stall",):
             continue
