@@ -1,6 +1,6 @@
 // The console's shell: sign-in, the header (who is signed in, the project picker, navigation) and
 // the hash router (#/jobs, #/jobs/<id>, #/submit, #/compare, #/datasets, #/projects,
-// #/projects/<id>, #/tokens, #/sweeps, #/sweeps/<id>, #/sweeps/new?from=<job>). Each navigation reads the user's roles again (session.js) before the
+// #/projects/<id>, #/tokens, #/sweeps, #/sweeps/<id>, #/sweeps/new?from=<job>, #/queue). Each navigation reads the user's roles again (session.js) before the
 // page draws, so it offers only what they may do. Each page module's render(main, params) returns a
 // cleanup function that closes its streams when the user leaves the page.
 
@@ -11,6 +11,7 @@ import * as datasets from "./datasets.js";
 import * as job from "./job.js";
 import * as jobs from "./jobs.js";
 import * as projects from "./projects.js";
+import * as queue from "./queue.js";
 import * as session from "./session.js";
 import * as submit from "./submit.js";
 import * as sweep from "./sweep.js";
@@ -152,6 +153,7 @@ async function route() {
   else if (page === "datasets") render = () => datasets.render(view, parts[1]);
   else if (page === "projects") render = () => projects.render(view, parts[1]);
   else if (page === "tokens") render = () => tokens.render(view);
+  else if (page === "queue") render = () => queue.render(view);
   else if (page === "sweeps" && parts[1] === "new") render = () => sweepform.render(view, query);
   else if (page === "sweeps" && parts[1]) render = () => sweep.render(view, parts[1]);
   else if (page === "sweeps") {

@@ -12,6 +12,7 @@ import {
   stateBadge, toast,
 } from "./dom.js";
 import { predictPanel } from "./predict.js";
+import { priorityBadge, priorityName } from "./queue.js";
 import * as session from "./session.js";
 import { tail } from "./tail.js";
 
@@ -198,7 +199,10 @@ export function render(view, jobId) {
       kv([["state", stateBadge(job.state)], ["attempt", `${job.attempt} of ${job.max_attempts}`], ["created", fmtTime(job.created_at)],
         ["started", fmtTime(job.started_at)], ["finished", fmtTime(job.finished_at)], ["duration", fmtDuration(duration)],
         ["last heartbeat", fmtTime(job.last_heartbeat_at)], ["last checkpoint", job.last_checkpoint || ""],
-        ["workers", `${job.workers ?? 1} · ${job.placement_strategy || "PACK"}`]]),
+        ["workers", `${job.workers ?? 1} · ${job.placement_strategy || "PACK"}`],
+        ["priority", h("span", { id: "job-priority" }, priorityBadge(priorityName(job.priority), job.priority ?? 50))],
+        job.preemptions > 0 ? ["preemptions", h("span", { id: "job-preemptions", title: "attempts stopped for a job of higher priority" }, String(job.preemptions))] : null,
+      ].filter(Boolean)),
       job.ranks?.length ? [h("h3", {}, "Ranks"), ranksTable(job.ranks)] : null,
       h("h3", {}, TERMINAL.has(job.state) ? "Final metrics" : "Latest metrics"),
       metricsTable(TERMINAL.has(job.state) && Object.keys(job.final_metrics).length ? job.final_metrics : job.latest_metrics));

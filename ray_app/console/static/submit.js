@@ -1,6 +1,6 @@
 // The submit form: trainer, task and model from GET /v1/trainers, the dataset from the datasets
 // API (or any id placed in S3), the usual hyperparameters, the workers (a gang placed all or
-// nothing) and the resources of each worker, and config as JSON.
+// nothing) and the resources of each worker, the priority in the queue, and config as JSON.
 // #/submit?from=<job> pre-fills it from that job ("run again"). The API's 422 details are shown
 // at the field each one names. The project: one where the user's role is member or admin (a
 // platform admin may type any), the header's picker's first.
@@ -9,6 +9,7 @@ import { ApiError, get, pages, post } from "./api.js";
 import { put, h } from "./dom.js";
 import { field, readJsonObjects, showErrors } from "./forms.js";
 import { trainers } from "./job.js";
+import { PRIORITY_LEVELS, priorityName } from "./queue.js";
 import * as session from "./session.js";
 
 const NUMBERS = {
@@ -39,6 +40,7 @@ export function render(view, query) {
   const registerAs = h("input", { placeholder: "none", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,127}", autocomplete: "off" });
   const numbers = Object.fromEntries(Object.entries(NUMBERS).map(([k, o]) => [k, h("input", { type: "number", min: o.min, max: o.max, step: o.step, value: o.value })]));
   const strategy = h("select", {}, STRATEGIES.map(([value, text]) => h("option", { value }, text)));
+  const priority = h("select", {}, PRIORITY_LEVELS.map(([name, value]) => h("option", { value, selected: name === "normal" }, name)));
   const config = h("textarea", { rows: 4, spellcheck: false }, "{}");
   const advanced = h("textarea", { rows: 3, spellcheck: false }, "{}");
   const formError = h("p", { class: "error", role: "alert", id: "form-error" });
@@ -50,6 +52,7 @@ export function render(view, query) {
       field("framework", "Trainer", framework), field("task_type", "Task", task), field("model_name", "Model", model), models,
       field("dataset_id", "Dataset", dataset), datasets, field("dataset_version", "Dataset version", version),
       field("project_id", "Project", project), projects,
+      field("priority", "Priority", priority, "higher goes first in the queue, and may preempt lower"),
       field("register_as", "Register model as", registerAs, "a name in the MLflow Model Registry"),
       field("epochs", "Epochs", numbers.epochs), field("batch_size", "Batch size", numbers.batch_size),
       field("image_size", "Image size", numbers.image_size), field("learning_rate", "Learning rate", numbers.learning_rate),
@@ -90,6 +93,10 @@ export function render(view, query) {
       registerAs.value = job.register_as || "";
       for (const k of Object.keys(NUMBERS)) if (job[k] !== null && job[k] !== undefined) numbers[k].value = job[k];
       if (STRATEGIES.some(([value]) => value === job.placement_strategy)) strategy.value = job.placement_strategy;
+      if (typeof job.priority === "number") {  // a number between the levels is kept as it was
+        if (!PRIORITY_LEVELS.some(([, value]) => value === job.priority)) priority.append(h("option", { value: job.priority }, priorityName(job.priority)));
+        priority.value = String(job.priority);
+      }
       config.value = JSON.stringify(job.config, null, 2);
       advanced.value = JSON.stringify(job.advanced_config, null, 2);
     } else {
@@ -113,6 +120,7 @@ export function render(view, query) {
     if (version.value.trim()) body.dataset_version = version.value.trim();
     if (registerAs.value.trim()) body.register_as = registerAs.value.trim();
     body.placement_strategy = strategy.value;
+    body.priority = Number(priority.value);
     for (const [k, o] of Object.entries(NUMBERS)) {
       const raw = numbers[k].value.trim();
       if (raw === "") continue;
