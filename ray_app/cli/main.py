@@ -20,6 +20,7 @@ from ray_app.client import Client
 from ray_app.config import Settings
 from ray_app.jobs.api_models import JobView, LogLine
 from ray_app.jobs.states import JobState
+from ray_app.scheduling import priority as levels
 
 from ray_app.cli.common import (
     EXIT_API_ERROR,
@@ -37,6 +38,7 @@ from ray_app.cli.common import (
 )
 from ray_app.cli.datasets import datasets_app
 from ray_app.cli.exports import register as register_exports
+from ray_app.cli.queue import register as register_queue
 from ray_app.cli.sweeps import sweeps_app
 from ray_app.cli.teams import register as register_teams
 
@@ -171,6 +173,8 @@ def jobs_submit(
     num_cpus: Annotated[Optional[float], typer.Option(help="CPUs per worker (default: the trainer's)")] = None,
     memory_mb: Annotated[Optional[int], typer.Option(help="memory per worker, MiB")] = None,
     max_attempts: Optional[int] = None,
+    priority: Annotated[Optional[str], typer.Option(help="its place in the queue, higher first: 0-100 or low (20), "
+                                                    "normal (50), high (80); default: normal")] = None,
     config: Annotated[str, typer.Option(help="JSON object of framework arguments")] = "{}",
     advanced_config: Annotated[str, typer.Option(help="JSON object")] = "{}",
     watch_job: Annotated[bool, typer.Option("--watch", help="follow until the job ends")] = False,
@@ -186,12 +190,17 @@ def jobs_submit(
     except json.JSONDecodeError as exc:
         err.print(f"[red]error:[/red] --config/--advanced-config must be JSON: {exc}")
         raise typer.Exit(2) from None
+    try:
+        level = None if priority is None else levels.parse(priority)  # the range is the API's to check
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] --priority: {exc}")
+        raise typer.Exit(2) from None
     body = {"framework": framework, "model_name": model, "dataset_id": dataset, "task_type": task_type,
             "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
             "image_size": image_size, "project_id": project, "num_gpus": num_gpus, "config": cfg,
             "advanced_config": adv, "workers": workers, "placement_strategy": placement_strategy.upper()}
     for name, value in (("num_cpus", num_cpus), ("memory_mb", memory_mb), ("max_attempts", max_attempts),
-                        ("dataset_version", dataset_version)):
+                        ("dataset_version", dataset_version), ("priority", level)):
         if value is not None:
             body[name] = value
     client = api_client(url, token)
@@ -387,6 +396,7 @@ def jobs_predict(
 
 register_exports(jobs_app)  # vtp jobs export (cli/exports.py)
 register_teams(app)  # vtp whoami, tokens, admin users, projects, audit (cli/teams.py)
+register_queue(app)  # vtp queue (cli/queue.py)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """`vtp whoami`, `vtp tokens`, `vtp admin users`, `vtp projects` and `vtp audit`: who you are on
-the platform, your personal API tokens, users (platform admins), projects and their members, and
-the audit log of every mutating call (platform admins)."""
+the platform, your personal API tokens, users (platform admins), projects, their members and their
+quotas (platform admins), and the audit log of every mutating call (platform admins)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from ray_app.cli.common import AsJson, Token, Url, api_client, call_api, console, emit, err
+from ray_app.cli.queue import projects_set_quota, quota_summary
 from ray_app.teams.models import (
     AuditPage,
     ProjectView,
@@ -202,6 +203,7 @@ def users_enable(user_id: str, url: Url = None, token: Token = None, as_json: As
 def _render_project(p: ProjectView) -> None:
     yours = f"  your role: {p.your_role}" if p.your_role else ""
     console.print(f"project [bold]{p.id}[/bold]{yours}" + (f"\n  {escape(p.description)}" if p.description else ""))
+    console.print(f"  {quota_summary(p)}")
     if not p.members:
         console.print("no members")
         return
@@ -263,6 +265,9 @@ def projects_remove_member(project_id: str, user_id: str, url: Url = None, token
                            as_json: AsJson = False) -> None:
     """Remove a user from a project (project admins)."""
     emit(call_api(api_client(url, token).remove_member, project_id, user_id), as_json, _render_project)
+
+
+projects_app.command("set-quota")(projects_set_quota)  # with the queue it shapes (cli/queue.py)
 
 
 # ---------------------------------------------------------------------------- audit

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ray_app.client import _calls as calls
+from ray_app.client._calls import UNSET, Unset
 from ray_app.client._config import ClientConfig
 from ray_app.client._retry import RetryableStatus, async_retrying
 from ray_app.client._uploads import (
@@ -33,6 +34,7 @@ from ray_app.datasets.models import (
 )
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.scheduling.models import QueueView
 from ray_app.sweeps.models import SweepCreate, SweepPage, SweepSummary, SweepView
 from ray_app.teams.models import (
     AuditEntry,
@@ -171,6 +173,16 @@ class AsyncClient(_Base):
         while not _sweep_done(view := await self.get_sweep(sweep_id), deadline, timeout):
             await asyncio.sleep(interval)
         return view
+
+    # ------------------------------------------------------------ the queue and projects' quotas
+    async def get_queue(self) -> QueueView:
+        return await self.send(calls.get_queue())
+
+    async def set_quota(self, project_id: str, *, max_gpus: float | None | Unset = UNSET,
+                        max_cpus: float | None | Unset = UNSET, max_running_jobs: int | None | Unset = UNSET,
+                        weight: float | Unset = UNSET, preemptible: bool | Unset = UNSET) -> ProjectView:
+        return await self.send(calls.set_quota(project_id, max_gpus, max_cpus, max_running_jobs, weight,
+                                               preemptible))
 
     # ------------------------------------------------------------ datasets
     async def list_datasets(self, cursor: str | None = None, limit: int | None = None) -> DatasetPage:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from ray_app.datasets.models import ArtifactPage, DatasetPage, DatasetView, UploadCreate, UploadView, VersionView
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.scheduling.models import QueueView
 from ray_app.sweeps.models import SweepCreate, SweepPage, SweepView
 from ray_app.teams.models import (
     AuditPage,
@@ -67,6 +69,23 @@ def _id(value: str) -> str:
 
 def _params(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+class Unset(Enum):
+    """The type of UNSET: an argument not given (where None means something: "unlimited")."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values given (None included: it is sent as null)."""
+    return {k: v for k, v in values.items() if v is not UNSET}
 
 
 # ---------------------------------------------------------------- jobs
@@ -165,6 +184,25 @@ def list_sweeps(project_id: str | None = None, state: str | None = None, cursor:
 
 def cancel_sweep(sweep_id: str) -> Call[SweepView]:
     return Call("POST", f"/v1/sweeps/{_id(sweep_id)}/cancel", _model(SweepView))  # idempotent by the API's word
+
+
+# ---------------------------------------------------------------- the queue and projects' quotas
+
+
+def get_queue() -> Call[QueueView]:
+    """The jobs waiting, in the order they are offered, and the projects' use against quota and
+    share (the controller's last pass; a 503 while no controller runs)."""
+    return Call("GET", "/v1/queue", _model(QueueView))
+
+
+def set_quota(project_id: str, max_gpus: float | None | Unset = UNSET, max_cpus: float | None | Unset = UNSET,
+              max_running_jobs: int | None | Unset = UNSET, weight: float | Unset = UNSET,
+              preemptible: bool | Unset = UNSET) -> Call[ProjectView]:
+    """Only the fields given are sent (the others stay as they are); None lifts a limit (null).
+    A PUT: the same again changes nothing."""
+    body = _given(max_gpus=max_gpus, max_cpus=max_cpus, max_running_jobs=max_running_jobs, weight=weight,
+                  preemptible=preemptible)
+    return Call("PUT", f"/v1/projects/{_id(project_id)}/quota", _model(ProjectView), json=body)
 
 
 # ---------------------------------------------------------------- datasets

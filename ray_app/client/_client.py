@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ray_app.client import _calls as calls
+from ray_app.client._calls import UNSET, Unset
 from ray_app.client._config import ClientConfig
 from ray_app.client._errors import APIError
 from ray_app.client._retry import RetryableStatus, retrying
@@ -37,6 +38,7 @@ from ray_app.datasets.models import (
 )
 from ray_app.jobs.export_models import ExportCreate, ExportPage, ExportView
 from ray_app.jobs.api_models import EventPage, JobCreate, JobPage, JobView, LogPage, MetricPage, PredictResponse
+from ray_app.scheduling.models import QueueView
 from ray_app.sweeps.models import SweepCreate, SweepPage, SweepSummary, SweepView
 from ray_app.teams.models import (
     AuditEntry,
@@ -108,6 +110,8 @@ class Client(_Base):
 
     # ------------------------------------------------------------ jobs
     def submit(self, body: JobCreate | dict[str, Any]) -> JobView:
+        """Create a job; its `priority` (0-100, or low, normal, high; default normal) places it in
+        the queue: higher first (get_queue)."""
         return self.send(calls.submit(body))
 
     def get_job(self, job_id: str) -> JobView:
@@ -252,6 +256,23 @@ class Client(_Base):
             if _sweep_done(view, deadline, timeout):
                 return view
             time.sleep(interval)
+
+    # ------------------------------------------------------------ the queue and projects' quotas
+    def get_queue(self) -> QueueView:
+        """The jobs not running yet, in the order they are offered to the cluster (`position`; None:
+        in a retry backoff), each with why it waits (`waiting_for`), and the projects' use against
+        their quotas and fair shares, the cluster's capacity and whether preemption is on. The
+        controller's last decision: a 503 (APIError, after retries) while none runs. Non-admins
+        see their projects' jobs only."""
+        return self.send(calls.get_queue())
+
+    def set_quota(self, project_id: str, *, max_gpus: float | None | Unset = UNSET,
+                  max_cpus: float | None | Unset = UNSET, max_running_jobs: int | None | Unset = UNSET,
+                  weight: float | Unset = UNSET, preemptible: bool | Unset = UNSET) -> ProjectView:
+        """Set a project's quota (platform admins): only the arguments given change; None lifts a
+        limit (unlimited). `weight`: its fair share against other projects' (> 0); `preemptible`:
+        False, its jobs are never preempted. The project with its quota."""
+        return self.send(calls.set_quota(project_id, max_gpus, max_cpus, max_running_jobs, weight, preemptible))
 
     # ------------------------------------------------------------ datasets
     def list_datasets(self, cursor: str | None = None, limit: int | None = None) -> DatasetPage:
