@@ -87,6 +87,9 @@ class Facts:
     quotas: dict[str, Quota] = field(default_factory=dict)
     recent: dict[str, Resources] = field(default_factory=dict)  # each project's recent rate (usage.py)
     preemption: bool = True
+    # what jobs that ended gave back but Ray does not show free yet (its view lags a removal by a
+    # moment): on its way, like what stopping jobs hold, so nobody is preempted for it
+    returning: Resources = NONE
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ def plan(facts: Facts) -> Plan:
                 for p in {*held, *(w.project_id for w in facts.waiting), *facts.recent}}
     pool = facts.free.at_least_zero()
     # what preempted (or cancelled) jobs still hold: free soon, for whoever needed it freed
-    incoming = sum((h.demand for h in facts.holding if h.stopping and h.placed), NONE)
+    incoming = sum((h.demand for h in facts.holding if h.stopping and h.placed), facts.returning)
     victims = sorted((h for h in facts.holding if not h.stopping and h.placed and quota(h.project_id).preemptible),
                      key=lambda h: (h.priority, -h.started))
     queue: list[Entry] = []
@@ -194,7 +197,7 @@ def plan(facts: Facts) -> Plan:
                     incoming = (incoming - need).at_least_zero()
                     names = ", ".join(v.job_id for v in chosen)
                     reason = (f"preempting {names} (lower priority) for {job.demand.describe()}" if chosen
-                              else f"waiting for preempted jobs to free {job.demand.describe()}")
+                              else f"waiting for {job.demand.describe()} that stopping jobs give back")
                 else:
                     reason = f"waiting for {job.demand.describe()} to be free"
                 pool = (pool - job.demand).at_least_zero()  # reserved: later jobs do not take it

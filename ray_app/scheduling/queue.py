@@ -35,6 +35,7 @@ log = logging.getLogger("ray_app.controller")
 USAGE_SAVE_S = 5.0  # how often each project's usage is written (what a restart can lose at most)
 WAITS_PER_CALL = 500  # reasons written per store call: the single writer is never held for long
 COUNTED = frozenset({"CPU", "GPU", "memory"})  # what a job may ask for and still be counted here
+RETURNING_S = 3.0  # how long what an ended job held counts as on its way back (Ray's view lags)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class JobQueue:
         self._loaded = False
         self.snapshot: dict[str, Any] = {"jobs": [], "projects": [], "decided_at": None}
         self.pass_ms: deque[float] = deque(maxlen=2000)  # the decision's duration, per pass (bench/)
+        self._held: dict[str, Resources] = {}  # last pass's held jobs (placed): what they hold
+        self._returning: list[tuple[float, Resources]] = []  # (until, what) an ended job gave back
 
     async def schedule(self, candidates: list[Job], held: list[Held]) -> list[Job]:
         """One pass over the jobs not offered to Ray yet: returns those to offer now, in order."""
@@ -73,6 +76,7 @@ class JobQueue:
         # free for the platform's jobs: what Ray has free less what offered jobs will take, and
         # never more than the cluster less everything offered (Ray's view lags a placement a moment)
         free = (available - unplaced).minimum(total - offered).at_least_zero()
+        returning = self._returned(held)
 
         waiting: list[policy.Waiting] = []
         by_id: dict[str, Job] = {}
@@ -93,7 +97,7 @@ class JobQueue:
         half_life = self.settings.fair_share_half_life_s
         facts = policy.Facts(waiting, holding, total, free, quotas,
                              {p: usage.recent_rate(u, half_life) for p, u in self.usage.items()},
-                             self.settings.preemption)
+                             self.settings.preemption, returning)
         decided = time.perf_counter()
         plan = policy.plan(facts)
         self.pass_ms.append((time.perf_counter() - decided) * 1000)
@@ -115,6 +119,16 @@ class JobQueue:
                                   self.usage, quotas, self.settings)
         self.snapshot["pass_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return [by_id[job_id] for job_id in plan.admitted]
+
+    def _returned(self, held: list[Held]) -> Resources:
+        """What jobs held at the last pass and gone now gave back, for RETURNING_S: Ray shows it
+        free a moment later, and until then it must not look as if only preemption could free it."""
+        now = time.monotonic()
+        current = {h.job.id: _demand_of(h.job, self.registry)[0] for h in held if h.placed}
+        self._returning = [(until, r) for until, r in self._returning if until > now]
+        self._returning += [(now + RETURNING_S, r) for job_id, r in self._held.items() if job_id not in current]
+        self._held = current
+        return sum((r for _, r in self._returning), NONE)
 
     # ------------------------------------------------------------------ usage
 

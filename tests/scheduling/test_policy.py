@@ -105,7 +105,7 @@ def test_resources_on_their_way_back_are_claimed_not_preempted_for_again():
     running = [holding("victim", prio=20, stopping=True), holding("low2", prio=20)]
     p = plan(facts([waiting("j9", prio=80, cpus=1), waiting("j10", prio=80, cpus=1)], running,
                    free=Resources(0), total=Resources(2)))
-    assert p.queue[0].reason == "waiting for preempted jobs to free 1 CPU"
+    assert p.queue[0].reason == "waiting for 1 CPU that stopping jobs give back"
     assert p.preempt == [("low2", "j10")]  # the second one needs its own
 
 
@@ -165,3 +165,10 @@ def test_any_pass_keeps_quotas_free_room_and_priority_order(jobs, running, free,
     for v, for_job in p.preempt:
         assert preempt_on
         assert next(h for h in hs if h.job_id == v).priority < by_id[for_job].priority
+
+
+def test_what_an_ended_job_gave_back_is_waited_for_not_preempted_for():
+    # Ray shows a removed job's resources free a moment later: meanwhile no one is preempted for them
+    running = [holding("low", prio=20)]
+    p = plan(Facts([waiting("j9", prio=80)], running, Resources(2), Resources(0), returning=Resources(1)))
+    assert p.preempt == [] and p.queue[0].reason == "waiting for 1 CPU that stopping jobs give back"
