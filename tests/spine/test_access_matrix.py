@@ -148,6 +148,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/jobs"): Rule(SELF, call=path("/v1/jobs")),
     ("GET", "/v1/datasets"): Rule(SELF, call=path("/v1/datasets")),
     ("GET", "/v1/sweeps"): Rule(SELF, call=path("/v1/sweeps")),
+    # the queue: the caller's projects' jobs and shares only (all: a platform admin)
+    ("GET", "/v1/queue"): Rule(SELF, call=path("/v1/queue")),
     ("GET", "/v1/stream/jobs"): Rule(SELF, call=path("/v1/stream/jobs"), stream=True),
     # ---- platform admins'
     ("GET", "/v1/admin/users"): Rule(ADMIN_ONLY, call=path("/v1/admin/users")),
@@ -160,6 +162,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/projects"): Rule(ADMIN_ONLY, ok=201,
                                    call=lambda w, who, t: Req("/v1/projects", json={"id": f"proj-{suffix()}"})),
     ("GET", "/v1/audit"): Rule(ADMIN_ONLY, call=path("/v1/audit")),
+    # P's quota, even for P's own admin (403, not P's hidden 404: the platform admin check comes
+    # first); the weight P has already, so the platform admin's 200 changes nothing the test meets
+    ("PUT", "/v1/projects/{project_id}/quota"): Rule(ADMIN_ONLY, call=lambda w, who, t: Req(
+        f"/v1/projects/{w.P}/quota", json={"weight": 1.0})),
     # ---- submissions to project P
     ("POST", "/v1/jobs"): Rule(SUBMIT, Action.SUBMIT, ok=201, call=lambda w, who, p: Req("/v1/jobs", json=job_body(p))),
     ("POST", "/v1/sweeps"): Rule(SUBMIT, Action.SUBMIT, ok=201,
