@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from collections import deque
 from typing import Any
 
 import ray
@@ -36,6 +38,7 @@ class JobController:
 
         self.sweeps = SweepSupervisor(settings, self.reconciler.store)
         self.ticks = 0
+        self.tick_ms: deque[float] = deque(maxlen=5000)
         # old log lines to S3, on a thread of its own: never the store's (the single writer) work
         from ray_app.store.log_archive import start_archiving
 
@@ -51,10 +54,12 @@ class JobController:
         self._loop = asyncio.get_running_loop()
         while True:
             self._wakeup.clear()
+            started = time.perf_counter()
             try:
                 await self.reconciler.tick()
             except Exception:
                 log.exception("controller tick failed")
+            self.tick_ms.append((time.perf_counter() - started) * 1000)
             try:
                 await self.sweeps.check()
             except Exception:
@@ -75,9 +80,11 @@ class JobController:
         """The last scheduling pass's decision: the queue in order, the projects' use (GET /v1/queue)."""
         return self.reconciler.queue.snapshot
 
-    def scheduling_times(self) -> list[float]:
-        """The policy's decision time of the recent passes, in milliseconds (bench/)."""
-        return list(self.reconciler.queue.pass_ms)
+    def scheduling_times(self) -> dict[str, list[float]]:
+        """The recent passes' times in milliseconds (bench/queue_scale.py): the policy's decision
+        alone, the whole scheduling pass, and the whole tick."""
+        queue = self.reconciler.queue
+        return {"decide_ms": list(queue.decide_ms), "pass_ms": list(queue.pass_ms), "tick_ms": list(self.tick_ms)}
 
     def status(self) -> dict[str, Any]:
         return {"ticks": self.ticks, "attempts": sorted(

@@ -41,10 +41,16 @@ def custom_resources(manifest: TrainerManifest) -> dict[str, float]:
 
 def worker_bundle(job: Job, manifest: TrainerManifest) -> dict[str, float]:
     """What one worker reserves: a bundle of the gang's placement group."""
-    bundle: dict[str, float] = {"CPU": job.num_cpus if job.num_cpus is not None else 1, "GPU": job.num_gpus or 0,
+    return bundle_of(job.num_cpus, job.num_gpus, job.memory_mb, manifest)
+
+
+def bundle_of(num_cpus: float | None, num_gpus: float | None, memory_mb: int | None,
+              manifest: TrainerManifest) -> dict[str, float]:
+    """worker_bundle from a job's resource fields (the queue reads only those)."""
+    bundle: dict[str, float] = {"CPU": num_cpus if num_cpus is not None else 1, "GPU": num_gpus or 0,
                                 **custom_resources(manifest)}
-    if job.memory_mb:
-        bundle["memory"] = int(job.memory_mb) * 1024 * 1024
+    if memory_mb:
+        bundle["memory"] = int(memory_mb) * 1024 * 1024
     return {k: v for k, v in bundle.items() if v}
 
 

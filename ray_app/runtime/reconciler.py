@@ -102,13 +102,22 @@ class Reconciler:
             await self.nodes.check()
         except Exception:
             log.exception("could not look for nodes to warm up")
-        jobs = await self.store.active_jobs()
-        active = {j.id: j for j in jobs}
         found: set[tuple[str, int]] = set()  # runners that were started before this controller
-        if not self._adopted:  # once, as a (re)started controller: runners no one followed
+        runners: list[tuple[str, str, int]] = []
+        if not self._adopted:  # once, as a (re)started controller
             self._adopted = True
             try:
-                found = await self._adopt_runners_of_ended_jobs(set(active))
+                runners = await asyncio.to_thread(launch.runners)
+            except Exception:
+                log.exception("could not list the runners")
+            found = {(job_id, attempt) for _, job_id, attempt in runners}
+        # the jobs followed (a runner, or RUNNING) come whole from the store; the ones waiting in
+        # the queue are read by the queue itself, lightly (ten thousand may wait)
+        jobs = await self.store.jobs_to_follow([*self.attempts, *(job_id for job_id, _ in found)])
+        active = {j.id: j for j in jobs}
+        if runners:  # runners no one followed, of jobs that ended meanwhile
+            try:
+                await self._adopt_runners_of_ended_jobs(runners, set(active))
             except Exception:
                 log.exception("could not look for the runners of jobs that ended meanwhile")
         for job_id in list(self.attempts):
@@ -117,24 +126,26 @@ class Reconciler:
                 self._publish_model(job_id)
             elif self.attempts[job_id].attempt != active[job_id].attempt:  # requeued: back to the queue
                 await self._finish(self.attempts.pop(job_id), reason="superseded by a new attempt")
-        # a job with a runner is followed; the others wait in the queue, which offers them to Ray
-        # in its order (ray_app/scheduling); a running job without a runner is recovered
-        followed, waiting = [], []
-        for job in jobs:
-            if job.id in self.attempts or job.state is JobState.RUNNING or (job.id, job.attempt) in found:
-                followed.append(job)
-            else:
-                waiting.append(job)
+        # a job with a runner is followed; a running job without one is recovered; the others
+        # wait in the queue, which offers them to Ray in its order (ray_app/scheduling)
+        followed = [j for j in jobs if j.id in self.attempts or j.state is JobState.RUNNING
+                    or (j.id, j.attempt) in found]
         for job in followed:
             await self._reconcile_safely(job)
         held = [Held(active[a.job_id], a.created, _placed(a)) for a in self.attempts.values() if a.job_id in active]
         try:
+            waiting = await self.queue.waiting({j.id for j in followed} | set(self.attempts))
             admitted = await self.queue.schedule(waiting, held)
         except Exception:
             log.exception("the scheduling pass failed")
             return
-        for job in admitted:
-            await self._reconcile_safely(job)
+        for job_id in admitted:
+            try:
+                job = await self.store.get_job(job_id)
+            except StoreError:  # gone meanwhile
+                continue
+            if job.state in (JobState.PENDING, JobState.QUEUED) and job.id not in self.attempts:
+                await self._reconcile_safely(job)
 
     async def _reconcile_safely(self, job: Job) -> None:
         try:
@@ -144,13 +155,11 @@ class Reconciler:
         except Exception:
             log.exception("[TRACE:%s] reconcile of job %s failed", job.trace_id, job.id)
 
-    async def _adopt_runners_of_ended_jobs(self, active: set[str]) -> set[tuple[str, int]]:
+    async def _adopt_runners_of_ended_jobs(self, runners: list[tuple[str, str, int]], active: set[str]) -> None:
         """A job that ends while the controller restarts is never active again, so no tick would
         attach to its runner: the runner (and its reserved resources) would stay forever, and its
         model would not be published. Such runners are followed once here, so that the loop ends
-        them as it ends every finished job's (terminate, remove, the attempt's exit, the model).
-        Returns every runner found `(job_id, attempt)`: the live jobs' are followed again."""
-        runners = await asyncio.to_thread(launch.runners)
+        them as it ends every finished job's (terminate, remove, the attempt's exit, the model)."""
         for name, job_id, attempt in runners:
             if job_id in active or job_id in self.attempts:
                 continue
@@ -163,7 +172,6 @@ class Reconciler:
             await asyncio.wait([att.ready], timeout=10)  # a runner that answers is terminated, not only removed
             self.attempts[job_id] = att
             log.info("job %s ended while no controller followed it: ending its runner %s", job_id, name)
-        return {(job_id, attempt) for _, job_id, attempt in runners}
 
     def _publish_model(self, job_id: str) -> None:
         """A job that ended: its model to MLflow, if it succeeded with a run (the task decides)."""

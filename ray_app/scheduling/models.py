@@ -78,6 +78,8 @@ class QueueTotals(BaseModel):
 
 class QueueView(BaseModel):
     jobs: list[QueueEntry] = Field(description="the jobs not running yet, in the order they are offered")
+    total: int | None = Field(default=None, description="how many jobs you can see wait (`jobs` holds the "
+                              "first `limit` of them)")
     projects: list[ProjectShare]
     capacity: QueueTotals | None = None
     preemption: bool = True

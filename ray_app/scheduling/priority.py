@@ -21,7 +21,7 @@ def parse(value: Any) -> Any:
         key = value.strip().lower()
         if key in LEVELS:
             return LEVELS[key]
-        if key.lstrip("-").isdigit() and len(key) < 6:
+        if key.isascii() and key.lstrip("-").isdigit() and len(key) < 6:
             return int(key)
         raise ValueError(f"unknown priority {value[:40]!r}: a number {MIN_PRIORITY}-{MAX_PRIORITY} "
                          f"or one of {', '.join(LEVELS)}")

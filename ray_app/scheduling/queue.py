@@ -15,8 +15,8 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import ray
 
@@ -35,7 +35,54 @@ log = logging.getLogger("ray_app.controller")
 USAGE_SAVE_S = 5.0  # how often each project's usage is written (what a restart can lose at most)
 WAITS_PER_CALL = 500  # reasons written per store call: the single writer is never held for long
 COUNTED = frozenset({"CPU", "GPU", "memory"})  # what a job may ask for and still be counted here
+REDECIDE_S = 5.0  # a pass decides again at least this often when nothing changed (shares drift)
+READ_OVERLAP_S = 5.0  # changed rows are read from this long before the last read (commits land late)
 RETURNING_S = 3.0  # how long what an ended job held counts as on its way back (Ray's view lags)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A job not offered to Ray yet, as the queue reads it: only what it looks at, by SQL on the
+    controller's own engine (store/scheduling.waiting_jobs), never as a whole `Job`."""
+
+    id: str
+    num: int
+    state: JobState
+    attempt: int
+    project_id: str
+    priority: int
+    framework: str
+    model_name: str
+    workers: int
+    num_cpus: float | None
+    num_gpus: float
+    memory_mb: int | None
+    cancel_requested: bool
+    wait_reason: str | None
+    retry_at: datetime | None
+    created_at: datetime
+    created_by: str | None
+    sweep_id: str | None
+    preemptions: int
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Queued:
+        return cls(**{**row, "state": JobState(row["state"])})
+
+
+class Asks(Protocol):
+    """What a job asks for: a `Job` and a `Queued` both say it."""
+
+    @property
+    def framework(self) -> str: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def num_cpus(self) -> float | None: ...
+    @property
+    def num_gpus(self) -> float: ...
+    @property
+    def memory_mb(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -56,12 +103,44 @@ class JobQueue:
         self._usage_at: float | None = None  # monotonic time `usage` is as of
         self._saved_at = 0.0
         self._loaded = False
-        self.snapshot: dict[str, Any] = {"jobs": [], "projects": [], "decided_at": None}
-        self.pass_ms: deque[float] = deque(maxlen=2000)  # the decision's duration, per pass (bench/)
+        self._snapshot: dict[str, Any] = {"jobs": [], "projects": [], "decided_at": None}
+        self._decision: tuple[Any, ...] | None = None  # what the snapshot is built from, once asked
+        self._demands: dict[tuple[Any, ...], tuple[Resources, bool]] = {}  # by the fields a demand comes from
+        # per pass, in ms (bench/queue_scale.py): the policy's decision alone, and the whole pass
+        # (facts gathered, decided, reasons and preemptions written)
+        self.decide_ms: deque[float] = deque(maxlen=5000)
+        self.pass_ms: deque[float] = deque(maxlen=5000)
         self._held: dict[str, Resources] = {}  # last pass's held jobs (placed): what they hold
+        self._rows: dict[str, Queued] = {}  # the jobs PENDING or QUEUED, kept up to date by `waiting`
+        self._read_at: datetime | None = None
+        self._changed = True  # whether a waiting job changed since the last decision
+        self._facts_seen: Any = None  # what the last decision was made from, besides the rows
+        self._decided_at = 0.0
         self._returning: list[tuple[float, Resources]] = []  # (until, what) an ended job gave back
 
-    async def schedule(self, candidates: list[Job], held: list[Held]) -> list[Job]:
+    async def waiting(self, followed: set[str]) -> list[Queued]:
+        """The jobs PENDING or QUEUED that the controller does not follow (not offered yet): read
+        whole once, then only the jobs changed since the last read."""
+        from ray_app.store.scheduling import waiting_jobs
+
+        now = datetime.now(UTC)
+        since = None if self._read_at is None else self._read_at - timedelta(seconds=READ_OVERLAP_S)
+        rows = await asyncio.to_thread(_reader(self.settings).run, waiting_jobs, since)
+        if since is None:
+            self._rows = {r["id"]: Queued.of(r) for r in rows}
+            self._changed = True
+        for r in rows if since is not None else ():
+            if r["state"] in (JobState.PENDING.value, JobState.QUEUED.value):
+                row = Queued.of(r)
+                if self._rows.get(row.id) != row:
+                    self._rows[row.id] = row
+                    self._changed = True
+            elif self._rows.pop(r["id"], None) is not None:
+                self._changed = True
+        self._read_at = now
+        return [q for job_id, q in self._rows.items() if job_id not in followed]
+
+    async def schedule(self, candidates: list[Queued], held: list[Held]) -> list[str]:
         """One pass over the jobs not offered to Ray yet: returns those to offer now, in order."""
         started = time.perf_counter()
         reader = _reader(self.settings)
@@ -71,15 +150,24 @@ class JobQueue:
         quotas = {p: _quota(row) for p, row in quota_rows.items()}
         self._accrue(held)
         total, available = await asyncio.to_thread(_cluster)
-        offered = sum((_demand_of(h.job, self.registry)[0] for h in held), NONE)
-        unplaced = sum((_demand_of(h.job, self.registry)[0] for h in held if not h.placed), NONE)
+        offered = sum((self._demand(h.job)[0] for h in held), NONE)
+        unplaced = sum((self._demand(h.job)[0] for h in held if not h.placed), NONE)
         # free for the platform's jobs: what Ray has free less what offered jobs will take, and
         # never more than the cluster less everything offered (Ray's view lags a placement a moment)
         free = (available - unplaced).minimum(total - offered).at_least_zero()
         returning = self._returned(held)
+        # nothing changed since the last decision (no waiting job, no held one, the same room,
+        # the same quotas), and it is recent: it stands (ten thousand waiting must not cost a
+        # decision every tick)
+        seen = (sorted((h.job.id, h.placed, h.job.cancel_requested, h.job.preempt_requested_at is None)
+                       for h in held), total, free, returning, sorted(quota_rows.items(), key=lambda kv: kv[0]),
+                any(j.retry_at is not None and j.retry_at <= datetime.now(UTC) for j in candidates))
+        if not self._changed and seen == self._facts_seen and time.monotonic() - self._decided_at < REDECIDE_S:
+            return []
+        self._changed, self._facts_seen, self._decided_at = False, seen, time.monotonic()
 
         waiting: list[policy.Waiting] = []
-        by_id: dict[str, Job] = {}
+        by_id: dict[str, Queued] = {}
         now = datetime.now(UTC)
         for job in candidates:
             if job.cancel_requested:
@@ -87,11 +175,11 @@ class JobQueue:
                 continue
             if job.retry_at is not None and job.retry_at > now:
                 continue  # in its retry backoff: it says so (jobs/recovery.py)
-            demand, beyond = _demand_of(job, self.registry)
+            demand, beyond = self._demand(job)
             by_id[job.id] = job
             waiting.append(policy.Waiting(job.id, job.project_id, job.priority, job.num, demand,
                                           beyond or not demand.fits(total)))
-        holding = [policy.Holding(h.job.id, h.job.project_id, h.job.priority, _demand_of(h.job, self.registry)[0],
+        holding = [policy.Holding(h.job.id, h.job.project_id, h.job.priority, self._demand(h.job)[0],
                                   h.started, h.job.cancel_requested or h.job.preempt_requested_at is not None,
                                   h.placed) for h in held]
         half_life = self.settings.fair_share_half_life_s
@@ -100,7 +188,7 @@ class JobQueue:
                              self.settings.preemption, returning)
         decided = time.perf_counter()
         plan = policy.plan(facts)
-        self.pass_ms.append((time.perf_counter() - decided) * 1000)
+        self.decide_ms.append((time.perf_counter() - decided) * 1000)
 
         waits = [(e.job_id, by_id[e.job_id].attempt, e.reason) for e in plan.queue
                  if e.reason is not None and (by_id[e.job_id].wait_reason != e.reason
@@ -115,16 +203,40 @@ class JobQueue:
             await self.store.request_preempt(victim_id, victim.attempt, for_id,
                                              f"preempted for job {for_id} (priority {name_of(for_job.priority)}, "
                                              f"project {for_job.project_id}): it needs these resources")
-        self.snapshot = _snapshot(plan, facts, by_id, [j for j in candidates if j.id not in by_id],
-                                  self.usage, quotas, self.settings)
-        self.snapshot["pass_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        return [by_id[job_id] for job_id in plan.admitted]
+        self.pass_ms.append((time.perf_counter() - started) * 1000)
+        # the queue as GET /v1/queue shows it is built when asked for, not at every decision
+        self._decision = (plan, facts, by_id, [j for j in candidates if j.id not in by_id], dict(self.usage),
+                          quotas, datetime.now(UTC), round(self.pass_ms[-1], 3))
+        return plan.admitted
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        """The last decision as GET /v1/queue shows it (built once per decision, when asked)."""
+        decision = self._decision
+        if decision is not None:
+            plan, facts, by_id, backoff, used, quotas, decided_at, pass_ms = decision
+            self._snapshot = {**_snapshot(plan, facts, by_id, backoff, used, quotas, self.settings),
+                              "decided_at": decided_at.isoformat(), "pass_ms": pass_ms}
+            if self._decision is decision:
+                self._decision = None
+        return self._snapshot
+
+    def _demand(self, job: Asks) -> tuple[Resources, bool]:
+        key = (job.framework, job.workers, job.num_cpus, job.num_gpus, job.memory_mb)
+        found = self._demands.get(key)
+        if found is None:
+            if len(self._demands) > 10_000:
+                self._demands.clear()
+            found = _demand_of(job, self.registry)
+            if found != (NONE, True):  # an unknown trainer may be registered by its launch's rescan
+                self._demands[key] = found
+        return found
 
     def _returned(self, held: list[Held]) -> Resources:
         """What jobs held at the last pass and gone now gave back, for RETURNING_S: Ray shows it
         free a moment later, and until then it must not look as if only preemption could free it."""
         now = time.monotonic()
-        current = {h.job.id: _demand_of(h.job, self.registry)[0] for h in held if h.placed}
+        current = {h.job.id: self._demand(h.job)[0] for h in held if h.placed}
         self._returning = [(until, r) for until, r in self._returning if until > now]
         self._returning += [(now + RETURNING_S, r) for job_id, r in self._held.items() if job_id not in current]
         self._held = current
@@ -149,7 +261,7 @@ class JobQueue:
         holding: dict[str, Resources] = {}
         for h in held:
             if h.placed:
-                holding[h.job.project_id] = holding.get(h.job.project_id, NONE) + _demand_of(h.job, self.registry)[0]
+                holding[h.job.project_id] = holding.get(h.job.project_id, NONE) + self._demand(h.job)[0]
         for p in {*self.usage, *holding}:
             self.usage[p] = usage.accrue(self.usage.get(p, NONE), holding.get(p, NONE), dt,
                                          self.settings.fair_share_half_life_s)
@@ -160,10 +272,10 @@ class JobQueue:
             task.add_done_callback(_log_failure)
 
 
-def _demand_of(job: Job, registry: TrainerRegistry) -> tuple[Resources, bool]:
+def _demand_of(job: Asks, registry: TrainerRegistry) -> tuple[Resources, bool]:
     """What the job's workers take together, and whether it asks for something not counted here."""
     try:
-        bundle = launch.worker_bundle(job, registry.get(job.framework))
+        bundle = launch.bundle_of(job.num_cpus, job.num_gpus, job.memory_mb, registry.get(job.framework))
     except UnknownTrainer:  # its launch fails it with the reason; nothing to count
         return NONE, True
     workers = job.workers or 1
@@ -212,7 +324,7 @@ def _log_failure(task: asyncio.Task) -> None:
         log.warning("could not save the projects' usage: %s", task.exception())
 
 
-def _snapshot(plan: policy.Plan, facts: policy.Facts, by_id: dict[str, Job], backoff: list[Job],
+def _snapshot(plan: policy.Plan, facts: policy.Facts, by_id: dict[str, Queued], backoff: list[Queued],
               used: dict[str, Resources], quotas: dict[str, policy.Quota], settings: Settings) -> dict[str, Any]:
     """The last decision as `GET /v1/queue` shows it (scheduling/models.py)."""
     jobs = []
@@ -248,11 +360,10 @@ def _snapshot(plan: policy.Plan, facts: policy.Facts, by_id: dict[str, Job], bac
         "capacity": {"total": {"cpus": facts.total.cpus, "gpus": facts.total.gpus},
                      "free": {"cpus": facts.free.cpus, "gpus": facts.free.gpus}},
         "preemption": facts.preemption, "fair_share_half_life_s": half_life,
-        "decided_at": datetime.now(UTC).isoformat(),
     }
 
 
-def _job_entry(job: Job, position: int | None, reason: str) -> dict[str, Any]:
+def _job_entry(job: Queued, position: int | None, reason: str) -> dict[str, Any]:
     return {"position": position, "job_id": job.id, "project_id": job.project_id, "priority": job.priority,
             "priority_name": name_of(job.priority), "state": job.state.value, "waiting_for": reason,
             "framework": job.framework, "model_name": job.model_name, "workers": job.workers,

@@ -106,6 +106,9 @@ class StoreClient:
     async def active_jobs(self) -> list[Job]:
         return [Job.model_validate(r) for r in await self._call(Retry.SAFE, lambda s: s.active_jobs.remote())]
 
+    async def jobs_to_follow(self, ids: list[str]) -> list[Job]:
+        return [Job.model_validate(r) for r in await self._call(Retry.SAFE, lambda s: s.jobs_to_follow.remote(ids))]
+
     async def request_cancel(self, job_id: str, by: str | None = None) -> Job:
         return Job.model_validate(await self._call(Retry.SAFE, lambda s: s.request_cancel.remote(job_id, by)))
 

@@ -106,6 +106,15 @@ class JobStoreCore(CallbackStore, DatasetWriter, ExportWriter, TeamWriter, Audit
     def active_jobs(self) -> list[dict[str, Any]]:
         return [dict(j) for j in self._jobs.values() if not JobState(j["state"]).is_terminal]
 
+    def jobs_to_follow(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The live jobs the controller follows: those it names (it launched them) and every
+        RUNNING one. The jobs waiting in the queue it reads itself, lightly, by SQL
+        (store/scheduling.waiting_jobs): ten thousand of them must not pass through here."""
+        wanted = set(ids)
+        return [dict(j) for j in self._jobs.values()
+                if j["state"] == JobState.RUNNING.value
+                or (j["id"] in wanted and not JobState(j["state"]).is_terminal)]
+
     def request_cancel(self, job_id: str, by: str | None = None) -> dict[str, Any]:
         """Idempotent. A job that has not started is cancelled at once; a running one is asked
         to stop (the next heartbeat answers should_continue=false) and the controller marks it

@@ -36,6 +36,23 @@ def quotas(conn: Connection) -> dict[str, Row]:
     return {r["id"]: r for r in db.rows(conn.execute(select(*cols)))}
 
 
+WAITING_COLUMNS = ("id", "num", "state", "attempt", "project_id", "priority", "framework", "model_name",
+                   "workers", "num_cpus", "num_gpus", "memory_mb", "cancel_requested", "wait_reason", "retry_at",
+                   "created_at", "created_by", "sweep_id", "preemptions")
+
+
+def waiting_jobs(conn: Connection, changed_since: datetime | None = None) -> list[Row]:
+    """The jobs not running (PENDING, QUEUED) with only what the queue looks at; with
+    `changed_since`, instead every job changed since then, whatever its state (the queue keeps its
+    rows up to date from these: one read of the few that changed, not of ten thousand)."""
+    cols = [db.jobs.c[name] for name in WAITING_COLUMNS]
+    if changed_since is None:
+        stmt = select(*cols).where(db.jobs.c.state.in_([JobState.PENDING.value, JobState.QUEUED.value]))
+    else:
+        stmt = select(*cols).where(db.jobs.c.updated_at >= changed_since)
+    return db.rows(conn.execute(stmt))
+
+
 def usage(conn: Connection) -> dict[str, Row]:
     """Every project's stored decayed usage (cpu_seconds, gpu_seconds, updated_at), by id."""
     return {r["project_id"]: r for r in db.rows(conn.execute(select(db.project_usage)))}

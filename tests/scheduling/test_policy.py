@@ -118,8 +118,9 @@ def test_a_job_asking_for_more_than_the_cluster_or_uncounted_resources_goes_to_r
 
 def test_priority_names_and_numbers():
     assert priority.parse("High") == 80 and priority.parse("7") == 7 and priority.parse(60) == 60
-    with pytest.raises(ValueError, match="low, normal, high"):
-        priority.parse("urgent")
+    for bad in ("urgent", "\u0663", "1e2", ""):  # not a level, not ASCII digits
+        with pytest.raises(ValueError, match="low, normal, high"):
+            priority.parse(bad)
     assert [priority.name_of(v) for v in (20, 50, 60, 80, 100, 5)] == ["low", "normal", "normal+10", "high",
                                                                          "high+20", "5"]
 
