@@ -48,6 +48,8 @@ def render(view: QueueView) -> None:
             jobs.add_row("-" if j.position is None else str(j.position), j.job_id, j.project_id, j.priority_name,
                          j.state, j.waiting_for)
         console.print(jobs)
+        if view.total is not None and view.total > len(view.jobs):
+            console.print(f"[dim]the first {len(view.jobs)} of {view.total} jobs waiting[/dim]")
     else:
         console.print("no job waiting")
     if view.projects:

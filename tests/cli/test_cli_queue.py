@@ -98,7 +98,7 @@ def test_the_queue_as_json_is_the_apis_answer(api):
 
 def test_an_empty_queue_says_so_and_preemption_off_shows(api):
     answers, _ = api
-    answers[("GET", "/v1/queue")] = (200, {**QUEUE, "jobs": [], "preemption": False})
+    answers[("GET", "/v1/queue")] = (200, {**QUEUE, "jobs": [], "total": 0, "preemption": False})
     flat = one_line(vtp("queue").stdout)
     assert "no job waiting" in flat and "preemption: off" in flat
 

@@ -37,6 +37,7 @@ QUEUE = {
     "jobs": [entry(1, "a" * 16, "vision", 80, "high", "offered to the cluster"),
              entry(2, "b" * 16, "vision", 50, "normal", "the project's quota: 1/1 running jobs"),
              entry(None, "c" * 16, "nlp", 20, "low", "retry backoff", state="RETRYING")],
+    "total": 3,
     "projects": [share("nlp", {"max_gpus": None, "max_cpus": None, "max_running_jobs": None},
                        {"gpus": 0.0, "cpus": 0.0, "running_jobs": 0}, 0),
                  share("vision", {"max_gpus": 0.0, "max_cpus": 4.0, "max_running_jobs": 1},
