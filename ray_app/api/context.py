@@ -74,19 +74,20 @@ class AppContext:
         controller runs."""
         if not self.settings.controller_enabled:
             return None
-        try:
-            import ray
+        import ray
 
-            if not ray.is_initialized():
-                return None
-            handle: Any = self.__dict__.get("_controller")
-            if handle is None:
-                handle = self.__dict__["_controller"] = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
-            return await asyncio.wait_for(handle.queue.remote(), timeout=10)
-        except Exception as exc:
-            self.__dict__.pop("_controller", None)
-            log.info("could not ask the controller for its queue: %s", exc)
+        if not ray.is_initialized():
             return None
+        for _ in range(2):  # a handle from before a controller restart fails once: look it up again
+            try:
+                handle: Any = self.__dict__.get("_controller")
+                if handle is None:
+                    handle = self.__dict__["_controller"] = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
+                return await asyncio.wait_for(handle.queue.remote(), timeout=10)
+            except Exception as exc:
+                self.__dict__.pop("_controller", None)
+                log.info("could not ask the controller for its queue: %s", exc)
+        return None
 
     def nudge_controller(self) -> None:
         """Ask the controller to reconcile now rather than at its next tick: a new job launches

@@ -25,7 +25,12 @@ class Queue:
         self.created: list[str] = []
 
     def get(self) -> dict[str, Any]:
-        resp = self.p.api("GET", "/v1/queue")
+        deadline = time.monotonic() + 30
+        while True:  # a platform just deployed: its controller may still be starting (503)
+            resp = self.p.api("GET", "/v1/queue")
+            if resp.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert resp.status_code == 200, resp.text
         return resp.json()
 

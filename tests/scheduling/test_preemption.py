@@ -55,6 +55,7 @@ def test_jobs_of_a_project_that_may_not_be_preempted_keep_running(platform, queu
     for low in lows:
         platform.wait_state(low, "RUNNING", timeout=60)
     urgent = queue.submit(queue.project(), cpus, epochs=2, epoch_s=0.2, priority="high")
+    platform.wait_state(urgent, "QUEUED", timeout=30)  # in the queue (PENDING until its first pass)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:  # a few passes: it waits, and no one is asked to stop
         job = platform.job(urgent)

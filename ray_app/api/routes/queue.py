@@ -42,6 +42,7 @@ async def set_quota(project_id: str, body: QuotaSet, who: Who) -> ProjectView:
     who.note(f"quota:{project_id}", project_id)  # a refused call is audited with what it was for
     who.require_platform_admin()
     await who.project(project_id)
+    who.note(f"quota:{project_id}", project_id)  # (the project's lookup noted itself)
     row = await who.ctx.store.set_quota(project_id, body.model_dump(include=body.model_fields_set))
     who.ctx.nudge_controller()
     return project_view(who, row)
