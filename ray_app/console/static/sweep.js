@@ -269,7 +269,8 @@ export function render(view, sweepId) {
   }
 
   function drawChart(s) {
-    const sig = JSON.stringify(s.trials.map((t) => [t.trial, t.status === "stopped_early"]));
+    // a series keeps the label it was made with: a new best (the labels say which) draws it anew
+    const sig = JSON.stringify([s.best?.job_id, s.trials.map((t) => [t.trial, t.status === "stopped_early"])]);
     if (sig !== chartSig || !charts) {
       chartSig = sig;
       charts?.destroy();
