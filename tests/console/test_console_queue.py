@@ -94,9 +94,10 @@ def test_the_queue_page_lists_the_waiting_jobs_in_order_and_the_projects_use_aga
     sweep = r.json()
     made["sweeps"].append(sweep["id"])
 
-    def settled(q: dict) -> bool:
+    def settled(q: dict) -> bool:  # all three in the queue, QUEUED (a new job is PENDING for one pass)
         ids = [j["job_id"] for j in q["jobs"]]
-        return {low["id"], high["id"]} <= set(ids) and any(j["sweep_id"] == sweep["id"] for j in q["jobs"])
+        return ({low["id"], high["id"]} <= set(ids) and any(j["sweep_id"] == sweep["id"] for j in q["jobs"])
+                and all(j["state"] == "QUEUED" for j in q["jobs"]))
     q = wait_queue(p, settled, what="the three jobs waiting")
     api_order = [j["job_id"] for j in q["jobs"]]
     by_id = {j["job_id"]: j for j in q["jobs"]}
