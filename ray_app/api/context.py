@@ -69,23 +69,34 @@ class AppContext:
         plugin added as a new folder is usable without a restart (TrainerRegistry.find)."""
         return self.registry.resolve(framework, task_type, model_name)
 
-    async def controller_queue(self) -> dict[str, Any] | None:
-        """The controller's last scheduling decision (scheduling/queue.py); None when no
-        controller runs."""
+    def _controller_handle(self) -> Any:
+        """The controller actor's handle (None: no controller here); looked up once, and again
+        after `_forget_controller` (a handle from before a controller restart fails)."""
         if not self.settings.controller_enabled:
             return None
         import ray
 
         if not ray.is_initialized():
             return None
+        handle: Any = self.__dict__.get("_controller")
+        if handle is None:
+            handle = self.__dict__["_controller"] = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
+        return handle
+
+    def _forget_controller(self) -> None:
+        self.__dict__.pop("_controller", None)
+
+    async def controller_queue(self) -> dict[str, Any] | None:
+        """The controller's last scheduling decision (scheduling/queue.py); None when no
+        controller runs."""
         for _ in range(2):  # a handle from before a controller restart fails once: look it up again
             try:
-                handle: Any = self.__dict__.get("_controller")
+                handle = self._controller_handle()
                 if handle is None:
-                    handle = self.__dict__["_controller"] = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
+                    return None
                 return await asyncio.wait_for(handle.queue.remote(), timeout=10)
             except Exception as exc:
-                self.__dict__.pop("_controller", None)
+                self._forget_controller()
                 log.info("could not ask the controller for its queue: %s", exc)
         return None
 
@@ -93,17 +104,10 @@ class AppContext:
         """Ask the controller to reconcile now rather than at its next tick: a new job launches
         (a cancel lands) up to one tick sooner. Best effort and fire-and-forget: the tick still
         covers a lost nudge, and a platform without a controller has nothing to nudge."""
-        if not self.settings.controller_enabled:
-            return
         try:
-            import ray
-
-            if not ray.is_initialized():
-                return
-            handle: Any = self.__dict__.get("_controller")
-            if handle is None:
-                handle = self.__dict__["_controller"] = ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
-            handle.wake.remote()
+            handle = self._controller_handle()
+            if handle is not None:
+                handle.wake.remote()
         except Exception as exc:  # no controller (yet), or a restarted one: look it up next time
-            self.__dict__.pop("_controller", None)
+            self._forget_controller()
             log.debug("could not nudge the controller: %s", exc)

@@ -181,10 +181,7 @@ class Reconciler:
             publish_model.remote(self.settings, job_id)
 
     async def _reconcile(self, job: Job) -> None:
-        att = self.attempts.get(job.id)
-        if att is not None and att.attempt != job.attempt:  # requeued meanwhile
-            await self._finish(self.attempts.pop(job.id), reason="superseded by a new attempt")
-            att = None
+        att = self.attempts.get(job.id)  # (an attempt superseded meanwhile was ended by the tick)
         if att is None:
             att = await self._attach_or_launch(job)
             if att is None:

@@ -28,7 +28,9 @@ from ray_app.runtime.registry import TrainerRegistry, UnknownTrainer
 from ray_app.scheduling import policy, usage
 from ray_app.scheduling.priority import name_of
 from ray_app.scheduling.resources import NONE, Resources
+from ray_app.store import scheduling as records
 from ray_app.store.client import StoreClient
+from ray_app.store.reads import JobReader
 
 log = logging.getLogger("ray_app.controller")
 
@@ -117,15 +119,15 @@ class JobQueue:
         self._facts_seen: Any = None  # what the last decision was made from, besides the rows
         self._decided_at = 0.0
         self._returning: list[tuple[float, Resources]] = []  # (until, what) an ended job gave back
+        # the controller's own reader of the database (waiting jobs, quotas, usage): never the single writer
+        self.reader = JobReader(settings.resolved_database_url)
 
     async def waiting(self, followed: set[str]) -> list[Queued]:
         """The jobs PENDING or QUEUED that the controller does not follow (not offered yet): read
         whole once, then only the jobs changed since the last read."""
-        from ray_app.store.scheduling import waiting_jobs
-
         now = datetime.now(UTC)
         since = None if self._read_at is None else self._read_at - timedelta(seconds=READ_OVERLAP_S)
-        rows = await asyncio.to_thread(_reader(self.settings).run, waiting_jobs, since)
+        rows = await asyncio.to_thread(self.reader.run, records.waiting_jobs, since)
         if since is None:
             self._rows = {r["id"]: Queued.of(r) for r in rows}
             self._changed = True
@@ -143,10 +145,9 @@ class JobQueue:
     async def schedule(self, candidates: list[Queued], held: list[Held]) -> list[str]:
         """One pass over the jobs not offered to Ray yet: returns those to offer now, in order."""
         started = time.perf_counter()
-        reader = _reader(self.settings)
         if not self._loaded:
-            await self._load_usage(reader)
-        quota_rows = await asyncio.to_thread(reader.run, _quotas)
+            await self._load_usage()
+        quota_rows = await asyncio.to_thread(self.reader.run, records.quotas)
         quotas = {p: _quota(row) for p, row in quota_rows.items()}
         self._accrue(held)
         total, available = await asyncio.to_thread(_cluster)
@@ -156,19 +157,19 @@ class JobQueue:
         # never more than the cluster less everything offered (Ray's view lags a placement a moment)
         free = (available - unplaced).minimum(total - offered).at_least_zero()
         returning = self._returned(held)
+        now = datetime.now(UTC)
         # nothing changed since the last decision (no waiting job, no held one, the same room,
         # the same quotas), and it is recent: it stands (ten thousand waiting must not cost a
         # decision every tick)
         seen = (sorted((h.job.id, h.placed, h.job.cancel_requested, h.job.preempt_requested_at is None)
                        for h in held), total, free, returning, sorted(quota_rows.items(), key=lambda kv: kv[0]),
-                any(j.retry_at is not None and j.retry_at <= datetime.now(UTC) for j in candidates))
+                any(j.retry_at is not None and j.retry_at <= now for j in candidates))
         if not self._changed and seen == self._facts_seen and time.monotonic() - self._decided_at < REDECIDE_S:
             return []
         self._changed, self._facts_seen, self._decided_at = False, seen, time.monotonic()
 
         waiting: list[policy.Waiting] = []
         by_id: dict[str, Queued] = {}
-        now = datetime.now(UTC)
         for job in candidates:
             if job.cancel_requested:
                 await self.store.transition(job.id, JobState.CANCELLED, "cancelled while queued", attempt=job.attempt)
@@ -244,8 +245,8 @@ class JobQueue:
 
     # ------------------------------------------------------------------ usage
 
-    async def _load_usage(self, reader: Any) -> None:
-        rows = await asyncio.to_thread(reader.run, _usage_rows)
+    async def _load_usage(self) -> None:
+        rows = await asyncio.to_thread(self.reader.run, records.usage)
         now = datetime.now(UTC)
         for project_id, row in rows.items():  # decayed over the time no controller counted
             idle = max(0.0, (now - row["updated_at"]).total_seconds())
@@ -292,31 +293,6 @@ def _cluster() -> tuple[Resources, Resources]:
 def _quota(row: dict[str, Any]) -> policy.Quota:
     return policy.Quota(row["max_cpus"], row["max_gpus"], row["max_running_jobs"], row["weight"] or 1.0,
                         bool(row["preemptible"]))
-
-
-def _quotas(conn: Any) -> dict[str, dict[str, Any]]:
-    from ray_app.store import scheduling
-
-    return scheduling.quotas(conn)
-
-
-def _usage_rows(conn: Any) -> dict[str, dict[str, Any]]:
-    from ray_app.store import scheduling
-
-    return scheduling.usage(conn)
-
-
-_READERS: dict[str, Any] = {}
-
-
-def _reader(settings: Settings) -> Any:
-    """The controller's own reader of the database (quotas, usage): never the single writer."""
-    url = settings.resolved_database_url
-    if url not in _READERS:
-        from ray_app.store.reads import JobReader
-
-        _READERS[url] = JobReader(url)
-    return _READERS[url]
 
 
 def _log_failure(task: asyncio.Task) -> None:
