@@ -13,7 +13,7 @@ def test_asha_stops_the_worse_trials_at_the_grace_period_and_the_best_is_the_fun
     lrs = [0.01, 0.1, 0.001, 1.0]
     sweep = sweeps.create(space={"learning_rate": {"choice": lrs}}, max_concurrent=1,
                           scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
-                          job={"epochs": 6, "config": {"epoch_seconds": 0.75}})
+                          job={"epochs": 6, "config": {"epoch_seconds": 1.0}})
     assert sweep["state"] == "PENDING" and sweep["num_trials"] == 4
     done = sweeps.wait(sweep["id"])
     assert done["state"] == "SUCCEEDED", done["error"]
@@ -26,8 +26,14 @@ def test_asha_stops_the_worse_trials_at_the_grace_period_and_the_best_is_the_fun
     for lr in (0.1, 0.001, 1.0):
         trial = trials[lr]
         assert trial["status"] == "stopped_early", trial
-        # told at the end of epoch 1; the stop reaches the trainer by its next heartbeat
-        assert 1 <= trial["epochs_run"] <= 2, trial
+        # Tune decided at the grace period (its decision is the job's event) ...
+        decided = [e["message"] for e in sweeps.p.api("GET", f"/v1/jobs/{trial['job_id']}/events").json()["items"]
+                   if e["event_type"] == "stopped_early"]
+        assert decided == ["stopped early by the sweep's scheduler after epoch 1"], decided
+        # ... and the stop reaches the trainer with one of its next heartbeats: the result goes from
+        # the store to the trial, to Tune, back to the store, which can take more than an epoch on
+        # a busy machine (CI saw 3), never the 6 the trial was given
+        assert 1 <= trial["epochs_run"] <= 3, trial
         assert "stopped early" in trial["stop_reason"]
     assert done["counts"] == {"succeeded": 1, "stopped_early": 3}
     jobs = {j["id"]: j for j in sweeps.trial_jobs(sweep["id"])}
