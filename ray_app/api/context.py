@@ -100,14 +100,15 @@ class AppContext:
                 log.info("could not ask the controller for its queue: %s", exc)
         return None
 
-    def nudge_controller(self) -> None:
+    def nudge_controller(self, sweeps: bool = False) -> None:
         """Ask the controller to reconcile now rather than at its next tick: a new job launches
-        (a cancel lands) up to one tick sooner. Best effort and fire-and-forget: the tick still
-        covers a lost nudge, and a platform without a controller has nothing to nudge."""
+        (a cancel lands) up to one tick sooner; `sweeps`: a sweep changed, check the sweeps too.
+        Best effort and fire-and-forget: the tick still covers a lost nudge, and a platform
+        without a controller has nothing to nudge."""
         try:
             handle = self._controller_handle()
             if handle is not None:
-                handle.wake.remote()
+                handle.wake.remote(sweeps=sweeps)
         except Exception as exc:  # no controller (yet), or a restarted one: look it up next time
             self._forget_controller()
             log.debug("could not nudge the controller: %s", exc)

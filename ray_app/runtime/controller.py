@@ -45,6 +45,7 @@ class JobController:
         self._archiving = start_archiving(self.reconciler.settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
+        self._sweeps_due = False  # a sweep was created or cancelled: check the sweeps on the next pass
         threading.Thread(target=asyncio.run, args=(self._run(),), daemon=True, name="reconcile").start()
 
     async def _run(self) -> None:
@@ -61,7 +62,8 @@ class JobController:
                 log.exception("controller tick failed")
             self.tick_ms.append((time.perf_counter() - started) * 1000)
             try:
-                await self.sweeps.check()
+                due, self._sweeps_due = self._sweeps_due, False
+                await self.sweeps.check(force=due)
             except Exception:
                 log.exception("sweep supervision failed")
             self.ticks += 1
@@ -70,9 +72,13 @@ class JobController:
             except TimeoutError:
                 pass
 
-    def wake(self) -> None:
+    def wake(self, sweeps: bool = False) -> None:
         """Reconcile now (the API calls this after creating or cancelling a job): a new job is
-        launched without waiting for the next tick. Fire-and-forget; the tick covers a lost one."""
+        launched without waiting for the next tick. Fire-and-forget; the tick covers a lost one.
+        `sweeps`: a sweep was created or cancelled, so the sweeps are checked on this pass too
+        rather than on their own slower cadence (its driver starts, or stops, a second sooner)."""
+        if sweeps:
+            self._sweeps_due = True
         if self._loop is not None and self._wakeup is not None:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 

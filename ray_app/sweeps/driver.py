@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from typing import Any
 from urllib.parse import urlparse
 
 import ray
+
+from ray_app.sweeps import tune_env  # noqa: F401  # Tune's settings, before Tune's import
 from ray import tune
 
 from ray_app.config import NAMESPACE, Settings
@@ -38,12 +39,6 @@ log = logging.getLogger("ray_app.sweeps")
 DRIVER_PREFIX = "vtp-sweep:"
 TRIAL_CPU = 0.001  # a trial's own actor only follows its job: the job holds the resources
 STOP_CHECK_S = 1.0
-# Tune's own settings for a driver inside the platform: no result loggers (CSV/JSON/TensorBoard
-# files per trial, written to S3 on every result: the platform keeps the metrics), the
-# experiment's state saved often (what a restore resumes from), one result at a time
-TUNE_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "2",
-            "TUNE_RESULT_BUFFER_LENGTH": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_THRESHOLD_S": "30",
-            "RAY_TRAIN_V2_ENABLED": "0"}
 
 
 def driver_name(sweep_id: str) -> str:
@@ -185,6 +180,7 @@ class SweepDriver:
         self.store = StoreClient(settings)
         self.reader = reader_of(settings.resolved_database_url)
         self._thread: threading.Thread | None = None
+        self._mlflow: threading.Thread | None = None
 
     def start(self) -> str:
         if self._thread is None:
@@ -231,17 +227,29 @@ class SweepDriver:
                     failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                     sync_config=tune.SyncConfig(sync_period=2),
                     checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0)))
-        parent = None
-        if self.settings.mlflow_tracking_uri:
-            from ray_app.sweeps import mlflow_runs
-
-            parent = mlflow_runs.parent_run(self.settings, sweep)
-        _sync(self.store.sweep_started(self.sweep_id, parent))
+        _sync(self.store.sweep_started(self.sweep_id))
+        # the MLflow parent run beside the fit, not before it: MLflow's import and calls (~1.5 s)
+        # would delay the first trial, and the run is only needed when the trials' runs are made
+        # its children, after the fit (_finish waits for it)
+        self._mlflow = threading.Thread(target=self._parent_run, args=(sweep,), daemon=True,
+                                        name=f"sweep-{self.sweep_id}-mlflow")
+        self._mlflow.start()
         tuner.fit()
+
+    def _parent_run(self, sweep: dict[str, Any]) -> None:
+        if not self.settings.mlflow_tracking_uri:
+            return
+        from ray_app.sweeps import mlflow_runs
+
+        parent = mlflow_runs.parent_run(self.settings, sweep)
+        if parent:  # a store client of this thread's own (each call runs its own event loop)
+            _sync(StoreClient(self.settings).sweep_started(self.sweep_id, parent))
 
     def _finish(self) -> None:
         """After the fit: the last trials' jobs end (a trial whose last epoch was told ends with
         its job's done), then the outcome."""
+        if self._mlflow is not None:
+            self._mlflow.join()
         while True:
             sweep = self.reader.run(store_sweeps.sweep_view, self.sweep_id)
             if SweepState(sweep["state"]).is_terminal:
@@ -276,15 +284,7 @@ def ensure_driver(settings: Settings, sweep_id: str) -> Any:
     """The sweep's driver actor, found or created (created = started again after a restart)."""
     return SweepDriverActor.options(
         name=driver_name(sweep_id), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        runtime_env={"env_vars": {**TUNE_ENV, **_passed_env()}},
     ).remote(settings, sweep_id)
-
-
-def _passed_env() -> dict[str, str]:
-    """What the driver's process needs of its creator's environment (the platform's offline and
-    telemetry settings)."""
-    names = ("MLFLOW_DISABLE_TELEMETRY", "AWS_EC2_METADATA_DISABLED", "RAY_AUTH_MODE")
-    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def kill_driver(sweep_id: str) -> bool:

@@ -24,8 +24,12 @@ import math
 import time
 from typing import Any
 
+import ray
+
+from ray_app.sweeps import tune_env  # noqa: F401  # Tune's settings, before Tune's import
 from ray import tune
 
+from ray_app.config import CONTROLLER_ACTOR, NAMESPACE
 from ray_app.jobs.job import Job
 from ray_app.jobs.states import JobState
 from ray_app.store.client import StoreClient
@@ -49,6 +53,15 @@ def reader_of(database_url: str) -> JobReader:
     """This process's reader of the job database: the sweeps' follows and checks read there, by
     SQL, never through the single writer (a trial polls its job several times a second)."""
     return JobReader(database_url)
+
+
+def wake_controller() -> None:
+    """A new trial's job goes to the queue on the controller's next pass, not at its next tick
+    (as the API nudges it for a job it creates). Fire-and-forget: the tick covers a lost one."""
+    try:
+        ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE).wake.remote()
+    except ValueError:  # no controller (yet): its first tick finds the job
+        pass
 
 
 def trial_job_id(sweep_id: str, tune_trial_id: str) -> str:
@@ -87,6 +100,8 @@ class SweepTrial(tune.Trainable):
         params = {sweep["paths"][key]: value for key, value in config.items()}
         self.job_id = trial_job_id(sweep["id"], self.trial_id)
         job = self._run(self.store.create_trial(sweep["id"], self.job_id, spaces.apply(sweep["job"], params), params))
+        if job.state is JobState.PENDING:
+            wake_controller()
         self.trial = job.sweep_trial
         self.reported = -1  # the last epoch told to Tune
 

@@ -65,7 +65,7 @@ async def create_sweep(body: SweepCreate, ctx: Ctx, who: Who) -> dict[str, Any]:
     await ctx.store.create_sweep({"id": sweep_id, "name": body.name, "project_id": body.project_id,
                                   "spec": spec, "created_by": who.user_id})
     who.note(f"sweep:{sweep_id}", body.project_id)
-    ctx.nudge_controller()
+    ctx.nudge_controller(sweeps=True)
     return await ctx.read(store_sweeps.sweep_view, sweep_id)
 
 
@@ -93,5 +93,5 @@ async def cancel_sweep(sweep_id: str, ctx: Ctx, who: Who) -> dict[str, Any]:
     """Members cancel the sweeps they started; a project's admins cancel any."""
     await who.sweep(sweep_id, Action.CANCEL)
     await ctx.store.request_sweep_stop(sweep_id, SweepState.CANCELLED.value, None, by=who.user_id)
-    ctx.nudge_controller()
+    ctx.nudge_controller(sweeps=True)
     return await ctx.read(store_sweeps.sweep_view, sweep_id)
