@@ -44,7 +44,7 @@ def test_asha_stops_the_worse_trials_at_the_grace_period_and_the_best_is_the_fun
     assert sorted(j["sweep_trial"] for j in jobs.values()) == [1, 2, 3, 4]
 
 
-def test_grid_runs_every_combination_once(sweeps):
+def test_grid_runs_every_combination_once(sweeps, s3_server):
     sweep = sweeps.create(space={"learning_rate": {"choice": [0.01, 0.1]}, "config.x": {"choice": [0, 1]}},
                           job={"epochs": 2}, num_trials=50)  # grid: num_trials does not apply
     assert sweep["num_trials"] == 4
@@ -58,6 +58,12 @@ def test_grid_runs_every_combination_once(sweeps):
         assert (job["learning_rate"], job["config"]["x"]) == (job["sweep_params"]["learning_rate"],
                                                               job["sweep_params"]["config.x"])
         assert job["config"]["epoch_seconds"] == 0.25  # the base job's config kept
+    # the experiment's state is in the platform's bucket (what a restore resumes from), and the
+    # driver ran with the platform's Tune settings (sweeps/tune_env.py): no result files per trial
+    listed = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix=f"sweeps/{sweep['id']}/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert any(k.rsplit("/", 1)[-1].startswith("experiment_state") for k in keys), keys
+    assert not [k for k in keys if k.endswith(("progress.csv", "result.json", "params.json"))], keys
     assert done["best"]["params"] == {"learning_rate": 0.01, "config.x": 1}
     assert [e for e, _ in done["best"]["history"]] == [1, 2]
 
